@@ -1,0 +1,63 @@
+// 2-D convolution, NHWC, with its two gradients.
+//
+//   x:  (N, H, W, C)      row-strided (may be a channel slice of a larger tensor)
+//   w:  (O, KH, KW, C)    contiguous (PyTorch's OIHW is permuted at load time)
+//   b:  (O)               or undefined
+//   y:  (N, OH, OW, O)    row-strided, preallocated (may be a channel slice: concat is free)
+//
+// OH = (H + pad_top + pad_bottom - KH) / stride_h + 1, likewise OW.
+// The ReLU epilogue (relu = true) is applied to y in place of a separate op; its backward
+// is the caller's: dgrad/wgrad take dy already multiplied by the ReLU mask (relu_backward).
+#pragma once
+#include <string>
+
+#include "tensor/tensor.h"
+
+namespace trick {
+
+struct Conv2dParams {
+  int stride_h = 1, stride_w = 1;
+  int pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
+  bool relu = false;  // fused ReLU epilogue on the forward output
+  std::string name;   // the layer's name, for error messages
+  static Conv2dParams same(int stride, int pad_h, int pad_w, bool relu = false) {
+    Conv2dParams p;
+    p.stride_h = p.stride_w = stride;
+    p.pad_top = p.pad_bottom = pad_h;
+    p.pad_left = p.pad_right = pad_w;
+    p.relu = relu;
+    return p;
+  }
+};
+
+// The output shape for x and w; throws naming the layer if the shapes do not fit.
+Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p);
+
+// y = relu?(conv(x, w) + b)
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y);
+// dx (+)= dgrad(dy, w): the gradient with respect to the input.
+void conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx, bool accumulate);
+// dw (+)= wgrad(x, dy); db (+)= sum of dy over N, OH, OW when db is defined.
+void conv2d_wgrad(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw, Tensor& db,
+                  bool accumulate);
+
+// Counts of calls, so tests can prove that frozen weights never run wgrad.
+struct ConvCallCounts {
+  int64_t forward = 0, dgrad = 0, wgrad = 0;
+};
+ConvCallCounts& conv_call_counts();
+
+namespace cpu {
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y);
+void conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx, bool accumulate);
+void conv2d_wgrad(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw, Tensor& db,
+                  bool accumulate);
+}  // namespace cpu
+namespace cuda {
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y);
+void conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx, bool accumulate);
+void conv2d_wgrad(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw, Tensor& db,
+                  bool accumulate);
+}  // namespace cuda
+
+}  // namespace trick

@@ -1,0 +1,117 @@
+// CPU elementwise ops over row-strided tensors: a parallel loop over rows, a simple
+// vectorisable loop over the contiguous last dim.
+#include <omp.h>
+
+#include <cmath>
+
+#include "kernels/pointwise.h"
+
+namespace trick {
+namespace cpu {
+
+namespace {
+// f(row pointers..., cols) for every row, in parallel.
+template <typename F>
+void for_rows(const Tensor& shape_of, F f) {
+  const int64_t rows = shape_of.rows();
+#pragma omp parallel for schedule(static) if (rows * shape_of.cols() > 32768)
+  for (int64_t r = 0; r < rows; ++r) f(r);
+}
+}  // namespace
+
+void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& y) {
+  const int64_t c = a.cols(), la = a.ld(), lb = b.ld(), ly = y.ld();
+  const float *ap = a.data(), *bp = b.data();
+  float* yp = y.data();
+  for_rows(a, [&](int64_t r) {
+    const float* x0 = ap + r * la;
+    const float* x1 = bp + r * lb;
+    float* o = yp + r * ly;
+    switch (op) {
+      case BinaryOp::Add: for (int64_t j = 0; j < c; ++j) o[j] = x0[j] + x1[j]; break;
+      case BinaryOp::Sub: for (int64_t j = 0; j < c; ++j) o[j] = x0[j] - x1[j]; break;
+      case BinaryOp::Mul: for (int64_t j = 0; j < c; ++j) o[j] = x0[j] * x1[j]; break;
+    }
+  });
+}
+
+void unary(UnaryOp op, const Tensor& x, Tensor& y, float a, float b) {
+  const int64_t c = x.cols(), lx = x.ld(), ly = y.ld();
+  const float* xp = x.data();
+  float* yp = y.data();
+  for_rows(x, [&](int64_t r) {
+    const float* i = xp + r * lx;
+    float* o = yp + r * ly;
+    switch (op) {
+      case UnaryOp::Affine: for (int64_t j = 0; j < c; ++j) o[j] = a * i[j] + b; break;
+      case UnaryOp::Relu: for (int64_t j = 0; j < c; ++j) o[j] = i[j] > 0.f ? i[j] : 0.f; break;
+      case UnaryOp::Sign: for (int64_t j = 0; j < c; ++j) o[j] = static_cast<float>((i[j] > 0.f) - (i[j] < 0.f)); break;
+      case UnaryOp::Clamp: for (int64_t j = 0; j < c; ++j) o[j] = std::fmin(std::fmax(i[j], a), b); break;
+      case UnaryOp::Square: for (int64_t j = 0; j < c; ++j) o[j] = i[j] * i[j]; break;
+      case UnaryOp::Exp: for (int64_t j = 0; j < c; ++j) o[j] = std::exp(i[j]); break;
+      case UnaryOp::Abs: for (int64_t j = 0; j < c; ++j) o[j] = std::fabs(i[j]); break;
+    }
+  });
+}
+
+void axpy(float alpha, const Tensor& x, Tensor& y) {
+  const int64_t c = x.cols(), lx = x.ld(), ly = y.ld();
+  const float* xp = x.data();
+  float* yp = y.data();
+  for_rows(x, [&](int64_t r) {
+    const float* i = xp + r * lx;
+    float* o = yp + r * ly;
+    for (int64_t j = 0; j < c; ++j) o[j] += alpha * i[j];
+  });
+}
+
+void clamp_backward(const Tensor& x, float lo, float hi, const Tensor& dy, Tensor& dx, bool accumulate) {
+  const int64_t c = x.cols(), lx = x.ld(), lg = dy.ld(), ld = dx.ld();
+  for_rows(x, [&](int64_t r) {
+    const float* i = x.data() + r * lx;
+    const float* g = dy.data() + r * lg;
+    float* o = dx.data() + r * ld;
+    for (int64_t j = 0; j < c; ++j) {
+      const float v = (i[j] >= lo && i[j] <= hi) ? g[j] : 0.f;
+      o[j] = accumulate ? o[j] + v : v;
+    }
+  });
+}
+
+void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx, bool accumulate) {
+  const int64_t c = y.cols(), lyy = y.ld(), lg = dy.ld(), ld = dx.ld();
+  for_rows(y, [&](int64_t r) {
+    const float* i = y.data() + r * lyy;
+    const float* g = dy.data() + r * lg;
+    float* o = dx.data() + r * ld;
+    for (int64_t j = 0; j < c; ++j) {
+      const float v = i[j] > 0.f ? g[j] : 0.f;
+      o[j] = accumulate ? o[j] + v : v;
+    }
+  });
+}
+
+void mul_accumulate(const Tensor& dy, const Tensor& m, Tensor& dx, bool accumulate) {
+  const int64_t c = dy.cols(), lg = dy.ld(), lm = m.ld(), ld = dx.ld();
+  for_rows(dy, [&](int64_t r) {
+    const float* g = dy.data() + r * lg;
+    const float* k = m.data() + r * lm;
+    float* o = dx.data() + r * ld;
+    for (int64_t j = 0; j < c; ++j) o[j] = accumulate ? o[j] + g[j] * k[j] : g[j] * k[j];
+  });
+}
+
+void add_bias(const Tensor& b, bool relu, Tensor& y) {
+  const int64_t c = y.cols(), ly = y.ld();
+  const float* bp = b.data();
+  float* yp = y.data();
+  for_rows(y, [&](int64_t r) {
+    float* o = yp + r * ly;
+    for (int64_t j = 0; j < c; ++j) o[j] += bp[j];
+    if (relu)
+      for (int64_t j = 0; j < c; ++j) o[j] = o[j] > 0.f ? o[j] : 0.f;
+  });
+}
+
+}  // namespace cpu
+}  // namespace trick

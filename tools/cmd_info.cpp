@@ -1,0 +1,29 @@
+// trick info: what this build can do (backends, devices, threads).
+#include <cstdio>
+
+#include "kernels/gemm.h"
+#include "tensor/tensor.h"
+#include "tools/command.h"
+
+namespace trick {
+namespace {
+
+const bool registered = register_command({"info", "Show this build's backends, devices and threads",
+                                          [](CLI::App&) {
+                                            return [] {
+#ifdef TRICK_WITH_CUDA
+                                              const char* cuda = "compiled";
+#else
+                                              const char* cuda = "not compiled";
+#endif
+                                              std::printf("trick 0.1.0\n");
+                                              std::printf("cpu threads: %d\n", num_threads());
+                                              std::printf("cuda backend: %s\n", cuda);
+                                              std::printf("cuda devices: %d\n", cuda_device_count());
+                                              return 0;
+                                            };
+                                          },
+                                          90});
+
+}  // namespace
+}  // namespace trick

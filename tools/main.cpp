@@ -1,0 +1,61 @@
+// trick: the command. Library errors become one "error: ..." line and exit code 1;
+// command-line mistakes print CLI11's message and exit code 2.
+#include <algorithm>
+#include <cstdio>
+#include <memory>
+#include <new>
+#include <vector>
+
+#include "tensor/error.h"
+#include "tools/command.h"
+
+namespace trick {
+
+static std::vector<CommandInfo>& registry() {
+  static std::vector<CommandInfo> r;
+  return r;
+}
+
+bool register_command(CommandInfo info) {
+  registry().push_back(std::move(info));
+  return true;
+}
+
+}  // namespace trick
+
+int main(int argc, char** argv) {
+  CLI::App app{"trick: adversarial perturbations with a from-scratch tensor library", "trick"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "trick 0.1.0");
+  auto& cmds = trick::registry();
+  std::stable_sort(cmds.begin(), cmds.end(), [](const auto& a, const auto& b) { return a.order < b.order; });
+  std::vector<std::pair<CLI::App*, std::function<int()>>> runs;
+  try {
+    for (auto& c : cmds) {
+      CLI::App* sub = app.add_subcommand(c.name, c.help);
+      runs.emplace_back(sub, c.setup(*sub));
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: internal: %s\n", e.what());
+    return 1;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    for (auto& [sub, run] : runs)
+      if (sub->parsed()) return run();
+  } catch (const trick::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of host memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 1;
+}
