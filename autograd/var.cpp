@@ -96,28 +96,30 @@ void Var::backward(const Tensor& seed) {
   TRICK_CHECK(state_ && state_->requires_grad, "backward: the Var does not require a gradient");
   TRICK_CHECK(seed.shape() == state_->value.shape(), "backward: seed of shape ", seed.shape().str(),
               " for a Var of shape ", state_->value.shape().str());
-  // Topological order by an iterative depth-first search (graphs can be deep).
-  std::vector<VarState*> order;
+  // Topological order by an iterative depth-first search (graphs can be deep). `order`
+  // holds owning pointers: freeing a node's inputs below must not free a Var still to visit.
+  std::vector<VarPtr> order;
   std::unordered_set<VarState*> seen;
-  std::vector<std::pair<VarState*, size_t>> stack{{state_.get(), 0}};
+  std::vector<std::pair<VarPtr, size_t>> stack{{state_, 0}};
   seen.insert(state_.get());
   while (!stack.empty()) {
-    auto& [v, next] = stack.back();
+    VarState* v = stack.back().first.get();
+    size_t& next = stack.back().second;
     if (v->node && next < v->node->inputs.size()) {
-      VarState* u = v->node->inputs[next++].get();
-      if (u && u->requires_grad && !seen.count(u)) {
-        seen.insert(u);
+      const VarPtr& u = v->node->inputs[next++];
+      if (u && u->requires_grad && !seen.count(u.get())) {
+        seen.insert(u.get());
         stack.push_back({u, 0});
       }
       continue;
     }
-    order.push_back(v);
+    order.push_back(std::move(stack.back().first));
     stack.pop_back();
   }
   accumulate_grad(*state_, seed, false);
   // Consumers come after producers in `order`; walk it backwards.
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
-    VarState* v = *it;
+    VarState* v = it->get();
     if (!v->node) continue;
     TRICK_CHECK(v->node->backward, "backward: the graph through '", v->node->op,
                 "' was already used by an earlier backward()");
@@ -126,6 +128,7 @@ void Var::backward(const Tensor& seed) {
     v->node->backward = nullptr;
     v->node->inputs.clear();
     if (!v->retain_grad) v->grad = Tensor();
+    it->reset();  // its consumers are done: let its value go if nobody else holds it
   }
 }
 

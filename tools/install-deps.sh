@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages trick builds and tests with (skips what is already there).
+#   libopenblas-dev   CPU GEMM             doctest-dev         unit tests
+#   libstb-dev        PNG/JPEG decode      libcli11-dev        command line
+#   nlohmann-json3-dev JSON (safetensors headers, traces)
+#   libcairo2-dev, fonts-dejavu-core, libgif-dev   the four-panel animation
+#   zlib1g-dev        gzip'd Fashion-MNIST IDX files    dataset-fashion-mnist  its data
+#   python3-torch, python3-torchvision, python3-skimage, python3-pil, python3-numpy
+#                     the PyTorch/PIL parity tests (Debian's /usr/bin/python3) and real photos
+set -euo pipefail
+packages=(build-essential cmake pkg-config libopenblas-dev doctest-dev libstb-dev libcli11-dev
+  nlohmann-json3-dev libcairo2-dev fonts-dejavu-core libgif-dev zlib1g-dev dataset-fashion-mnist
+  python3-torch python3-torchvision python3-skimage python3-pil python3-numpy)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
