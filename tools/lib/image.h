@@ -1,0 +1,39 @@
+// Image files <-> float pixels in [0, 1], (H, W, C) with C = 3 (RGB) or 1 (gray).
+//
+// Decoding is stb_image (PNG, JPEG baseline/progressive, BMP, GIF first frame, TGA, PSD,
+// PNM), converted the way PIL's convert("RGB") / convert("L") converts: gray is
+// replicated to RGB, alpha is dropped (not composited), RGB -> L is ITU-R 601-2 luma in
+// PIL's fixed point. 16-bit files keep their high byte, as PIL does for RGB. EXIF
+// orientation is ignored, as PIL and torchvision ignore it. For PNGs the pixels equal
+// PIL's exactly; JPEG decoders differ slightly (stb vs libjpeg IDCT and upsampling).
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "tensor/tensor.h"
+
+namespace trick {
+
+// Images larger than this are refused before decoding (a small file can declare a huge size).
+constexpr int64_t kMaxImagePixels = 50'000'000;
+constexpr int64_t kMaxImageSide = 32768;
+
+// Returns (H, W, channels) float32 on the host, value / 255. channels is 3 or 1.
+// Throws trick::Error naming the file: missing, empty, not an image, truncated or corrupt,
+// too large.
+Tensor load_image(const std::string& path, int channels = 3);
+// The same from bytes in memory; `name` is used in error messages.
+Tensor decode_image(const std::string& bytes, const std::string& name, int channels = 3);
+
+// x -> round(clamp(x, 0, 1) * 255); NaN -> 0. The quantisation every saved image goes through.
+uint8_t to_8bit(float x);
+// The float image (same shape, on the host) of the 8-bit values save_png would write.
+Tensor quantize_8bit(const Tensor& image);
+
+// Writes an 8-bit PNG, atomically. image: (H, W, 3) RGB or (H, W, 1) gray (a leading
+// batch dim of 1 is accepted), any device and strides.
+void save_png(const std::string& path, const Tensor& image);
+// The PNG file's bytes.
+std::string encode_png(const Tensor& image);
+
+}  // namespace trick
