@@ -147,6 +147,18 @@ def main():
                   f"{label}: metadata {meta}")
             print(f"ok {label}: {len(got)} tensors bit-identical to torch, metadata {meta}")
 
+        # The same archive rewritten with every size and offset in zip64 extra fields (what a
+        # file over 4 GiB has), and a zip64 end-of-central-directory record.
+        z64 = os.path.join(tmp, "weights_zip64.pth")
+        rewrite_as_zip64(zip_pth, z64)
+        with zipfile.ZipFile(z64) as zf:  # Python's zipfile agrees it is a valid archive
+            check(zf.testzip() is None, "zip64 rewrite: zipfile reports a bad entry")
+        out = os.path.join(tmp, "zip64.safetensors")
+        rc, so, se = run(["convert", z64, "-o", out])
+        if check(rc == 0, f"zip64: trick convert failed (rc {rc}): {se}"):
+            compare("zip64", read_safetensors(out)[2], want)
+            print(f"ok zip64: {so.strip()}")
+
         # safetensors in: our own output again, and a hand-written file with other dtypes.
         again = os.path.join(tmp, "again.safetensors")
         rc, so, se = run(["convert", os.path.join(tmp, "zip.safetensors"), "-o", again])
@@ -200,6 +212,31 @@ def main():
         return 1
     print("all format checks passed")
     return 0
+
+
+def rewrite_as_zip64(src, dst):
+    """Copies a stored zip archive, forcing zip64: sizes and offsets saturated at 0xFFFFFFFF
+    in the headers with the real values in zip64 extra fields, plus 64-bit end records."""
+    import zlib
+    with zipfile.ZipFile(src) as zf:
+        entries = [(i.filename, zf.read(i.filename)) for i in zf.infolist()]
+    out, central = bytearray(), bytearray()
+    for name, data in entries:
+        crc, nb, offset = zlib.crc32(data), name.encode(), len(out)
+        local_extra = struct.pack("<HHQQ", 1, 16, len(data), len(data))
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, 0, 0, 0x21, crc, 0xFFFFFFFF, 0xFFFFFFFF, len(nb),
+                           len(local_extra)) + nb + local_extra + data
+        extra = struct.pack("<HHQQQ", 1, 24, len(data), len(data), offset)
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, 0, 0, 0x21, crc, 0xFFFFFFFF, 0xFFFFFFFF,
+                               len(nb), len(extra), 0, 0, 0, 0, 0xFFFFFFFF) + nb + extra
+    cd_offset = len(out)
+    out += central
+    eocd64 = len(out)
+    out += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, len(entries), len(entries), len(central),
+                       cd_offset)
+    out += struct.pack("<IIQI", 0x07064B50, 0, eocd64, 1)
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    open(dst, "wb").write(bytes(out))
 
 
 def write_safetensors_by_hand(path, arrays, bf16=None):
