@@ -1,0 +1,73 @@
+#include "tools/lib/rgb8_image.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "tools/lib/atomic_file.h"
+
+// Declarations only: the stb_image_write implementation is compiled once, in
+// tools/lib/image.cpp (STB_IMAGE_WRITE_IMPLEMENTATION there).
+#include <stb_image_write.h>
+
+namespace trick {
+
+Rgb8Image::Rgb8Image(int w, int h, uint8_t fill) : width(w), height(h) {
+  TRICK_CHECK(w >= 0 && h >= 0, "Rgb8Image: negative size ", w, "x", h);
+  pixels.assign(static_cast<size_t>(w) * h * 3, fill);
+}
+
+void image_dims(const Tensor& t, const char* what, int* h, int* w, int* c) {
+  TRICK_CHECK(t.defined(), what, ": undefined tensor");
+  const Shape& s = t.shape();
+  const bool ok3 = s.ndim == 3;
+  const bool ok4 = s.ndim == 4 && s[0] == 1;
+  TRICK_CHECK(ok3 || ok4, what, ": expected an image (H, W, C) or (1, H, W, C), got ", s.str());
+  const int off = ok4 ? 1 : 0;
+  TRICK_CHECK(s[off + 2] == 1 || s[off + 2] == 3, what, ": expected 1 or 3 channels, got ", s[off + 2],
+              " (shape ", s.str(), ")");
+  TRICK_CHECK(s[off] > 0 && s[off + 1] > 0 && s[off] <= 1 << 15 && s[off + 1] <= 1 << 15, what,
+              ": image size ", s[off + 1], "x", s[off], " is empty or too large");
+  *h = static_cast<int>(s[off]);
+  *w = static_cast<int>(s[off + 1]);
+  *c = static_cast<int>(s[off + 2]);
+}
+
+static uint8_t to_level(float v) {
+  if (!(v > 0.f)) return 0;  // also NaN
+  if (v >= 1.f) return 255;
+  return static_cast<uint8_t>(std::lround(v * 255.f));
+}
+
+Rgb8Image rgb8_from_tensor(const Tensor& image, const char* what) {
+  int h, w, c;
+  image_dims(image, what, &h, &w, &c);
+  const std::vector<float> v = image.to_vector();
+  Rgb8Image out(w, h);
+  for (size_t i = 0, n = static_cast<size_t>(w) * h; i < n; ++i)
+    for (int k = 0; k < 3; ++k) out.pixels[i * 3 + k] = to_level(v[i * c + (c == 3 ? k : 0)]);
+  return out;
+}
+
+Rgb8Image upscale_nearest(const Rgb8Image& img, int factor) {
+  TRICK_CHECK(factor >= 1, "upscale_nearest: factor ", factor, " < 1");
+  if (factor == 1) return img;
+  Rgb8Image out(img.width * factor, img.height * factor);
+  for (int y = 0; y < out.height; ++y)
+    for (int x = 0; x < out.width; ++x) std::copy_n(img.at(x / factor, y / factor), 3, out.at(x, y));
+  return out;
+}
+
+static void append_bytes(void* context, void* data, int size) {
+  static_cast<std::string*>(context)->append(static_cast<const char*>(data), static_cast<size_t>(size));
+}
+
+void save_rgb8_png(const std::string& path, const Rgb8Image& img) {
+  TRICK_CHECK(!img.empty() && img.pixels.size() == static_cast<size_t>(img.width) * img.height * 3,
+              "cannot write ", path, ": empty or inconsistent image ", img.width, "x", img.height);
+  std::string bytes;
+  if (!stbi_write_png_to_func(append_bytes, &bytes, img.width, img.height, 3, img.pixels.data(), img.width * 3))
+    fail("cannot write ", path, ": PNG encoding failed");
+  atomic_write(path, bytes);
+}
+
+}  // namespace trick
