@@ -30,6 +30,11 @@ class Model : public Module {
   virtual Preprocess preprocess() const = 0;
   virtual const std::vector<std::string>& class_names() const = 0;  // one line per class
   int classes() const { return static_cast<int>(class_names().size()); }
+  // Where the parameters live.
+  Device device() {
+    auto params = named_parameters();
+    return params.empty() ? Device::cpu() : params.front().second->value().device();
+  }
 };
 
 }  // namespace trick

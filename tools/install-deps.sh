@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages trick builds and tests with (skips what is already there).
-#   libopenblas-dev   CPU GEMM             doctest-dev         unit tests
+#   libopenblas-openmp-dev  CPU GEMM (the OpenMP build: one thread pool with our loops)
+#   doctest-dev       unit tests
 #   libstb-dev        PNG/JPEG decode      libcli11-dev        command line
 #   nlohmann-json3-dev JSON (safetensors headers, traces)
 #   libcairo2-dev, fonts-dejavu-core, libgif-dev   the four-panel animation
@@ -8,7 +9,7 @@
 #   python3-torch, python3-torchvision, python3-skimage, python3-pil, python3-numpy
 #                     the PyTorch/PIL parity tests (Debian's /usr/bin/python3) and real photos
 set -euo pipefail
-packages=(build-essential cmake pkg-config libopenblas-dev doctest-dev libstb-dev libcli11-dev
+packages=(build-essential cmake pkg-config libopenblas-openmp-dev doctest-dev libstb-dev libcli11-dev
   nlohmann-json3-dev libcairo2-dev fonts-dejavu-core libgif-dev zlib1g-dev dataset-fashion-mnist
   python3-torch python3-torchvision python3-skimage python3-pil python3-numpy)
 missing=()

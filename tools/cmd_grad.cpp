@@ -1,0 +1,70 @@
+// trick grad IMAGE --weights W --target T --out G.npy [--input-size raw]: the gradient of
+// the cross-entropy toward class T with respect to the model input (pixels in [0, 1], NHWC).
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "layers/ops.h"
+#include "models/labels.h"
+#include "tools/command.h"
+#include "tools/lib/image.h"
+#include "tools/lib/npy.h"
+#include "tools/lib/run_model.h"
+
+namespace trick {
+namespace {
+
+struct Options {
+  std::string image, weights, target, out, input_size, device = "auto";
+  bool json = false;
+};
+
+int run(const Options& o) {
+  const bool raw = parse_input_size(o.input_size);
+  const Device dev = choose_device(o.device);
+  std::unique_ptr<Model> model = open_model(o.weights, dev);
+  const int target = resolve_class(o.target, model->class_names());
+  const Tensor image = load_image(o.image, model->input_channels());
+  Tensor input;
+  try {
+    input = model_input(*model, image, raw);
+  } catch (const Error& e) {
+    fail(o.image, ": ", e.what());
+  }
+  Var x(input, true);
+  const Tensor t = Tensor::full(Shape{1}, static_cast<float>(target)).to(dev);
+  Var loss = cross_entropy(model->forward(x), t);
+  loss.backward();
+  const float l = loss.value().item();
+  TRICK_CHECK(std::isfinite(l), o.image, ": the loss is not finite (NaN or Inf in the weights or the image?)");
+  const Tensor g = x.grad().to(Device::cpu()).reshape(Shape{input.dim(1), input.dim(2), input.dim(3)});
+  save_npy(o.out, g);
+  const std::string label = model->class_names()[target];
+  if (o.json) {
+    nlohmann::json j{{"image", o.image}, {"target", target}, {"label", label}, {"loss", l}, {"out", o.out}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("target %d (%s)\nloss %.6f\ngradient (%lld, %lld, %lld) written to %s\n", target, label.c_str(), l,
+                static_cast<long long>(g.dim(0)), static_cast<long long>(g.dim(1)),
+                static_cast<long long>(g.dim(2)), o.out.c_str());
+  }
+  return 0;
+}
+
+const bool registered = register_command(
+    {"grad", "Gradient of the loss toward a class with respect to the model input, as .npy",
+     [](CLI::App& app) {
+       auto o = std::make_shared<Options>();
+       app.add_option("image", o->image, "Image file")->required();
+       app.add_option("--weights", o->weights, "Weights (.safetensors)")->required();
+       app.add_option("--target,-t", o->target, "Target class: index or name (e.g. 341 or pig)")->required();
+       app.add_option("--out,-o", o->out, "Output .npy file (float32, H x W x C)")->required();
+       app.add_option("--input-size", o->input_size,
+                      "'raw': the image already has the model's input size (no resize or crop)");
+       app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N");
+       app.add_flag("--json", o->json, "Print a JSON object instead of text");
+       return [o] { return run(*o); };
+     },
+     30});
+
+}  // namespace
+}  // namespace trick

@@ -1,0 +1,90 @@
+#include "tools/lib/run_model.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <numeric>
+
+#include "models/preprocess.h"
+#include "models/zoo.h"
+#include "tools/lib/sha256.h"
+
+namespace trick {
+
+Device choose_device(const std::string& option) {
+  if (option.empty() || option == "auto") {
+    if (cuda_available()) return Device::cuda(0);
+#ifdef TRICK_WITH_CUDA
+    std::fprintf(stderr, "note: no usable CUDA device (no GPU or no driver); running on the CPU\n");
+#endif
+    return Device::cpu();
+  }
+  const Device d = parse_device(option);
+  if (d.is_cuda()) {
+#ifndef TRICK_WITH_CUDA
+    fail("--device ", option, ": this build of trick has no CUDA support (rebuild with nvcc installed)");
+#endif
+    TRICK_CHECK(d.index < cuda_device_count(), "--device ", option, ": ",
+                cuda_device_count() == 0 ? std::string("no usable CUDA device (no GPU or no driver)")
+                                         : cat("only ", cuda_device_count(), " CUDA devices"));
+  }
+  return d;
+}
+
+std::unique_ptr<Model> open_model(const std::string& weights_path, Device device) {
+  std::unique_ptr<Model> m = load_model(weights_path);
+  m->set_requires_grad(false);
+  m->train(false);
+  m->to(device);
+  return m;
+}
+
+bool parse_input_size(const std::string& option) {
+  if (option == "raw") return true;
+  if (option.empty() || option == "model") return false;
+  fail("--input-size must be 'raw' (the image already has the model's input size) or 'model', got '", option,
+       "'");
+}
+
+Tensor model_input(Model& model, const Tensor& image, bool raw) {
+  NoGradScope no_grad;
+  TRICK_CHECK(image.ndim() == 3 && image.dim(2) == model.input_channels(), "image of shape ", image.shape().str(),
+              " for a model taking ", model.input_channels(), " channels");
+  const Tensor batch = image.contiguous().reshape(Shape{1, image.dim(0), image.dim(1), image.dim(2)});
+  Preprocess p = raw ? Preprocess{} : model.preprocess();
+  Var in = apply_preprocess(Var(batch), p, model.input_height(), model.input_width());
+  return in.value().to(model.device());
+}
+
+std::vector<ClassScore> top_k(const std::vector<float>& probs, const std::vector<std::string>& names, int k) {
+  std::vector<int> idx(probs.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  k = std::max(0, std::min<int>(k, static_cast<int>(probs.size())));
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int a, int b) {
+    return probs[a] > probs[b] || (probs[a] == probs[b] && a < b);
+  });
+  std::vector<ClassScore> out;
+  for (int i = 0; i < k; ++i)
+    out.push_back({idx[i], idx[i] < static_cast<int>(names.size()) ? names[idx[i]] : std::string(), probs[idx[i]]});
+  return out;
+}
+
+}  // namespace trick
+
+namespace trick {
+
+std::string sha256_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  TRICK_CHECK(in, "cannot read ", path, ": ", std::strerror(errno));
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    h.update(buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  TRICK_CHECK(in.eof(), "cannot read ", path);
+  return h.hex_digest();
+}
+
+}  // namespace trick
