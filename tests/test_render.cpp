@@ -297,6 +297,40 @@ TEST_CASE("render: the loss axis spans the whole step budget; the curve stops at
   CHECK(column_has(r.x + 1));
 }
 
+TEST_CASE("render: non-finite numbers and long labels still give a complete frame") {
+  FrameInfo f = make_info(30, 40, 3, 1000, 341, 281, 30);
+  f.probs[5] = NAN;
+  f.probs[6] = INFINITY;
+  f.loss_history = {NAN, 3.f, INFINITY, 2.f, -INFINITY, 1.5f};
+  f.step = 5;
+  std::vector<float> img = f.image.to_vector();
+  img[0] = NAN;
+  f.image = Tensor::from_vector({30, 40, 3}, img);
+  f.delta = Tensor::full({30, 40, 3}, NAN);
+  std::string long_label;
+  for (int i = 0; i < 80; ++i) long_label += "éléphant ";
+  f.target_label = f.top1_label = f.method = long_label;
+  const Rgb8Image a = render_frame(f);
+  CHECK(a.width == 960);
+  // The NaN value (red of the first pixel) is drawn as 0, the NaN delta as "no change" grey.
+  const FrameLayout L = frame_layout(f);
+  const uint8_t* p = a.at(L.image.x, L.image.y);
+  CHECK(p[0] == 0);
+  p = a.at(L.delta.x + L.delta.w / 2, L.delta.y + L.delta.h / 2);
+  CHECK((p[0] == 128 && p[1] == 128 && p[2] == 128));
+  // All losses non-finite, no losses, one class, a zero budget: no exception.
+  f.loss_history = {NAN, NAN};
+  CHECK_NOTHROW(render_frame(f));
+  f.loss_history.clear();
+  f.total_steps = 0;
+  f.step = 0;
+  CHECK_NOTHROW(render_frame(f));
+  f.probs = {1.f};
+  f.target = 0;
+  f.top1 = -1;
+  CHECK_NOTHROW(render_frame(f));
+}
+
 TEST_CASE("render: inconsistent frame input is rejected with a clear error") {
   const FrameInfo good = make_info(8, 8, 3, 10, 8, 1, 13);
   CHECK_NOTHROW(render_frame(good));

@@ -25,6 +25,7 @@ struct DemoArgs {
   int size = 299;
   int max_frames = 40;
   bool gray = false;
+  bool all_pngs = false;  // every drawn frame as frame_<step>.png, not only first/middle/last
   int width = 960, height = 720;
 };
 
@@ -136,7 +137,7 @@ int run_demo(const DemoArgs& a) {
       f.l2_255 = static_cast<float>(std::sqrt(l2));
       const Rgb8Image frame = render_frame(f, ro);
       gif.add_frame(frame);
-      if (step == 0 || step == picked[picked.size() / 2] || step == a.steps)
+      if (a.all_pngs || step == 0 || step == picked[picked.size() / 2] || step == a.steps)
         save_rgb8_png(cat(a.out, "/frame_", step, ".png"), frame);
     }
   }
@@ -144,6 +145,11 @@ int run_demo(const DemoArgs& a) {
   const Tensor orig = Tensor::from_vector({h, w, c}, x0), adv = Tensor::from_vector({h, w, c}, x);
   std::vector<float> d(x.size());
   for (size_t i = 0; i < x.size(); ++i) d[i] = x[i] - x0[i];
+  double linf = 0, l2 = 0;
+  for (float v : d) {
+    linf = std::max(linf, std::fabs(v * 255.0));
+    l2 += v * 255.0 * v * 255.0;
+  }
   float scale = 0;
   save_rgb8_png(a.out + "/perturbation.png", render_perturbation(Tensor::from_vector({h, w, c}, d), &scale));
   save_rgb8_png(a.out + "/original.png", rgb8_from_tensor(orig));
@@ -165,6 +171,8 @@ int run_demo(const DemoArgs& a) {
   r.target_prob_history = target_probs;
   r.loss_history = loss;
   r.perturbation_scale_255 = scale;
+  r.linf_255 = static_cast<float>(linf);
+  r.l2_255 = static_cast<float>(std::sqrt(l2));
   r.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.device = "cpu";
   r.generated_by = "trick render-demo";
@@ -186,6 +194,7 @@ const bool registered = register_command({"render-demo", "Render a synthetic att
                                             app.add_option("--width", args->width, "frame width");
                                             app.add_option("--height", args->height, "frame height");
                                             app.add_flag("--gray", args->gray, "28x28 grey image, 10 classes");
+                                            app.add_flag("--all-pngs", args->all_pngs, "save every frame as PNG");
                                             return [args] {
                                               if (args->gray) args->classes = 10;
                                               return run_demo(*args);

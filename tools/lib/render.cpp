@@ -158,7 +158,6 @@ struct Metrics {
   double u;  // scale relative to the 960x720 design
   double px(double v) const { return v * u; }
   double font(double v) const { return std::max(v * u, 12.0); }
-  double small_font(double v) const { return std::max(v * u, 11.0); }
 };
 
 struct Panels {
@@ -275,21 +274,21 @@ void draw_axes(cairo_t* cr, const Metrics& m, const Axes& a, const std::vector<d
   cairo_line_to(cr, a.r.x + a.r.w, a.r.y + a.r.h + 0.5);
   cairo_stroke(cr);
   const double tick = m.px(4);
-  set_font(cr, m.small_font(11), false);
+  set_font(cr, m.font(12), false);
   const double xstep = xt.size() > 1 ? xt[1] - xt[0] : 1, ystep = yt.size() > 1 ? yt[1] - yt[0] : 1;
   for (double v : xt) {
     const double x = std::round(a.X(v)) + 0.5;
     cairo_move_to(cr, x, a.r.y + a.r.h);
     cairo_line_to(cr, x, a.r.y + a.r.h + tick);
     cairo_stroke(cr);
-    draw_text(cr, tick_label(v, xstep), x, a.r.y + a.r.h + tick + m.small_font(11) + m.px(1), Align::kCenter);
+    draw_text(cr, tick_label(v, xstep), x, a.r.y + a.r.h + tick + m.font(12) + m.px(1), Align::kCenter);
   }
   for (double v : yt) {
     const double y = std::round(a.Y(v)) + 0.5;
     cairo_move_to(cr, a.r.x - tick, y);
     cairo_line_to(cr, a.r.x, y);
     cairo_stroke(cr);
-    draw_text(cr, tick_label(v, ystep), a.r.x - tick - m.px(3), y + m.small_font(11) * 0.36, Align::kRight);
+    draw_text(cr, tick_label(v, ystep), a.r.x - tick - m.px(3), y + m.font(12) * 0.36, Align::kRight);
   }
   set_font(cr, m.font(12), false);
   set_color(cr, kSubtle);
@@ -407,7 +406,7 @@ void draw_delta_panel(cairo_t* cr, const Panels& p, const FrameLayout& L, const 
   cairo_set_line_width(cr, 1);
   cairo_rectangle(cr, bx + 0.5, by + 0.5, bw - 1, bh - 1);
   cairo_stroke(cr);
-  set_font(cr, m.small_font(12), false);
+  set_font(cr, m.font(12), false);
   set_color(cr, kText);
   const double ly = by + bh + m.px(14);
   const std::string s255 = levels(scale255);
@@ -479,7 +478,16 @@ void draw_prob_panel(cairo_t* cr, const Panels& p, const FrameLayout& L, const C
       cairo_fill(cr);
     }
   }
-  // The top-1's peak, marked so it can be found among 1000 classes.
+  // The target's current probability on its spike (a filled red dot), and the top-1's peak
+  // (a blue ring), so both can be found among 1000 classes.
+  if (info.target >= 0) {
+    cairo_arc(cr, a.X(info.target), a.Y(prob(info.target)), m.px(4), 0, 2 * M_PI);
+    set_color(cr, kTarget);
+    cairo_fill_preserve(cr);
+    set_color(cr, kBackground);
+    cairo_set_line_width(cr, m.px(1));
+    cairo_stroke(cr);
+  }
   set_color(cr, kProb);
   cairo_arc(cr, a.X(c.top1), a.Y(prob(c.top1)), m.px(4), 0, 2 * M_PI);
   cairo_set_line_width(cr, m.px(1.5));
