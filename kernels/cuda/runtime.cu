@@ -1,5 +1,11 @@
-// CUDA runtime glue shared by the CUDA kernels: status checks with file and line.
+// CUDA runtime glue shared by the CUDA kernels: status checks with file and line, the
+// library stream, device properties and workspaces.
 #include "kernels/cuda/runtime.h"
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <utility>
 
 namespace trick {
 namespace cuda {
@@ -11,6 +17,118 @@ void check_status(cudaError_t e, const char* what, const char* file, int line) {
 void check_launch(const char* kernel, const char* file, int line) {
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) fail("cuda: launch of ", kernel, " failed at ", file, ":", line, ": ", cudaGetErrorString(e));
+}
+
+namespace {
+cudaStream_t& stream_setting() {
+  static cudaStream_t s = nullptr;
+  return s;
+}
+}  // namespace
+
+cudaStream_t stream() { return stream_setting(); }
+void set_stream(cudaStream_t s) { stream_setting() = s; }
+
+bool stream_capturing() {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  // The legacy default stream cannot be captured, and querying it while another stream
+  // captures in relaxed mode is itself an error, so only a real stream is asked.
+  if (stream() == nullptr) return false;
+  TRICK_CUDA_CHECK(cudaStreamIsCapturing(stream(), &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
+DeviceGuard::DeviceGuard(Device device) {
+  TRICK_CHECK(device.is_cuda(), "cuda: a CUDA op got a tensor on ", device.str());
+  int cur = 0;
+  TRICK_CUDA_CHECK(cudaGetDevice(&cur));
+  if (cur != device.index) {
+    TRICK_CUDA_CHECK(cudaSetDevice(device.index));
+    previous_ = cur;
+  }
+}
+
+DeviceGuard::~DeviceGuard() {
+  if (previous_ >= 0) cudaSetDevice(previous_);  // no throw from a destructor
+}
+
+int current_device() {
+  int d = 0;
+  TRICK_CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
+int sm_count() {
+  static std::mutex mu;
+  static std::map<int, int> counts;
+  const int d = current_device();
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = counts.find(d);
+  if (it != counts.end()) return it->second;
+  int n = 0;
+  TRICK_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, d));
+  counts[d] = std::max(n, 1);
+  return counts[d];
+}
+
+DeviceBuffer::DeviceBuffer(size_t bytes) {
+  if (bytes == 0) return;
+  const cudaError_t e = cudaMalloc(&data_, bytes);
+  if (e == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    data_ = nullptr;
+    fail("out of memory: cannot allocate a workspace of ", bytes / (1024.0 * 1024.0),
+         " MiB on cuda:", current_device());
+  }
+  TRICK_CUDA_CHECK(e);
+  bytes_ = bytes;
+}
+
+DeviceBuffer::~DeviceBuffer() { release(); }
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept
+    : data_(std::exchange(o.data_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    release();
+    data_ = std::exchange(o.data_, nullptr);
+    bytes_ = std::exchange(o.bytes_, 0);
+  }
+  return *this;
+}
+
+void DeviceBuffer::release() {
+  // cudaFree waits for the device, so work still reading the old buffer finishes first.
+  if (data_) cudaFree(data_);
+  data_ = nullptr;
+  bytes_ = 0;
+}
+
+void* workspace(Workspace slot, size_t bytes) {
+  static std::mutex mu;
+  static std::map<std::pair<int, int>, DeviceBuffer>* buffers = new std::map<std::pair<int, int>, DeviceBuffer>();
+  const int d = current_device();
+  std::lock_guard<std::mutex> lock(mu);
+  DeviceBuffer& b = (*buffers)[{d, static_cast<int>(slot)}];
+  if (b.bytes() < bytes) {
+    b = DeviceBuffer();  // free first, so the old and new buffer never coexist
+    // Grow by at least 1/8 so a slowly growing sequence of requests does not reallocate
+    // every time; round to 2 MiB.
+    size_t want = std::max(bytes, bytes + bytes / 8);
+    want = (want + (size_t{2} << 20) - 1) / (size_t{2} << 20) * (size_t{2} << 20);
+    b = DeviceBuffer(want);
+  }
+  return b.data();
+}
+
+void check_fits_int(const char* op, const char* what, int64_t v, int64_t limit) {
+  TRICK_CHECK(v >= 0 && v <= limit, op, ": ", what, " = ", v, " is too large for the CUDA kernel (limit ", limit, ")");
+}
+
+unsigned grid_for(int64_t n, int threads, int64_t cap) {
+  const int64_t blocks = (n + threads - 1) / threads;
+  return static_cast<unsigned>(std::max<int64_t>(1, std::min(blocks, cap)));
 }
 
 }  // namespace cuda

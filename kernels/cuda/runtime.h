@@ -1,14 +1,78 @@
-// Status checks for CUDA calls and kernel launches (llm.c's cudaCheck, with the op named).
+// CUDA runtime glue shared by the CUDA kernels: status checks with file and line, the
+// stream every kernel of the library runs on, device properties, grow-only workspaces
+// and the small checks launchers make before indexing with 32-bit ints.
 #pragma once
 #include <cuda_runtime.h>
 
+#include <cstddef>
+#include <cstdint>
+
 #include "tensor/error.h"
+#include "tensor/tensor.h"
 
 namespace trick {
 namespace cuda {
 
 void check_status(cudaError_t e, const char* what, const char* file, int line);
 void check_launch(const char* kernel, const char* file, int line);
+
+// The stream all library kernels, copies and library calls (cuBLAS, cuDNN) are issued on.
+// Default: the legacy default stream (0), which orders everything against cudaMemcpy and
+// the caching allocator in tensor/device.cpp. A graph-capturing caller sets its own.
+cudaStream_t stream();
+void set_stream(cudaStream_t s);
+// True while `stream()` is being captured into a CUDA graph: launchers then skip the
+// host-side checks that need a device-to-host copy.
+bool stream_capturing();
+
+// Makes `device` current for the scope and restores the previous device afterwards.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(Device device);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
+int current_device();
+int sm_count();  // multiprocessors of the current device (cached)
+
+// Device memory owned by a move-only handle; freed on destruction.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void release();
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Scratch memory per purpose and device. A workspace only grows (to the largest request
+// seen), so steady-state steps never call cudaMalloc. The pointer is valid until the next
+// request for the same slot: a slot is used by one op at a time, stream-ordered.
+enum class Workspace { Im2col, SplitK, Cudnn, Reduce, Staging, kCount };
+void* workspace(Workspace slot, size_t bytes);
+template <typename T>
+T* workspace_as(Workspace slot, size_t count) {
+  return static_cast<T*>(workspace(slot, count * sizeof(T)));
+}
+
+// Throws naming the op unless 0 <= v <= limit (default: what an int index can hold).
+void check_fits_int(const char* op, const char* what, int64_t v, int64_t limit = INT32_MAX);
+// Blocks of `threads` covering n items, capped (kernels then loop with a grid stride).
+unsigned grid_for(int64_t n, int threads, int64_t cap = 65535LL * 16);
 
 }  // namespace cuda
 }  // namespace trick

@@ -1,0 +1,125 @@
+// The tiled (implicit-)GEMM kernel shared by cuda::gemm and the convolutions. A block
+// computes a BM x BN tile of C for one blockIdx.z (a stride phase or a split-K range);
+// each of its threads keeps 8 x 8 accumulators in registers. The reduction runs in
+// kBK-deep stages through double-buffered shared memory: while the block multiplies
+// stage t, each thread already holds stage t+1's elements in registers (loaded from
+// global memory by the problem's loaders), and stores them to the other buffer after.
+// The problems and their index math live in kernels/cuda/igemm.h; tests/test_cuda.cpp
+// replays this exact schedule on the host (keep the two in step).
+#pragma once
+#include "kernels/cuda/igemm.h"
+#include "kernels/cuda/runtime.h"
+
+namespace trick {
+namespace cuda {
+namespace igemm {
+
+template <class P>
+__global__ void __launch_bounds__(P::T::NT) igemm_kernel(const P p) {
+  using T = typename P::T;
+  using AMap = typename P::AMap;
+  using BMap = typename P::BMap;
+  constexpr int BM = T::BM, BN = T::BN, TX = T::TX;
+  __shared__ __align__(16) float as[2][kBK][BM + kPad];
+  __shared__ __align__(16) float bs[2][kBK][BN + kPad];
+
+  const int z = blockIdx.z;
+  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+  const int m_size = p.m_size(z);
+  if (m0 >= m_size) return;  // a stride phase smaller than the grid: the whole block leaves
+  int k0, k1;
+  p.k_range(z, k0, k1);
+  const int tid = threadIdx.x, tx = tid % TX, ty = tid / TX;
+
+  typename P::ALoader la;
+  typename P::BLoader lb;
+  p.init_a(la, z, m0, k0, k1, tid);
+  p.init_b(lb, z, n0, k0, k1, tid);
+  float ra[AMap::S], rb[BMap::S];
+  float acc[8][8];
+  TRICK_UNROLL
+  for (int i = 0; i < 8; ++i) {
+    TRICK_UNROLL
+    for (int j = 0; j < 8; ++j) acc[i][j] = 0.f;
+  }
+
+  const int stages = k1 > k0 ? (k1 - k0 + kBK - 1) / kBK : 0;
+  if (stages > 0) {
+    p.load_a(la, ra);
+    p.load_b(lb, rb);
+    TRICK_UNROLL
+    for (int j = 0; j < AMap::S; ++j) as[0][AMap::kk(tid, j)][AMap::row(tid, j)] = ra[j];
+    TRICK_UNROLL
+    for (int j = 0; j < BMap::S; ++j) bs[0][BMap::kk(tid, j)][BMap::row(tid, j)] = rb[j];
+    __syncthreads();
+    for (int t = 0; t < stages; ++t) {
+      const int cur = t & 1;
+      const bool more = t + 1 < stages;
+      if (more) {  // global loads of the next stage, in flight during the math below
+        p.next_a(la);
+        p.next_b(lb);
+        p.load_a(la, ra);
+        p.load_b(lb, rb);
+      }
+      TRICK_UNROLL
+      for (int kk = 0; kk < kBK; ++kk) {
+        // Rows Tile::row(ty, 0..7) and columns Tile::col(tx, 0..7), as two float4 each.
+        const float4 a0 = *reinterpret_cast<const float4*>(&as[cur][kk][ty * 4]);
+        const float4 a1 = *reinterpret_cast<const float4*>(&as[cur][kk][BM / 2 + ty * 4]);
+        const float4 b0 = *reinterpret_cast<const float4*>(&bs[cur][kk][tx * 4]);
+        const float4 b1 = *reinterpret_cast<const float4*>(&bs[cur][kk][BN / 2 + tx * 4]);
+        const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+        const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+        TRICK_UNROLL
+        for (int i = 0; i < 8; ++i) {
+          TRICK_UNROLL
+          for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+      }
+      if (more) {
+        // The other buffer was last read in stage t-1, before the barrier that ended it.
+        TRICK_UNROLL
+        for (int j = 0; j < AMap::S; ++j) as[cur ^ 1][AMap::kk(tid, j)][AMap::row(tid, j)] = ra[j];
+        TRICK_UNROLL
+        for (int j = 0; j < BMap::S; ++j) bs[cur ^ 1][BMap::kk(tid, j)][BMap::row(tid, j)] = rb[j];
+      }
+      __syncthreads();
+    }
+  }
+
+  const int n_size = p.n_size();
+  TRICK_UNROLL
+  for (int i = 0; i < 8; ++i) {
+    const int m = m0 + T::row(ty, i);
+    if (m >= m_size) continue;
+    float* row = p.row_ptr(z, m);
+    TRICK_UNROLL
+    for (int j = 0; j < 8; ++j) {
+      const int n = n0 + T::col(tx, j);
+      if (n < n_size) row[n] = p.ep.apply(acc[i][j], n, row + n);
+    }
+  }
+}
+
+// Launches problem p over the grid of extent e (kernels/cuda/igemm.h builds both). The
+// caller checked that sizes fit in int.
+template <class P>
+void launch(const P& p, const Extent& e) {
+  if (e.m <= 0 || e.n <= 0 || e.z <= 0) return;
+  const int64_t gx = (e.m + P::T::BM - 1) / P::T::BM, gy = (e.n + P::T::BN - 1) / P::T::BN;
+  TRICK_CHECK(gx <= INT32_MAX && gy <= 65535 && e.z <= 65535, "igemm: grid (", gx, ", ", gy, ", ", e.z,
+              ") exceeds the CUDA grid limits");
+  igemm_kernel<P><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(e.z)), P::T::NT, 0,
+                    stream()>>>(p);
+  TRICK_CUDA_LAUNCHED(igemm_kernel);
+}
+
+// Large tiles when they still give every multiprocessor a block; else small ones.
+inline bool use_large_tiles(const Extent& e) {
+  const int64_t blocks = ((e.m + Large::BM - 1) / Large::BM) * ((e.n + Large::BN - 1) / Large::BN) * e.z;
+  return e.m > Small::BM && e.n > Small::BN && blocks >= sm_count();
+}
+
+}  // namespace igemm
+}  // namespace cuda
+}  // namespace trick

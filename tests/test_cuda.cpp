@@ -1,0 +1,956 @@
+// CUDA backend tests.
+//
+// On a machine with a GPU: every CUDA op against its CPU twin (kernels/cpu/, the
+// reference semantics) on fresh random inputs with odd shapes, channel-sliced inputs and
+// outputs, batch > 1 and accumulate on and off, outputs poisoned with NaN before each run;
+// the relative L2 error must stay below 1e-5 in fp32 (TF32 paths: below 5e-3, see
+// kTf32Bound), and the channels outside a sliced output must keep their exact bits.
+// Without a GPU those tests print "skipped: no CUDA device (...)" and pass.
+//
+// Always, GPU or not: the index math the kernels share with the host (fast division,
+// pooling windows, dgrad stride phases) against brute force, and a replay of the tiled
+// implicit-GEMM kernel's exact schedule on the host (kernels/cuda/igemm.h: which thread
+// stages which element, the shared-memory layout, the 8x8 register tiles, the epilogue,
+// the split-K reduction) against the CPU convolution and GEMM.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "kernels/conv.h"
+#include "kernels/cuda/fast_div.h"
+#include "kernels/cuda/igemm.h"
+#include "kernels/cuda/pool_geometry.h"
+#include "kernels/gemm.h"
+#include "kernels/norm.h"
+#include "kernels/pointwise.h"
+#include "kernels/pool.h"
+#include "kernels/reduce.h"
+#include "kernels/resample.h"
+#include "kernels/softmax.h"
+#include "tensor/random.h"
+
+namespace trick {
+namespace {
+
+constexpr double kFp32Bound = 1e-5;
+// TF32 rounds inputs to a 10-bit mantissa (relative error up to 2^-11 ~ 4.9e-4 per
+// operand); over a few hundred random-sign products the relative L2 error of a GEMM is a
+// few 1e-4, so 5e-3 passes TF32 and still fails on a wrong index or a missing term.
+constexpr double kTf32Bound = 5e-3;
+
+std::string no_cuda_reason() {
+#ifdef TRICK_WITH_CUDA
+  return "this build has CUDA, but no device with a working driver was found";
+#else
+  return "this build has no CUDA support (-DTRICK_CUDA=OFF or no nvcc)";
+#endif
+}
+
+#define SKIP_WITHOUT_CUDA()                                            \
+  do {                                                                 \
+    if (!cuda_available()) {                                           \
+      MESSAGE("skipped: no CUDA device (" << no_cuda_reason() << ")"); \
+      return;                                                          \
+    }                                                                  \
+  } while (0)
+
+// ---------------------------------------------------------------------------------------
+// Host-side checks of the shared index math
+// ---------------------------------------------------------------------------------------
+
+TEST_CASE("cuda: fast division is exact (host)") {
+  Rng rng(7);
+  int bad = 0;
+  auto check = [&](uint32_t n, uint32_t d) {
+    const cuda::FastDiv f(d);
+    uint32_t q, r;
+    f.divmod(n, q, r);
+    if (q != n / d || r != n % d) {
+      if (bad < 5) MESSAGE("n=" << n << " d=" << d << " gave q=" << q << " r=" << r);
+      ++bad;
+    }
+  };
+  for (uint32_t d = 1; d < 3000; ++d)
+    for (uint32_t n :
+         {0u, 1u, d - 1, d, d + 1, 2 * d - 1, 2 * d, 0x7fffffffu, 0x7fffffffu / d * d, 0x7fffffffu / d * d - 1})
+      check(n, d);
+  for (int s = 0; s < 31; ++s)
+    for (uint32_t d : {1u << s, (1u << s) + 1, (1u << s) - 1})
+      if (d >= 1)
+        for (int i = 0; i < 200; ++i) check(static_cast<uint32_t>(rng.below(int64_t{1} << 31)), d);
+  for (int i = 0; i < 200000; ++i) {
+    const uint32_t d = static_cast<uint32_t>(1 + rng.below(int64_t{1} << (1 + rng.below(30))));
+    check(static_cast<uint32_t>(rng.below(int64_t{1} << 31)), d);
+  }
+  CHECK(bad == 0);
+}
+
+TEST_CASE("cuda: pooling windows and their inverse match brute force (host)") {
+  int bad = 0, cases = 0;
+  for (int size = 1; size <= 9; ++size)
+    for (int k = 1; k <= 4; ++k)
+      for (int s = 1; s <= 3; ++s)
+        for (int p0 = 0; p0 < k; ++p0)
+          for (int p1 = 0; p1 < k; ++p1) {
+            if (size + p0 + p1 < k) continue;
+            const int out = (size + p0 + p1 - k) / s + 1;
+            cuda::PoolGeometry g{size, size, out, out, k, k, s, s, p0, p1, p0, p1, true};
+            for (int i = 0; i < size; ++i) {
+              int lo, hi;
+              cuda::pool_outputs_of(i, k, s, p0, out, lo, hi);
+              for (int o = 0; o < out; ++o) {
+                const cuda::PoolWindow win = cuda::pool_window(g, o, o);
+                const bool holds = win.y0 <= i && i < win.y1;
+                const bool listed = lo <= o && o <= hi;
+                if (holds != listed) ++bad;
+                ++cases;
+              }
+            }
+          }
+  INFO(cases << " (input, output) pairs checked");
+  CHECK(bad == 0);
+}
+
+TEST_CASE("cuda: dgrad stride phases cover every (input pixel, tap) pair exactly once (host)") {
+  using cuda::igemm::ConvShape;
+  using cuda::igemm::DgradPhase;
+  Rng rng(11);
+  for (int trial = 0; trial < 300; ++trial) {
+    ConvShape g{};
+    g.n = 1 + static_cast<int>(rng.below(2));
+    g.h = 1 + static_cast<int>(rng.below(9)), g.w = 1 + static_cast<int>(rng.below(9));
+    g.kh = 1 + static_cast<int>(rng.below(5)), g.kw = 1 + static_cast<int>(rng.below(5));
+    g.sh = 1 + static_cast<int>(rng.below(3)), g.sw = 1 + static_cast<int>(rng.below(3));
+    g.pt = static_cast<int>(rng.below(g.kh)), g.pl = static_cast<int>(rng.below(g.kw));
+    const int pb = static_cast<int>(rng.below(g.kh)), pr = static_cast<int>(rng.below(g.kw));
+    if (g.h + g.pt + pb < g.kh || g.w + g.pl + pr < g.kw) continue;
+    g.oh = (g.h + g.pt + pb - g.kh) / g.sh + 1, g.ow = (g.w + g.pl + pr - g.kw) / g.sw + 1;
+    g.c = g.o = 1;
+    // Direct definition: pairs (pixel, ky, kx) with an output (oy, ox) that reads the pixel.
+    std::vector<int> direct(static_cast<size_t>(g.n * g.h * g.w * g.kh * g.kw), 0), phased(direct.size(), 0);
+    for (int b = 0; b < g.n; ++b)
+      for (int oy = 0; oy < g.oh; ++oy)
+        for (int ox = 0; ox < g.ow; ++ox)
+          for (int ky = 0; ky < g.kh; ++ky)
+            for (int kx = 0; kx < g.kw; ++kx) {
+              const int iy = oy * g.sh - g.pt + ky, ix = ox * g.sw - g.pl + kx;
+              if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) continue;
+              ++direct[(((b * g.h + iy) * g.w + ix) * g.kh + ky) * g.kw + kx];
+            }
+    // Phase decomposition, as the dgrad loaders walk it.
+    int pixels = 0;
+    for (int z = 0; z < g.sh * g.sw; ++z) {
+      const DgradPhase p = cuda::igemm::dgrad_phase(g, z);
+      for (int r = 0; r < g.n * p.hp * p.wp; ++r, ++pixels) {
+        int b, iy, ix;
+        cuda::igemm::dgrad_pixel(g, p, r, b, iy, ix);
+        REQUIRE((iy >= 0 && iy < g.h && ix >= 0 && ix < g.w));
+        REQUIRE((iy + g.pt) % g.sh == p.ry);
+        REQUIRE((ix + g.pl) % g.sw == p.rx);
+        const int by = (iy + g.pt - p.ry) / g.sh, bx = (ix + g.pl - p.rx) / g.sw;
+        for (int ti = 0; ti < p.nkh; ++ti)
+          for (int tj = 0; tj < p.nkw; ++tj) {
+            const int ky = p.ry + ti * g.sh, kx = p.rx + tj * g.sw;
+            REQUIRE(ky < g.kh);
+            REQUIRE(kx < g.kw);
+            const int oy = by - ti, ox = bx - tj;
+            if (oy < 0 || oy >= g.oh || ox < 0 || ox >= g.ow) continue;
+            REQUIRE(oy * g.sh - g.pt + ky == iy);
+            REQUIRE(ox * g.sw - g.pl + kx == ix);
+            ++phased[(((b * g.h + iy) * g.w + ix) * g.kh + ky) * g.kw + kx];
+          }
+      }
+    }
+    CHECK(pixels == g.n * g.h * g.w);  // each pixel in exactly one phase
+    CHECK(phased == direct);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Host replay of the tiled kernel (kernels/cuda/igemm.cuh) on host pointers
+// ---------------------------------------------------------------------------------------
+
+// Runs problem p over extent e exactly as igemm_kernel schedules it: per block, each
+// simulated thread initialises its loaders, stages its elements of every kBK slice into
+// the shared tiles (poisoned with NaN first, so a slot no thread writes shows up), then
+// accumulates its 8 x 8 tile and writes it through the epilogue.
+template <class P>
+void replay(const P& p, const cuda::igemm::Extent& e) {
+  using namespace cuda::igemm;
+  using T = typename P::T;
+  using AMap = typename P::AMap;
+  using BMap = typename P::BMap;
+  const int64_t gx = (e.m + T::BM - 1) / T::BM, gy = (e.n + T::BN - 1) / T::BN;
+  std::vector<typename P::ALoader> la(T::NT);
+  std::vector<typename P::BLoader> lb(T::NT);
+  std::vector<float> as(kBK * T::BM), bs(kBK * T::BN), acc(static_cast<size_t>(T::NT) * 64);
+  for (int z = 0; z < e.z; ++z)
+    for (int bx = 0; bx < gx; ++bx)
+      for (int by = 0; by < gy; ++by) {
+        const int m0 = bx * T::BM, n0 = by * T::BN;
+        const int m_size = p.m_size(z);
+        if (m0 >= m_size) continue;
+        int k0, k1;
+        p.k_range(z, k0, k1);
+        for (int tid = 0; tid < T::NT; ++tid) {
+          p.init_a(la[tid], z, m0, k0, k1, tid);
+          p.init_b(lb[tid], z, n0, k0, k1, tid);
+        }
+        std::fill(acc.begin(), acc.end(), 0.f);
+        const int stages = k1 > k0 ? (k1 - k0 + kBK - 1) / kBK : 0;
+        for (int t = 0; t < stages; ++t) {
+          std::fill(as.begin(), as.end(), std::nanf(""));
+          std::fill(bs.begin(), bs.end(), std::nanf(""));
+          for (int tid = 0; tid < T::NT; ++tid) {
+            if (t > 0) {
+              p.next_a(la[tid]);
+              p.next_b(lb[tid]);
+            }
+            float ra[AMap::S], rb[BMap::S];
+            p.load_a(la[tid], ra);
+            p.load_b(lb[tid], rb);
+            for (int j = 0; j < AMap::S; ++j) as[AMap::kk(tid, j) * T::BM + AMap::row(tid, j)] = ra[j];
+            for (int j = 0; j < BMap::S; ++j) bs[BMap::kk(tid, j) * T::BN + BMap::row(tid, j)] = rb[j];
+          }
+          for (int tid = 0; tid < T::NT; ++tid) {
+            const int tx = tid % T::TX, ty = tid / T::TX;
+            float* a = acc.data() + tid * 64;
+            for (int kk = 0; kk < kBK; ++kk)
+              for (int i = 0; i < 8; ++i)
+                for (int j = 0; j < 8; ++j)
+                  a[i * 8 + j] =
+                      std::fmaf(as[kk * T::BM + T::row(ty, i)], bs[kk * T::BN + T::col(tx, j)], a[i * 8 + j]);
+          }
+        }
+        const int n_size = p.n_size();
+        for (int tid = 0; tid < T::NT; ++tid) {
+          const int tx = tid % T::TX, ty = tid / T::TX;
+          for (int i = 0; i < 8; ++i) {
+            const int m = m0 + T::row(ty, i);
+            if (m >= m_size) continue;
+            float* row = p.row_ptr(z, m);
+            for (int j = 0; j < 8; ++j) {
+              const int n = n0 + T::col(tx, j);
+              if (n < n_size) row[n] = p.ep.apply(acc[tid * 64 + i * 8 + j], n, row + n);
+            }
+          }
+        }
+      }
+}
+
+// Relative L2 distance over the elements of two equally shaped row-strided views;
+// `nan_mismatch` counts places where exactly one side is NaN.
+double rel_l2(const Tensor& got, const Tensor& want, int* nan_mismatch) {
+  const std::vector<float> g = got.to_vector(), w = want.to_vector();
+  double num = 0, den = 0;
+  int bad = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    const bool gn = std::isnan(g[i]), wn = std::isnan(w[i]);
+    if (gn || wn) {
+      bad += gn != wn;
+      continue;
+    }
+    num += (static_cast<double>(g[i]) - w[i]) * (static_cast<double>(g[i]) - w[i]);
+    den += static_cast<double>(w[i]) * w[i];
+  }
+  if (nan_mismatch) *nan_mismatch = bad;
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+void expect_close_views(const std::string& what, const Tensor& got, const Tensor& want, double bound) {
+  int nan_mismatch = 0;
+  const double err = rel_l2(got, want, &nan_mismatch);
+  INFO(what << ": relative L2 error " << err << ", NaN mismatches " << nan_mismatch);
+  CHECK(nan_mismatch == 0);
+  CHECK(err < bound);
+}
+
+cuda::igemm::ConvShape shape_of(const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p) {
+  cuda::igemm::ConvShape g;
+  g.n = static_cast<int>(x[0]), g.h = static_cast<int>(x[1]), g.w = static_cast<int>(x[2]),
+  g.c = static_cast<int>(x[3]);
+  g.oh = static_cast<int>(y[1]), g.ow = static_cast<int>(y[2]), g.o = static_cast<int>(y[3]);
+  g.kh = static_cast<int>(w[1]), g.kw = static_cast<int>(w[2]);
+  g.sh = p.stride_h, g.sw = p.stride_w, g.pt = p.pad_top, g.pl = p.pad_left;
+  return g;
+}
+
+struct ConvCase {
+  int n, h, w, c, o, kh, kw, sh, sw, pt, pb, pl, pr;
+  bool slice_x, slice_y;
+};
+
+// A channel slice [2, 2 + c) of a wider random tensor, or a plain random tensor.
+Tensor random_view(const Shape& s, Rng& rng, bool sliced) {
+  if (!sliced) return randn(s, rng);
+  Shape wide = s;
+  wide.d[s.ndim - 1] += 5;
+  return randn(wide, rng).slice_last(2, 2 + s[s.ndim - 1]);
+}
+
+template <class T>
+void replay_conv_case(const ConvCase& cc, Rng& rng) {
+  using namespace cuda::igemm;
+  Conv2dParams p;
+  p.stride_h = cc.sh, p.stride_w = cc.sw, p.pad_top = cc.pt, p.pad_bottom = cc.pb, p.pad_left = cc.pl,
+  p.pad_right = cc.pr, p.relu = true;
+  const Shape xs{cc.n, cc.h, cc.w, cc.c}, ws{cc.o, cc.kh, cc.kw, cc.c};
+  const Shape ys = conv2d_output_shape(xs, ws, p);
+  const ConvShape g = shape_of(xs, ws, ys, p);
+  const std::string name = cat("conv ", xs.str(), " w ", ws.str(), " stride ", cc.sh, "x", cc.sw, " pads ", cc.pt,
+                               cc.pb, cc.pl, cc.pr, " tile ", T::BM, "x", T::BN);
+  Tensor x = random_view(xs, rng, cc.slice_x), w = randn(ws, rng), b = randn(Shape{cc.o}, rng);
+
+  // forward with bias and ReLU into a (possibly sliced) output
+  Tensor y_ref = random_view(ys, rng, cc.slice_y), y = random_view(ys, rng, cc.slice_y);
+  y_ref.fill(std::nanf("")), y.fill(std::nanf(""));
+  cpu::conv2d_forward(x, w, b, p, y_ref);
+  replay(forward_problem<T>(g, x.data(), x.ld(), w.data(), y.data(), y.ld(), b.data(), true), forward_extent(g));
+  expect_close_views(name + " forward", y, y_ref, kFp32Bound);
+
+  // dgrad, write-only and accumulating
+  Tensor dy = random_view(ys, rng, cc.slice_y);
+  for (bool accumulate : {false, true}) {
+    Tensor dx_ref = random_view(xs, rng, cc.slice_x);
+    if (!accumulate) dx_ref.fill(std::nanf(""));
+    Tensor dx = dx_ref.clone();
+    cpu::conv2d_dgrad(dy, w, p, dx_ref, accumulate);
+    replay(dgrad_problem<T>(g, dy.data(), dy.ld(), w.data(), dx.data(), dx.ld(), accumulate), dgrad_extent(g));
+    expect_close_views(name + (accumulate ? " dgrad (accumulate)" : " dgrad"), dx, dx_ref, kFp32Bound);
+  }
+
+  // wgrad, with the split count the launcher would pick on a 132-multiprocessor H100/H200
+  for (bool accumulate : {false, true}) {
+    Tensor dw_ref = randn(ws, rng);
+    if (!accumulate) dw_ref.fill(std::nanf(""));
+    Tensor dw = dw_ref.clone(), no_db;
+    cpu::conv2d_wgrad(x, dy, p, dw_ref, no_db, accumulate);
+    const WgradSplit split = wgrad_split<T>(g, 132);
+    const int64_t count = ws.numel();
+    std::vector<float> parts(static_cast<size_t>(split.splits * count), std::nanf(""));
+    if (split.splits == 1) {
+      replay(
+          wgrad_problem<T>(g, x.data(), x.ld(), dy.data(), dy.ld(), dw.data(), 0, split.chunk, accumulate ? 1.f : 0.f),
+          wgrad_extent(g, 1));
+    } else {
+      replay(wgrad_problem<T>(g, x.data(), x.ld(), dy.data(), dy.ld(), parts.data(), count, split.chunk, 0.f),
+             wgrad_extent(g, split.splits));
+      for (int64_t i = 0; i < count; ++i) {  // the SplitSumF pass
+        float s = accumulate ? dw.data()[i] : 0.f;
+        for (int64_t z = 0; z < split.splits; ++z) s += parts[z * count + i];
+        dw.data()[i] = s;
+      }
+    }
+    INFO("wgrad splits " << split.splits << ", chunk " << split.chunk);
+    expect_close_views(name + (accumulate ? " wgrad (accumulate)" : " wgrad"), dw, dw_ref, kFp32Bound);
+  }
+}
+
+TEST_CASE("cuda: the tiled kernel's schedule, replayed on the host, matches the CPU convolution") {
+  Rng rng(21);
+  const std::vector<ConvCase> cases = {
+      // n, h, w, c, o, kh, kw, sh, sw, pt, pb, pl, pr, slice_x, slice_y
+      {2, 9, 11, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, true, true},     // 3x3 same, sliced in and out
+      {2, 13, 12, 6, 9, 3, 3, 2, 2, 0, 0, 0, 0, false, true},   // stride 2, no padding (reduction block)
+      {1, 10, 9, 4, 5, 3, 3, 2, 2, 1, 1, 1, 1, true, false},    // stride 2 with padding
+      {2, 7, 9, 3, 6, 1, 7, 1, 1, 0, 0, 3, 3, false, false},    // 1x7
+      {1, 9, 6, 5, 4, 7, 1, 1, 1, 3, 3, 0, 0, true, true},      // 7x1
+      {2, 5, 6, 3, 4, 1, 3, 1, 1, 0, 0, 1, 1, false, false},    // 1x3
+      {1, 6, 5, 3, 4, 3, 1, 1, 1, 1, 1, 0, 0, false, true},     // 3x1
+      {2, 7, 8, 9, 10, 1, 1, 2, 2, 0, 0, 0, 0, true, false},    // 1x1 stride 2: phases without taps
+      {1, 8, 7, 3, 5, 5, 5, 1, 1, 2, 1, 2, 0, false, false},    // 5x5, asymmetric padding
+      {1, 11, 10, 2, 3, 3, 3, 3, 2, 1, 2, 0, 1, false, true},   // strides 3x2
+      {2, 12, 12, 40, 72, 3, 3, 1, 1, 1, 1, 1, 1, true, true},  // several k stages and N tiles
+  };
+  for (const ConvCase& cc : cases) {
+    replay_conv_case<cuda::igemm::Large>(cc, rng);
+    replay_conv_case<cuda::igemm::Small>(cc, rng);
+  }
+}
+
+template <bool TA, bool TB, class T>
+void replay_gemm_case(int M, int N, int K, float alpha, float beta, Rng& rng) {
+  const int64_t lda = (TA ? M : K) + 3, ldb = (TB ? K : N) + 2, ldc = N + 1;
+  Tensor a = randn(Shape{TA ? K : M, lda}, rng), b = randn(Shape{TB ? N : K, ldb}, rng);
+  Tensor c_ref = randn(Shape{M, ldc}, rng);
+  if (beta == 0.f) c_ref.fill(std::nanf(""));  // write-only
+  Tensor c = c_ref.clone();
+  cpu::gemm(TA, TB, M, N, K, alpha, a.data(), lda, b.data(), ldb, beta, c_ref.data(), ldc);
+  cuda::igemm::Epilogue ep;
+  ep.alpha = alpha, ep.beta = beta;
+  replay(cuda::igemm::gemm_problem<TA, TB, T>(M, N, K, a.data(), lda, b.data(), ldb, c.data(), ldc, ep),
+         cuda::igemm::Extent{M, N, 1});
+  expect_close_views(cat("gemm ", TA ? "T" : "N", TB ? "T" : "N", " ", M, "x", N, "x", K, " tile ", T::BM),
+                     c.slice_last(0, N), c_ref.slice_last(0, N), kFp32Bound);
+  // C's padding column (ldc = N + 1) is never written: it keeps its bits.
+  int changed = 0;
+  for (int i = 0; i < M; ++i)
+    changed += std::memcmp(c.data() + i * ldc + N, c_ref.data() + i * ldc + N, sizeof(float)) != 0;
+  CHECK(changed == 0);
+}
+
+TEST_CASE("cuda: the tiled kernel's schedule, replayed on the host, matches the CPU GEMM") {
+  Rng rng(5);
+  for (auto [M, N, K] : {std::tuple<int, int, int>{1, 1, 1}, {7, 129, 33}, {130, 65, 9}, {64, 64, 64}, {3, 200, 0}}) {
+    for (auto [alpha, beta] : {std::pair<float, float>{1.f, 0.f}, {0.5f, 0.25f}}) {
+      replay_gemm_case<false, false, cuda::igemm::Large>(M, N, K, alpha, beta, rng);
+      replay_gemm_case<false, true, cuda::igemm::Small>(M, N, K, alpha, beta, rng);
+      replay_gemm_case<true, false, cuda::igemm::Large>(M, N, K, alpha, beta, rng);
+      replay_gemm_case<true, true, cuda::igemm::Small>(M, N, K, alpha, beta, rng);
+    }
+  }
+}
+
+TEST_CASE("cuda: backend and math mode settings parse, reject and restore") {
+  CHECK(parse_conv_backend("own") == ConvBackend::Own);
+  CHECK(parse_conv_backend("cublas") == ConvBackend::Cublas);
+  CHECK(parse_conv_backend("cudnn") == ConvBackend::Cudnn);
+  CHECK_THROWS_WITH_AS(parse_conv_backend("CUDNN"), doctest::Contains("expected own, cublas or cudnn"), Error);
+  CHECK(parse_math_mode("tf32") == MathMode::TF32);
+  CHECK_THROWS_AS(parse_math_mode("fp16"), Error);
+  CHECK(conv_backend() == ConvBackend::Own);
+  CHECK(math_mode() == MathMode::FP32);
+  {
+    ConvBackendScope b(ConvBackend::Cudnn);
+    MathModeScope m(MathMode::TF32);
+    CHECK(conv_backend() == ConvBackend::Cudnn);
+    CHECK(math_mode() == MathMode::TF32);
+  }
+  CHECK(conv_backend() == ConvBackend::Own);
+  CHECK(math_mode() == MathMode::FP32);
+}
+
+// ---------------------------------------------------------------------------------------
+// GPU against CPU
+// ---------------------------------------------------------------------------------------
+
+// A tensor under test on both devices: the same values in a buffer that is either the
+// tensor itself or wider by 5 channels (the view is channels [2, 2 + C)), so kernels see
+// row-strided views and the channels outside must come back bit for bit.
+struct Twin {
+  Tensor host_buf, dev_buf;
+  Tensor host, dev;
+  bool sliced = false;
+};
+
+enum class Init { Random, Poison };  // Poison: NaN inside the view (write-only outputs)
+
+Twin make_twin(const Shape& s, Rng& rng, bool sliced, Init init = Init::Random, float lo = -2.f, float hi = 2.f) {
+  Twin t;
+  t.sliced = sliced && s.ndim >= 2;
+  Shape b = s;
+  if (t.sliced) b.d[s.ndim - 1] += 5;
+  t.host_buf = rand_uniform(b, rng, lo, hi);
+  t.host = t.sliced ? t.host_buf.slice_last(2, 2 + s[s.ndim - 1]) : t.host_buf;
+  if (init == Init::Poison) t.host.fill(std::nanf(""));
+  t.dev_buf = t.host_buf.to(Device::cuda());
+  t.dev = t.sliced ? t.dev_buf.slice_last(2, 2 + s[s.ndim - 1]) : t.dev_buf;
+  return t;
+}
+
+// The device result against the host reference: relative L2 error inside the view, exact
+// bits outside it, NaN exactly where the reference has NaN.
+void expect_twin(const std::string& what, const Twin& t, double bound = kFp32Bound) {
+  const std::vector<float> want = t.host_buf.to_vector(), got = t.dev_buf.to_vector();
+  REQUIRE(want.size() == got.size());
+  const int64_t wide = t.host_buf.cols(), c0 = t.sliced ? 2 : 0, c1 = t.sliced ? 2 + t.host.cols() : wide;
+  double num = 0, den = 0;
+  int nan_bad = 0, outside_bad = 0;
+  std::ostringstream first;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const int64_t col = wide ? static_cast<int64_t>(i) % wide : 0;
+    if (col < c0 || col >= c1) {
+      if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0) {
+        if (outside_bad < 3) first << "  outside the view at " << i << ": " << got[i] << " (was " << want[i] << ")\n";
+        ++outside_bad;
+      }
+      continue;
+    }
+    const bool gn = std::isnan(got[i]), wn = std::isnan(want[i]);
+    if (gn || wn) {
+      if (gn != wn) {
+        if (nan_bad < 3) first << "  at " << i << ": got " << got[i] << ", want " << want[i] << "\n";
+        ++nan_bad;
+      }
+      continue;
+    }
+    const double d = static_cast<double>(got[i]) - want[i];
+    num += d * d;
+    den += static_cast<double>(want[i]) * want[i];
+  }
+  const double err = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  INFO(what << ": relative L2 error " << err << " (bound " << bound << "), NaN mismatches " << nan_bad
+            << ", changed outside the view " << outside_bad << "\n"
+            << first.str());
+  CHECK(nan_bad == 0);
+  CHECK(outside_bad == 0);
+  CHECK(err < bound);
+}
+
+const char* yes_no(bool b) { return b ? "yes" : "no"; }
+
+struct GpuConvCase {
+  ConvCase shape;
+  bool bias, relu;
+};
+
+void run_conv_case(const GpuConvCase& cc, ConvBackend backend, MathMode mode, Rng& rng) {
+  ConvBackendScope scope_backend(backend);
+  MathModeScope scope_mode(mode);
+  const double bound = mode == MathMode::TF32 ? kTf32Bound : kFp32Bound;
+  const ConvCase& s = cc.shape;
+  Conv2dParams p;
+  p.stride_h = s.sh, p.stride_w = s.sw, p.pad_top = s.pt, p.pad_bottom = s.pb, p.pad_left = s.pl, p.pad_right = s.pr;
+  p.relu = cc.relu;
+  const Shape xs{s.n, s.h, s.w, s.c}, ws{s.o, s.kh, s.kw, s.c};
+  const Shape ys = conv2d_output_shape(xs, ws, p);
+  const std::string name =
+      cat(conv_backend_name(backend), "/", math_mode_name(mode), " conv x ", xs.str(), " w ", ws.str(), " stride ",
+          s.sh, "x", s.sw, " pads ", s.pt, s.pb, s.pl, s.pr, " sliced x ", yes_no(s.slice_x), " y ", yes_no(s.slice_y),
+          " bias ", yes_no(cc.bias), " relu ", yes_no(cc.relu));
+  Twin x = make_twin(xs, rng, s.slice_x), w = make_twin(ws, rng, false);
+  Twin b = make_twin(Shape{s.o}, rng, false);
+  Tensor no_bias;
+
+  Twin y = make_twin(ys, rng, s.slice_y, Init::Poison);
+  conv2d_forward(x.host, w.host, cc.bias ? b.host : no_bias, p, y.host);
+  conv2d_forward(x.dev, w.dev, cc.bias ? b.dev : no_bias, p, y.dev);
+  expect_twin(name + " forward", y, bound);
+
+  Twin dy = make_twin(ys, rng, s.slice_y);
+  for (bool accumulate : {false, true}) {
+    Twin dx = make_twin(xs, rng, s.slice_x, accumulate ? Init::Random : Init::Poison);
+    conv2d_dgrad(dy.host, w.host, p, dx.host, accumulate);
+    conv2d_dgrad(dy.dev, w.dev, p, dx.dev, accumulate);
+    expect_twin(name + (accumulate ? " dgrad (accumulate)" : " dgrad"), dx, bound);
+
+    Twin dw = make_twin(ws, rng, false, accumulate ? Init::Random : Init::Poison);
+    Twin db = make_twin(Shape{s.o}, rng, false, accumulate ? Init::Random : Init::Poison);
+    conv2d_wgrad(x.host, dy.host, p, dw.host, cc.bias ? db.host : no_bias, accumulate);
+    conv2d_wgrad(x.dev, dy.dev, p, dw.dev, cc.bias ? db.dev : no_bias, accumulate);
+    expect_twin(name + (accumulate ? " wgrad (accumulate)" : " wgrad"), dw, bound);
+    if (cc.bias) expect_twin(name + (accumulate ? " bias gradient (accumulate)" : " bias gradient"), db, kFp32Bound);
+  }
+}
+
+const std::vector<GpuConvCase>& gpu_conv_cases() {
+  static const std::vector<GpuConvCase> cases = {
+      // n, h, w, c, o, kh, kw, sh, sw, pt, pb, pl, pr, slice_x, slice_y; bias, relu
+      {{2, 17, 19, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, true, true}, true, true},
+      {{2, 35, 35, 64, 96, 3, 3, 1, 1, 1, 1, 1, 1, false, true}, true, true},   // an Inception 35x35 branch
+      {{2, 35, 35, 48, 40, 3, 3, 2, 2, 0, 0, 0, 0, true, false}, true, false},  // reduction block, stride 2
+      {{3, 15, 14, 9, 11, 3, 3, 2, 2, 1, 1, 1, 1, false, true}, false, true},   // stride 2 with padding
+      {{2, 17, 17, 24, 20, 1, 7, 1, 1, 0, 0, 3, 3, true, true}, true, true},    // 1x7
+      {{2, 17, 17, 20, 24, 7, 1, 1, 1, 3, 3, 0, 0, false, false}, true, true},  // 7x1
+      {{2, 8, 8, 33, 17, 1, 3, 1, 1, 0, 0, 1, 1, true, true}, false, false},    // 1x3
+      {{2, 8, 8, 17, 33, 3, 1, 1, 1, 1, 1, 0, 0, false, true}, true, true},     // 3x1
+      {{2, 13, 11, 70, 130, 1, 1, 1, 1, 0, 0, 0, 0, true, true}, true, true},   // 1x1: the GEMM path
+      {{2, 9, 9, 10, 12, 1, 1, 2, 2, 0, 0, 0, 0, false, false}, true, false},   // 1x1 stride 2
+      {{2, 37, 37, 3, 32, 3, 3, 2, 2, 0, 0, 0, 0, false, false}, true, true},   // the 3-channel first layer
+      {{1, 12, 10, 6, 8, 5, 5, 1, 1, 2, 1, 2, 0, false, true}, true, true},     // asymmetric padding
+      {{1, 4, 4, 2, 3, 4, 4, 1, 1, 0, 0, 0, 0, false, false}, true, true},      // the kernel covers the image
+  };
+  return cases;
+}
+
+TEST_CASE("cuda: conv2d forward, dgrad and wgrad on every backend against the CPU (fp32)") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(31);
+  for (ConvBackend backend : {ConvBackend::Own, ConvBackend::Cublas, ConvBackend::Cudnn})
+    for (const GpuConvCase& cc : gpu_conv_cases()) run_conv_case(cc, backend, MathMode::FP32, rng);
+}
+
+TEST_CASE("cuda: conv2d on cuBLAS and cuDNN in TF32 stays within the TF32 bound") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(32);
+  for (ConvBackend backend : {ConvBackend::Cublas, ConvBackend::Cudnn})
+    for (size_t i : {1, 2, 8}) run_conv_case(gpu_conv_cases()[i], backend, MathMode::TF32, rng);
+}
+
+TEST_CASE("cuda: a large conv runs on our kernels with large tiles and wgrad split-K") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(33);
+  // 8 images of 35x35x192 -> 64: 9800 output rows, enough blocks for the 128x128 tiles.
+  run_conv_case({{8, 35, 35, 192, 64, 1, 1, 1, 1, 0, 0, 0, 0, false, true}, true, true}, ConvBackend::Own,
+                MathMode::FP32, rng);
+  run_conv_case({{8, 35, 35, 64, 160, 3, 3, 1, 1, 1, 1, 1, 1, true, false}, true, true}, ConvBackend::Own,
+                MathMode::FP32, rng);
+  run_conv_case({{8, 35, 35, 96, 144, 3, 3, 2, 2, 0, 0, 0, 0, false, false}, false, true}, ConvBackend::Own,
+                MathMode::FP32, rng);
+}
+
+TEST_CASE("cuda: gemm (own kernel and cuBLAS) against the CPU") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(41);
+  struct G {
+    int64_t m, n, k;
+  };
+  for (ConvBackend backend : {ConvBackend::Own, ConvBackend::Cublas}) {
+    ConvBackendScope scope(backend);
+    for (G s :
+         {G{1, 1, 1}, G{1, 1000, 2048}, G{7, 129, 33}, G{300, 257, 65}, G{64, 64, 64}, G{1000, 10, 500}, G{5, 6, 0}})
+      for (bool ta : {false, true})
+        for (bool tb : {false, true})
+          for (auto [alpha, beta] : {std::pair<float, float>{1.f, 0.f}, {0.75f, -0.5f}, {0.f, 2.f}}) {
+            const int64_t lda = (ta ? s.m : s.k) + 3, ldb = (tb ? s.k : s.n) + 1;
+            Twin a = make_twin(Shape{ta ? s.k : s.m, lda}, rng, false);
+            Twin b = make_twin(Shape{tb ? s.n : s.k, ldb}, rng, false);
+            Twin c = make_twin(Shape{s.m, s.n}, rng, true, beta == 0.f ? Init::Poison : Init::Random);
+            gemm(Device::cpu(), ta, tb, s.m, s.n, s.k, alpha, a.host.data(), lda, b.host.data(), ldb, beta,
+                 c.host.data(), c.host.ld());
+            gemm(Device::cuda(), ta, tb, s.m, s.n, s.k, alpha, a.dev.data(), lda, b.dev.data(), ldb, beta, c.dev.data(),
+                 c.dev.ld());
+            expect_twin(cat(conv_backend_name(backend), " gemm ", ta ? "T" : "N", tb ? "T" : "N", " ", s.m, "x", s.n,
+                            "x", s.k, " alpha ", alpha, " beta ", beta),
+                        c);
+          }
+  }
+}
+
+TEST_CASE("cuda: pooling against the CPU (ties, NaN, padding divisors)") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(51);
+  struct P {
+    Shape x;
+    Pool2dParams p;
+    bool sliced;
+  };
+  std::vector<P> cases;
+  cases.push_back({Shape{2, 17, 17, 19}, Pool2dParams::square(3, 2), true});          // Inception's max pools
+  cases.push_back({Shape{2, 9, 10, 7}, Pool2dParams::square(3, 1, 1, true), false});  // avg pool in a block
+  cases.push_back({Shape{1, 8, 7, 5}, Pool2dParams::square(3, 1, 1, false), true});   // count real pixels only
+  Pool2dParams asym;
+  asym.kernel_h = 2, asym.kernel_w = 3, asym.stride_h = 2, asym.stride_w = 1;
+  asym.pad_top = 1, asym.pad_bottom = 0, asym.pad_left = 0, asym.pad_right = 2;
+  cases.push_back({Shape{3, 7, 8, 4}, asym, true});
+  for (const P& c : cases)
+    for (int quantised = 0; quantised < 2; ++quantised) {
+      // quantised: values from {-1, 0, 1, 2}, so windows hold ties; plus a few NaN
+      const Shape ys = pool2d_output_shape(c.x, c.p, "test");
+      Twin x = make_twin(c.x, rng, c.sliced);
+      if (quantised) {
+        std::vector<float> v = x.host_buf.to_vector();
+        for (float& f : v) f = std::floor(f);
+        for (int i = 0; i < 4; ++i) v[static_cast<size_t>(rng.below(static_cast<int64_t>(v.size())))] = std::nanf("");
+        x.host_buf = Tensor::from_vector(x.host_buf.shape(), v);
+        x.host = c.sliced ? x.host_buf.slice_last(2, 2 + c.x[3]) : x.host_buf;
+        x.dev_buf = x.host_buf.to(Device::cuda());
+        x.dev = c.sliced ? x.dev_buf.slice_last(2, 2 + c.x[3]) : x.dev_buf;
+      }
+      const std::string name = cat("pool x ", c.x.str(), " k ", c.p.kernel_h, "x", c.p.kernel_w, " s ", c.p.stride_h,
+                                   "x", c.p.stride_w, quantised ? " with ties and NaN" : "");
+      Twin y = make_twin(ys, rng, c.sliced, Init::Poison);
+      max_pool2d_forward(x.host, c.p, y.host);
+      max_pool2d_forward(x.dev, c.p, y.dev);
+      expect_twin(name + " max forward", y);
+      Twin dy = make_twin(ys, rng, c.sliced);
+      for (bool accumulate : {false, true}) {
+        Twin dx = make_twin(c.x, rng, c.sliced, accumulate ? Init::Random : Init::Poison);
+        max_pool2d_backward(x.host, y.host, dy.host, c.p, dx.host, accumulate);
+        max_pool2d_backward(x.dev, y.dev, dy.dev, c.p, dx.dev, accumulate);
+        expect_twin(name + " max backward" + (accumulate ? " (accumulate)" : ""), dx);
+      }
+      Twin ya = make_twin(ys, rng, c.sliced, Init::Poison);
+      avg_pool2d_forward(x.host, c.p, ya.host);
+      avg_pool2d_forward(x.dev, c.p, ya.dev);
+      expect_twin(name + " avg forward", ya);
+      for (bool accumulate : {false, true}) {
+        Twin dx = make_twin(c.x, rng, c.sliced, accumulate ? Init::Random : Init::Poison);
+        avg_pool2d_backward(dy.host, c.p, dx.host, accumulate);
+        avg_pool2d_backward(dy.dev, c.p, dx.dev, accumulate);
+        expect_twin(name + " avg backward" + (accumulate ? " (accumulate)" : ""), dx);
+      }
+    }
+  // global average pool
+  Twin x = make_twin(Shape{3, 8, 8, 37}, rng, true);
+  Twin y = make_twin(Shape{3, 37}, rng, true, Init::Poison);
+  global_avg_pool_forward(x.host, y.host);
+  global_avg_pool_forward(x.dev, y.dev);
+  expect_twin("global_avg_pool forward", y);
+  for (bool accumulate : {false, true}) {
+    Twin dx = make_twin(Shape{3, 8, 8, 37}, rng, true, accumulate ? Init::Random : Init::Poison);
+    global_avg_pool_backward(y.host, dx.host, accumulate);
+    global_avg_pool_backward(y.dev, dx.dev, accumulate);
+    expect_twin(cat("global_avg_pool backward", accumulate ? " (accumulate)" : ""), dx);
+  }
+}
+
+TEST_CASE("cuda: batch norm and channel affine against the CPU") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(61);
+  for (Shape xs : {Shape{4, 9, 7, 13}, Shape{37, 5}, Shape{2, 35, 35, 64}})
+    for (bool sliced : {false, true}) {
+      const int64_t c = xs[-1];
+      const std::string name = cat("batch_norm ", xs.str(), sliced ? " sliced" : "");
+      Twin x = make_twin(xs, rng, sliced, Init::Random, 0.5f, 3.f);  // a mean far from 0
+      Twin gamma = make_twin(Shape{c}, rng, false), beta = make_twin(Shape{c}, rng, false);
+      Twin rm = make_twin(Shape{c}, rng, false), rv = make_twin(Shape{c}, rng, false, Init::Random, 0.5f, 2.f);
+      Twin y = make_twin(xs, rng, sliced, Init::Poison);
+      Twin sm = make_twin(Shape{c}, rng, false, Init::Poison), si = make_twin(Shape{c}, rng, false, Init::Poison);
+      batch_norm_train_forward(x.host, gamma.host, beta.host, 1e-3f, 0.1f, rm.host, rv.host, y.host, sm.host, si.host);
+      batch_norm_train_forward(x.dev, gamma.dev, beta.dev, 1e-3f, 0.1f, rm.dev, rv.dev, y.dev, sm.dev, si.dev);
+      expect_twin(name + " y", y);
+      expect_twin(name + " running mean", rm);
+      expect_twin(name + " running var", rv);
+      expect_twin(name + " saved mean", sm);
+      expect_twin(name + " saved invstd", si);
+      Twin dy = make_twin(xs, rng, sliced);
+      for (bool accumulate : {false, true}) {
+        const Init init = accumulate ? Init::Random : Init::Poison;
+        Twin dx = make_twin(xs, rng, sliced, init), dg = make_twin(Shape{c}, rng, false, init),
+             dbt = make_twin(Shape{c}, rng, false, init);
+        batch_norm_backward(x.host, dy.host, gamma.host, sm.host, si.host, dx.host, accumulate, dg.host, dbt.host,
+                            accumulate);
+        batch_norm_backward(x.dev, dy.dev, gamma.dev, sm.dev, si.dev, dx.dev, accumulate, dg.dev, dbt.dev, accumulate);
+        expect_twin(name + " dx" + (accumulate ? " (accumulate)" : ""), dx);
+        expect_twin(name + " dgamma" + (accumulate ? " (accumulate)" : ""), dg);
+        expect_twin(name + " dbeta" + (accumulate ? " (accumulate)" : ""), dbt);
+      }
+      // parameter gradients only (dx undefined)
+      Twin dg = make_twin(Shape{c}, rng, false, Init::Poison), dbt = make_twin(Shape{c}, rng, false, Init::Poison);
+      Tensor none;
+      batch_norm_backward(x.host, dy.host, gamma.host, sm.host, si.host, none, false, dg.host, dbt.host, false);
+      batch_norm_backward(x.dev, dy.dev, gamma.dev, sm.dev, si.dev, none, false, dg.dev, dbt.dev, false);
+      expect_twin(name + " dgamma without dx", dg);
+      for (bool relu : {false, true}) {
+        Twin out = make_twin(xs, rng, sliced, Init::Poison);
+        Twin xa = make_twin(xs, rng, sliced);
+        channel_affine(xa.host, gamma.host, beta.host, relu, out.host);
+        channel_affine(xa.dev, gamma.dev, beta.dev, relu, out.dev);
+        expect_twin(cat("channel_affine ", xs.str(), relu ? " relu" : ""), out);
+      }
+    }
+}
+
+TEST_CASE("cuda: elementwise ops against the CPU") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(71);
+  for (Shape s : {Shape{3, 5, 7, 11}, Shape{1000}, Shape{2, 3}})
+    for (bool sliced : {false, true}) {
+      const std::string at = cat(" ", s.str(), sliced ? " sliced" : "");
+      Twin a = make_twin(s, rng, sliced), b = make_twin(s, rng, sliced);
+      for (BinaryOp op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul}) {
+        Twin y = make_twin(s, rng, sliced, Init::Poison);
+        binary(op, a.host, b.host, y.host);
+        binary(op, a.dev, b.dev, y.dev);
+        expect_twin(cat("binary ", static_cast<int>(op), at), y);
+      }
+      for (UnaryOp op : {UnaryOp::Affine, UnaryOp::Relu, UnaryOp::Sign, UnaryOp::Clamp, UnaryOp::Square, UnaryOp::Exp,
+                         UnaryOp::Abs}) {
+        Twin y = make_twin(s, rng, sliced, Init::Poison);
+        unary(op, a.host, y.host, -0.5f, 0.75f);
+        unary(op, a.dev, y.dev, -0.5f, 0.75f);
+        expect_twin(cat("unary ", static_cast<int>(op), at), y);
+      }
+      {  // in place: y aliases x
+        Twin y = make_twin(s, rng, sliced);
+        unary(UnaryOp::Affine, y.host, y.host, 2.f, 1.f);
+        unary(UnaryOp::Affine, y.dev, y.dev, 2.f, 1.f);
+        expect_twin("unary in place" + at, y);
+      }
+      {
+        Twin y = make_twin(s, rng, sliced);
+        axpy(0.3f, a.host, y.host);
+        axpy(0.3f, a.dev, y.dev);
+        expect_twin("axpy" + at, y);
+      }
+      for (bool accumulate : {false, true}) {
+        const Init init = accumulate ? Init::Random : Init::Poison;
+        const std::string acc = accumulate ? " (accumulate)" : "";
+        Twin d1 = make_twin(s, rng, sliced, init), d2 = make_twin(s, rng, sliced, init),
+             d3 = make_twin(s, rng, sliced, init);
+        clamp_backward(a.host, -0.5f, 0.5f, b.host, d1.host, accumulate);
+        clamp_backward(a.dev, -0.5f, 0.5f, b.dev, d1.dev, accumulate);
+        expect_twin("clamp_backward" + at + acc, d1);
+        relu_backward(a.host, b.host, d2.host, accumulate);
+        relu_backward(a.dev, b.dev, d2.dev, accumulate);
+        expect_twin("relu_backward" + at + acc, d2);
+        mul_accumulate(a.host, b.host, d3.host, accumulate);
+        mul_accumulate(a.dev, b.dev, d3.dev, accumulate);
+        expect_twin("mul_accumulate" + at + acc, d3);
+      }
+      {
+        Twin y = make_twin(s, rng, sliced, Init::Poison);
+        copy(a.host, y.host);
+        copy(a.dev, y.dev);
+        expect_twin("copy" + at, y);
+      }
+      for (bool relu : {false, true}) {
+        Twin bias = make_twin(Shape{s[-1]}, rng, false);
+        Twin y = make_twin(s, rng, sliced);
+        add_bias(bias.host, relu, y.host);
+        add_bias(bias.dev, relu, y.dev);
+        expect_twin(cat("add_bias", relu ? " relu" : "", at), y);
+      }
+    }
+}
+
+TEST_CASE("cuda: reductions against the CPU (max ties and NaN, per-item sums)") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(81);
+  for (Shape s : {Shape{4, 7, 9, 13}, Shape{3, 100003}, Shape{1, 1}})
+    for (bool sliced : {false, true}) {
+      const std::string at = cat(" ", s.str(), sliced ? " sliced" : "");
+      Twin x = make_twin(s, rng, sliced);
+      Twin y = make_twin(Shape{1}, rng, false, Init::Poison);
+      sum_all(x.host, y.host);
+      sum_all(x.dev, y.dev);
+      expect_twin("sum_all" + at, y);
+      Twin m = make_twin(Shape{1}, rng, false, Init::Poison);
+      int64_t at_host = -1, at_dev = -2;
+      max_all(x.host, m.host, &at_host);
+      max_all(x.dev, m.dev, &at_dev);
+      expect_twin("max_all" + at, m);
+      CHECK(at_host == at_dev);
+      for (bool accumulate : {false, true}) {
+        Twin r = make_twin(Shape{s[-1]}, rng, false, accumulate ? Init::Random : Init::Poison);
+        sum_rows(x.host, r.host, accumulate);
+        sum_rows(x.dev, r.dev, accumulate);
+        expect_twin("sum_rows" + at + (accumulate ? " (accumulate)" : ""), r);
+      }
+    }
+  // max: ties (first occurrence wins), then NaN (the first NaN wins)
+  {
+    std::vector<float> v(5000, 1.f);
+    v[1234] = 3.f, v[4321] = 3.f;
+    Tensor h = Tensor::from_vector(Shape{50, 100}, v), d = h.to(Device::cuda());
+    Tensor yh = Tensor::empty(Shape{1}), yd = Tensor::empty(Shape{1}, Device::cuda());
+    int64_t ah = -1, ad = -1;
+    max_all(h, yh, &ah);
+    max_all(d, yd, &ad);
+    CHECK(ah == 1234);
+    CHECK(ad == 1234);
+    v[3000] = std::nanf(""), v[4000] = std::nanf("");
+    h = Tensor::from_vector(Shape{50, 100}, v), d = h.to(Device::cuda());
+    max_all(h, yh, &ah);
+    max_all(d, yd, &ad);
+    CHECK(ah == 3000);
+    CHECK(ad == 3000);
+    CHECK(std::isnan(yd.item()));
+  }
+  for (Shape s : {Shape{3, 5, 7, 2}, Shape{2, 299, 299, 3}, Shape{5, 1}}) {
+    Twin x = make_twin(s, rng, false);
+    for (int kind = 0; kind < 3; ++kind) {
+      Twin y = make_twin(Shape{s[0]}, rng, false, Init::Poison);
+      if (kind < 2) {
+        sum_per_item(x.host, kind == 1, y.host);
+        sum_per_item(x.dev, kind == 1, y.dev);
+      } else {
+        max_abs_per_item(x.host, y.host);
+        max_abs_per_item(x.dev, y.dev);
+      }
+      expect_twin(cat(kind == 0   ? "sum_per_item "
+                      : kind == 1 ? "sum_per_item square "
+                                  : "max_abs_per_item ",
+                      s.str()),
+                  y);
+    }
+  }
+}
+
+TEST_CASE("cuda: softmax, log-softmax and cross-entropy against the CPU") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(91);
+  for (Shape s : {Shape{3, 1000}, Shape{1, 7}, Shape{5, 1}, Shape{2, 1025}})
+    for (bool sliced : {false, true}) {
+      const std::string at = cat(" ", s.str(), sliced ? " sliced" : "");
+      Twin x = make_twin(s, rng, sliced, Init::Random, -8.f, 8.f);
+      Twin p = make_twin(s, rng, sliced, Init::Poison), lp = make_twin(s, rng, sliced, Init::Poison);
+      softmax(x.host, p.host);
+      softmax(x.dev, p.dev);
+      expect_twin("softmax" + at, p);
+      log_softmax(x.host, lp.host);
+      log_softmax(x.dev, lp.dev);
+      expect_twin("log_softmax" + at, lp);
+      Twin dy = make_twin(s, rng, sliced);
+      for (bool accumulate : {false, true}) {
+        const Init init = accumulate ? Init::Random : Init::Poison;
+        Twin d1 = make_twin(s, rng, sliced, init), d2 = make_twin(s, rng, sliced, init);
+        softmax_backward(p.host, dy.host, d1.host, accumulate);
+        softmax_backward(p.dev, dy.dev, d1.dev, accumulate);
+        expect_twin("softmax_backward" + at, d1);
+        log_softmax_backward(lp.host, dy.host, d2.host, accumulate);
+        log_softmax_backward(lp.dev, dy.dev, d2.dev, accumulate);
+        expect_twin("log_softmax_backward" + at, d2);
+      }
+      std::vector<float> t(static_cast<size_t>(s[0]));
+      for (float& v : t) v = static_cast<float>(rng.below(s[1]));
+      Tensor th = Tensor::from_vector(Shape{s[0]}, t), td = th.to(Device::cuda());
+      Twin probs = make_twin(s, rng, sliced, Init::Poison), losses = make_twin(Shape{s[0]}, rng, false, Init::Poison);
+      cross_entropy_forward(x.host, th, probs.host, losses.host);
+      cross_entropy_forward(x.dev, td, probs.dev, losses.dev);
+      expect_twin("cross_entropy probs" + at, probs);
+      expect_twin("cross_entropy losses" + at, losses);
+      Twin dl = make_twin(Shape{s[0]}, rng, false);
+      for (bool accumulate : {false, true}) {
+        Twin dx = make_twin(s, rng, sliced, accumulate ? Init::Random : Init::Poison);
+        cross_entropy_backward(probs.host, th, dl.host, dx.host, accumulate);
+        cross_entropy_backward(probs.dev, td, dl.dev, dx.dev, accumulate);
+        expect_twin("cross_entropy_backward" + at, dx);
+      }
+      // a target that is not a class index is an error, not an out-of-bounds read
+      t[0] = static_cast<float>(s[1]);
+      Tensor bad = Tensor::from_vector(Shape{s[0]}, t).to(Device::cuda());
+      CHECK_THROWS_WITH_AS(cross_entropy_forward(x.dev, bad, probs.dev, losses.dev),
+                           doctest::Contains("is not a class index"), Error);
+    }
+}
+
+TEST_CASE("cuda: separable resampling against the CPU") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(101);
+  // A downscaling table with overlapping runs of different lengths, and an upscaling one.
+  auto table = [&](int64_t in, int64_t out) {
+    std::vector<int64_t> first;
+    std::vector<std::vector<double>> weights;
+    for (int64_t o = 0; o < out; ++o) {
+      const int64_t count = 1 + rng.below(std::min<int64_t>(in, 5));
+      first.push_back(rng.below(in - count + 1));
+      std::vector<double> w;
+      for (int64_t k = 0; k < count; ++k) w.push_back(rng.uniform(-0.5, 1.0));
+      weights.push_back(w);
+    }
+    return make_resample_table(in, first, weights);
+  };
+  for (auto [in, out] : {std::pair<int64_t, int64_t>{23, 9}, {6, 14}})
+    for (bool sliced : {false, true}) {
+      const ResampleTable th = table(in, out), td = th.to(Device::cuda());
+      const std::string at = cat(" ", in, " -> ", out, sliced ? " sliced" : "");
+      // rows: (N, in, W, C) -> (N, out, W, C)
+      Twin x = make_twin(Shape{2, in, 5, 3}, rng, sliced);
+      Twin y = make_twin(Shape{2, out, 5, 3}, rng, sliced, Init::Poison);
+      resample_rows(x.host, th, y.host);
+      resample_rows(x.dev, td, y.dev);
+      expect_twin("resample_rows" + at, y);
+      for (bool accumulate : {false, true}) {
+        Twin dx = make_twin(Shape{2, in, 5, 3}, rng, sliced, accumulate ? Init::Random : Init::Poison);
+        resample_rows_backward(y.host, th, dx.host, accumulate);
+        resample_rows_backward(y.dev, td, dx.dev, accumulate);
+        expect_twin("resample_rows_backward" + at + (accumulate ? " (accumulate)" : ""), dx);
+      }
+      // cols: (N, H, in, C) -> (N, H, out, C)
+      Twin xc = make_twin(Shape{2, 4, in, 3}, rng, sliced);
+      Twin yc = make_twin(Shape{2, 4, out, 3}, rng, sliced, Init::Poison);
+      resample_cols(xc.host, th, yc.host);
+      resample_cols(xc.dev, td, yc.dev);
+      expect_twin("resample_cols" + at, yc);
+      for (bool accumulate : {false, true}) {
+        Twin dx = make_twin(Shape{2, 4, in, 3}, rng, sliced, accumulate ? Init::Random : Init::Poison);
+        resample_cols_backward(yc.host, th, dx.host, accumulate);
+        resample_cols_backward(yc.dev, td, dx.dev, accumulate);
+        expect_twin("resample_cols_backward" + at + (accumulate ? " (accumulate)" : ""), dx);
+      }
+    }
+}
+
+}  // namespace
+}  // namespace trick
