@@ -219,6 +219,16 @@ TEST_CASE("images: unreadable files are errors that name the file and the proble
   CHECK(contains(msg, "40000x40000"));
   CHECK(contains(msg, "megapixels"));
 
+  // A JPEG whose Huffman table declares 512 codes (stb 2.27 would write past its arrays).
+  std::string jpeg = read_file(kSkimage + "rocket.jpg");
+  const size_t dht = jpeg.find("\xff\xc4");
+  REQUIRE(dht != std::string::npos);
+  for (int k = 0; k < 16; ++k) jpeg[dht + 5 + k] = 0x20;
+  write_file(dir + "/dht.jpg", jpeg);
+  msg = error_of([&] { load_image(dir + "/dht.jpg"); });
+  CHECK(contains(msg, "dht.jpg"));
+  CHECK(contains(msg, "Huffman"));
+
   msg = error_of([&] { load_image(dir); });
   CHECK(contains(msg, "directory"));
   CHECK(contains(error_of([&] { load_image(kSkimage + "astronaut.png", 2); }), "1 or 3 channels"));
@@ -416,7 +426,9 @@ TEST_CASE("resize: preprocess sizes follow torchvision Resize(342) + CenterCrop(
   };
   const Case cases[] = {{512, 512, 342, 342, 22, 22}, {300, 451, 342, 514, 22, 108}, {400, 600, 342, 513, 22, 107},
                         {451, 300, 514, 342, 108, 22}, {1000, 999, 342, 342, 22, 22}, {37, 53, 342, 489, 22, 95},
-                        {100, 80, 427, 342, 64, 22},   {342, 700, 342, 700, 22, 200}, {343, 301, 389, 342, 45, 22}};
+                        {100, 80, 427, 342, 64, 22},   {342, 700, 342, 700, 22, 200}, {343, 301, 389, 342, 45, 22},
+                        // 22.5 and 24.5 round to the even neighbour
+                        {344, 342, 344, 342, 22, 22},  {342, 348, 342, 348, 22, 24}};
   Preprocess p;
   p.resize_shorter = 342;
   p.crop = 299;

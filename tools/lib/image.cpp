@@ -15,6 +15,12 @@
 #include "tools/lib/atomic_file.h"
 
 #define STB_IMAGE_IMPLEMENTATION
+// Only the formats photos come in: less decoder code exposed to untrusted files, and no
+// TGA, whose header has no signature, so random bytes are never taken for an image.
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_GIF
+#define STBI_ONLY_BMP
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-but-set-variable"
@@ -36,7 +42,6 @@ const char* sniff_format(const std::string& b) {
   if (starts("\xff\xd8\xff", 3)) return "JPEG";
   if (starts("GIF8", 4)) return "GIF";
   if (starts("BM", 2)) return "BMP";
-  if (starts("8BPS", 4)) return "PSD";
   if (starts("RIFF", 4) && b.size() >= 12 && b.compare(8, 4, "WEBP") == 0) return "WebP";
   if (starts("II*\0", 4) || starts("MM\0*", 4)) return "TIFF";
   return nullptr;
@@ -51,8 +56,7 @@ std::string stb_reason(const char* format) {
   static const struct {
     const char* reason;
     const char* format;
-  } kSignatureFailures[] = {{"bad png sig", "PNG"}, {"not BMP", "BMP"}, {"not GIF", "GIF"},
-                            {"not PSD", "PSD"},     {"not HDR", "HDR"}, {"not PIC", "PIC"}};
+  } kSignatureFailures[] = {{"bad png sig", "PNG"}, {"not BMP", "BMP"}, {"not GIF", "GIF"}};
   const char* r = stbi_failure_reason();
   if (!r || !*r) return "stb gave no reason";
   for (const auto& f : kSignatureFailures)
@@ -112,6 +116,46 @@ bool declared_size(const std::string& b, const char* format, int64_t* w, int64_t
   return false;
 }
 
+// stb_image 2.27 (Debian's libstb-dev) writes past its Huffman arrays when a DHT segment
+// declares more than 256 codes (fixed upstream in 2.28). Walk the JPEG's segments, skipping
+// entropy-coded data, and reject such tables before stb sees them. Returns "" if the
+// tables are sane (other damage is left to stb), else what is wrong.
+std::string check_jpeg_huffman_tables(const std::string& b) {
+  size_t i = 2;  // after SOI
+  while (i + 1 < b.size()) {
+    if (uint8_t(b[i]) != 0xff) {  // entropy-coded data: skip to the next real marker
+      ++i;
+      continue;
+    }
+    const uint8_t m = uint8_t(b[i + 1]);
+    if (m == 0xff) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (m == 0x00 || m == 0x01 || (m >= 0xd0 && m <= 0xd8)) {  // stuffed zero, TEM, RSTn, SOI
+      i += 2;
+      continue;
+    }
+    if (m == 0xd9) return "";  // EOI
+    if (i + 4 > b.size()) return "";
+    const size_t len = be16(b, i + 2);
+    if (len < 2) return "segment length below 2";
+    if (m == 0xc4) {  // DHT: tables of (class/id, 16 counts, values)
+      size_t p = i + 4;
+      const size_t end = std::min(b.size(), i + 2 + len);
+      while (p < end) {
+        if (p + 17 > end) return end < i + 2 + len ? "the file ends inside a Huffman table" : "short Huffman table";
+        size_t codes = 0;
+        for (int k = 1; k <= 16; ++k) codes += uint8_t(b[p + k]);
+        if (codes > 256) return "Huffman table with more than 256 codes";
+        p += 17 + codes;
+      }
+    }
+    i += 2 + len;
+  }
+  return "";
+}
+
 // PIL's RGB -> L (Convert.c, L24): ITU-R 601-2 luma in 16-bit fixed point, rounded.
 uint8_t pil_luma(const uint8_t* rgb) {
   return static_cast<uint8_t>((rgb[0] * 19595u + rgb[1] * 38470u + rgb[2] * 7471u + 0x8000u) >> 16);
@@ -141,14 +185,18 @@ Tensor decode_image(const std::string& bytes, const std::string& name, int chann
   };
   int64_t dw = 0, dh = 0;
   if (declared_size(bytes, format, &dw, &dh)) check_size(dw, dh);
+  if (format && std::strcmp(format, "JPEG") == 0) {
+    const std::string bad = check_jpeg_huffman_tables(bytes);
+    TRICK_CHECK(bad.empty(), name, ": truncated or corrupt JPEG file (", bad, ")");
+  }
 
   int w = 0, h = 0, comp = 0;
   clear_stb_failure();
   if (!stbi_info_from_memory(data, len, &w, &h, &comp)) {
     if (format && (std::strcmp(format, "WebP") == 0 || std::strcmp(format, "TIFF") == 0))
-      fail(name, ": ", format, " images are not supported (use PNG or JPEG)");
+      fail(name, ": ", format, " images are not supported (trick reads PNG, JPEG, BMP and GIF)");
     if (format) fail(name, ": truncated or corrupt ", format, " file (", stb_reason(format), ")");
-    fail(name, ": not an image in a format trick reads (PNG, JPEG, BMP, GIF, TGA, PSD, PNM)");
+    fail(name, ": not an image in a format trick reads (PNG, JPEG, BMP, GIF)");
   }
   TRICK_CHECK(w >= 1 && h >= 1, name, ": the image declares an empty size ", w, "x", h);
   check_size(w, h);  // formats declared_size does not know

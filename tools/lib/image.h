@@ -1,7 +1,6 @@
 // Image files <-> float pixels in [0, 1], (H, W, C) with C = 3 (RGB) or 1 (gray).
 //
-// Decoding is stb_image (PNG, JPEG baseline/progressive, BMP, GIF first frame, TGA, PSD,
-// PNM), converted the way PIL's convert("RGB") / convert("L") converts: gray is
+// Decoding is stb_image (PNG, JPEG baseline/progressive, BMP, GIF first frame), converted the way PIL's convert("RGB") / convert("L") converts: gray is
 // replicated to RGB, alpha is dropped (not composited), RGB -> L is ITU-R 601-2 luma in
 // PIL's fixed point. 16-bit files keep their high byte, as PIL does for RGB. EXIF
 // orientation is ignored, as PIL and torchvision ignore it. For PNGs the pixels equal
