@@ -17,6 +17,7 @@
 
 #include "tensor/random.h"
 #include "tools/lib/gif.h"
+#include "tools/lib/number_format.h"
 #include "tools/lib/render.h"
 #include "tools/lib/report.h"
 
@@ -435,6 +436,17 @@ TEST_CASE("render: nice_ticks gives round, evenly spaced values inside the range
     CHECK(hi - t.back() < step);
   }
   CHECK(nice_ticks(3, 3, 5) == std::vector<double>{3});
+  // Their labels: decimals as the step needs, no "-0", no float noise.
+  CHECK(format_tick(0.1 + 0.2, 0.1) == "0.3");
+  CHECK(format_tick(-1e-17, 0.2) == "0.0");
+  CHECK(format_tick(250, 50) == "250");
+  CHECK(format_tick(0.025, 0.005) == "0.025");
+  CHECK(format_tick(3e7, 1e7) == "3.0e+07");
+  CHECK(format_percent(0.931f) == "93.1%");
+  CHECK(format_percent(0.0000234f) == "0.0023%");
+  CHECK(format_levels(8) == "8");
+  CHECK(format_levels(2.5) == "2.5");
+  CHECK(format_levels(123.44) == "123.4");
   CHECK(nice_ticks(NAN, 1, 5).empty());
 }
 

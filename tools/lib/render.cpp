@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <memory>
 
+#include "tools/lib/number_format.h"
+
 namespace trick {
 namespace {
 
@@ -114,40 +116,8 @@ double draw_text(cairo_t* cr, const std::string& s, double x, double y, Align al
   return w;
 }
 
-// ---- number formatting (locale-independent: snprintf with the "C" numeric locale default) ----
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
-std::string percent(float p) {
-  const double v = 100.0 * p;
-  if (!(v == v)) return "n/a";
-  if (v >= 0.1 || v == 0) return fmt("%.1f%%", v);
-  return fmt("%.2g%%", v);
-}
-
-// 8-bit levels: "8" for whole numbers, "2.5" otherwise.
-std::string levels(double v) {
-  if (std::fabs(v - std::round(v)) < 1e-3) return fmt("%.0f", v);
-  return v < 10 ? fmt("%.2g", v) : fmt("%.1f", v);
-}
-
 // "x128", "x2.5": the factor a change is multiplied by on its way to the screen.
-std::string amplification(double a) { return a >= 10 ? fmt("%.0f", a) : fmt("%.2g", a); }
-
-std::string tick_label(double v, double step) {
-  int decimals = 0;
-  while (decimals < 6 && std::fabs(step * std::pow(10.0, decimals) - std::round(step * std::pow(10.0, decimals))) > 1e-6)
-    ++decimals;
-  if (std::fabs(v) < step * 1e-6) v = 0;  // no "-0"
-  const double a = std::fabs(v);
-  if (a != 0 && (a >= 1e6 || a < 1e-4)) return fmt("%.1e", v);
-  char f[16];
-  std::snprintf(f, sizeof f, "%%.%df", decimals);
-  return fmt(f, v);
-}
+std::string amplification(double a) { return a >= 10 ? format_number("%.0f", a) : format_number("%.2g", a); }
 
 std::string class_name(const std::string& label, int index) {
   return label.empty() ? cat("class ", index) : label;
@@ -281,14 +251,14 @@ void draw_axes(cairo_t* cr, const Metrics& m, const Axes& a, const std::vector<d
     cairo_move_to(cr, x, a.r.y + a.r.h);
     cairo_line_to(cr, x, a.r.y + a.r.h + tick);
     cairo_stroke(cr);
-    draw_text(cr, tick_label(v, xstep), x, a.r.y + a.r.h + tick + m.font(12) + m.px(1), Align::kCenter);
+    draw_text(cr, format_tick(v, xstep), x, a.r.y + a.r.h + tick + m.font(12) + m.px(1), Align::kCenter);
   }
   for (double v : yt) {
     const double y = std::round(a.Y(v)) + 0.5;
     cairo_move_to(cr, a.r.x - tick, y);
     cairo_line_to(cr, a.r.x, y);
     cairo_stroke(cr);
-    draw_text(cr, tick_label(v, ystep), a.r.x - tick - m.px(3), y + m.font(12) * 0.36, Align::kRight);
+    draw_text(cr, format_tick(v, ystep), a.r.x - tick - m.px(3), y + m.font(12) * 0.36, Align::kRight);
   }
   set_font(cr, m.font(12), false);
   set_color(cr, kSubtle);
@@ -347,7 +317,7 @@ void draw_image_panel(cairo_t* cr, const Panels& p, const FrameLayout& L, const 
   set_font(cr, m.font(14), false);
   const bool reached = info.target >= 0 && c.top1 == info.target;
   set_color(cr, reached ? kSuccess : kText);
-  std::string caption = cat("top-1: ", class_name(info.top1_label, c.top1), "  ", percent(c.top1_prob));
+  std::string caption = cat("top-1: ", class_name(info.top1_label, c.top1), "  ", format_percent(c.top1_prob));
   if (reached) caption += "   \u2713 target";
   draw_text(cr, fit_text(cr, caption, max_w), p.px0(0) + p.qw / 2, cy, Align::kCenter);
 }
@@ -409,7 +379,7 @@ void draw_delta_panel(cairo_t* cr, const Panels& p, const FrameLayout& L, const 
   set_font(cr, m.font(12), false);
   set_color(cr, kText);
   const double ly = by + bh + m.px(14);
-  const std::string s255 = levels(scale255);
+  const std::string s255 = format_levels(scale255);
   draw_text(cr, cat("\u2212", s255, "/255"), bx, ly, Align::kCenter);
   draw_text(cr, "0", bx + bw / 2, ly, Align::kCenter);
   draw_text(cr, cat("+", s255, "/255"), bx + bw, ly, Align::kCenter);
@@ -425,11 +395,11 @@ void draw_prob_panel(cairo_t* cr, const Panels& p, const FrameLayout& L, const C
   set_font(cr, m.font(13), false);
   const double ly = p.py0(1) + m.px(43);
   const double half = max_w / 2;
-  legend_item(cr, m, kProb, cat("top-1: ", class_name(info.top1_label, c.top1), " ", percent(c.top1_prob)), x0, ly,
+  legend_item(cr, m, kProb, cat("top-1: ", class_name(info.top1_label, c.top1), " ", format_percent(c.top1_prob)), x0, ly,
               info.target >= 0 ? half - m.px(8) : max_w);
   if (info.target >= 0)
     legend_item(cr, m, kTarget,
-                cat("target: ", class_name(info.target_label, info.target), " ", percent(c.target_prob)), x0 + half,
+                cat("target: ", class_name(info.target_label, info.target), " ", format_percent(c.target_prob)), x0 + half,
                 ly, half);
 
   const int K = c.classes;
@@ -512,7 +482,7 @@ void draw_loss_panel(cairo_t* cr, const Panels& p, const FrameLayout& L, const F
   set_color(cr, kText);
   const double ly = p.py0(1) + m.px(43);
   if (last >= 0)
-    legend_item(cr, m, kLoss, cat("step ", last, ": ", fmt("%.4g", h[last])), x0, ly, max_w);
+    legend_item(cr, m, kLoss, cat("step ", last, ": ", format_number("%.4g", h[last])), x0, ly, max_w);
   else
     draw_text(cr, "no loss values yet", x0, ly);
   if (last < 0) {
@@ -563,19 +533,18 @@ void draw_loss_panel(cairo_t* cr, const Panels& p, const FrameLayout& L, const F
   cairo_restore(cr);
 }
 
-void draw_title(cairo_t* cr, const Panels& p, const Checked& c, const FrameInfo& info, const RenderOptions& opt) {
+void draw_title(cairo_t* cr, const Panels& p, const FrameInfo& info, const RenderOptions& opt) {
   const Metrics& m = p.m;
   const double y = std::round(p.title_h * 0.5 + m.px(6));
-  std::string right = cat("\u2016\u03b4\u2016\u221e = ", levels(info.linf_255), "/255    \u2016\u03b4\u2016\u2082 = ",
-                          fmt("%.1f", info.l2_255), "/255");
+  std::string right = cat("\u2016\u03b4\u2016\u221e = ", format_levels(info.linf_255), "/255    \u2016\u03b4\u2016\u2082 = ",
+                          format_number("%.1f", info.l2_255), "/255");
   set_font(cr, m.font(13), false);
   const double rw = text_width(cr, right);
   set_color(cr, kSubtle);
   draw_text(cr, right, opt.width - m.px(14), y, Align::kRight);
   std::string left = info.method.empty() ? "attack" : info.method;
   if (info.target >= 0) left += cat("  \u2192  ", class_name(info.target_label, info.target));
-  left += info.epsilon_255 > 0 ? cat("    \u03b5 = ", levels(info.epsilon_255), "/255") : "    \u03b5 unconstrained";
-  (void)c;
+  left += info.epsilon_255 > 0 ? cat("    \u03b5 = ", format_levels(info.epsilon_255), "/255") : "    \u03b5 unconstrained";
   set_font(cr, m.font(16), true);
   set_color(cr, kText);
   draw_text(cr, fit_text(cr, left, opt.width - rw - m.px(44)), m.px(14), y);
@@ -635,7 +604,7 @@ Rgb8Image render_frame(const FrameInfo& info, const RenderOptions& opt) {
 
   set_color(cr, kBackground);
   cairo_paint(cr);
-  draw_title(cr, p, c, info, opt);
+  draw_title(cr, p, info, opt);
   draw_image_panel(cr, p, L, c, info);
   draw_delta_panel(cr, p, L, c, info, opt);
   draw_prob_panel(cr, p, L, c, info);

@@ -7,38 +7,11 @@
 
 #include "tensor/error.h"
 #include "tools/lib/atomic_file.h"
+#include "tools/lib/number_format.h"
 #include "tools/lib/render.h"
 
 namespace trick {
 namespace {
-
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
-std::string percent(float p) {
-  const double v = 100.0 * p;
-  if (!(v == v)) return "n/a";
-  if (v >= 0.1 || v == 0) return fmt("%.1f%%", v);
-  return fmt("%.2g%%", v);
-}
-
-std::string levels(double v) {
-  if (std::fabs(v - std::round(v)) < 1e-3) return fmt("%.0f", v);
-  return v < 10 ? fmt("%.2g", v) : fmt("%.1f", v);
-}
-
-std::string tick_label(double v, double step) {
-  int decimals = 0;
-  while (decimals < 6 && std::fabs(step * std::pow(10.0, decimals) - std::round(step * std::pow(10.0, decimals))) > 1e-6)
-    ++decimals;
-  if (std::fabs(v) < step * 1e-6) v = 0;
-  char f[16];
-  std::snprintf(f, sizeof f, "%%.%df", decimals);
-  return fmt(f, v);
-}
 
 std::string class_text(const ReportClass& c) {
   std::string name = c.label.empty() ? cat("class ", c.index) : c.label;
@@ -117,16 +90,16 @@ std::string svg_plot(const std::vector<float>& values, const std::string& title,
   const std::vector<double> xt = nice_ticks(0, x_end, 8), yt = nice_ticks(lo, hi, 6);
   const double xs = xt.size() > 1 ? xt[1] - xt[0] : 1, ys = yt.size() > 1 ? yt[1] - yt[0] : 1;
   for (double v : yt) {
-    s += cat("<line x1=\"", ml, "\" x2=\"", ml + pw, "\" y1=\"", fmt("%.1f", Y(v)), "\" y2=\"", fmt("%.1f", Y(v)),
+    s += cat("<line x1=\"", ml, "\" x2=\"", ml + pw, "\" y1=\"", format_number("%.1f", Y(v)), "\" y2=\"", format_number("%.1f", Y(v)),
              "\" stroke=\"#e8e8e8\"/>");
-    s += cat("<text x=\"", ml - 6, "\" y=\"", fmt("%.1f", Y(v) + 4), "\" font-size=\"11\" text-anchor=\"end\">",
-             tick_label(v, ys), "</text>\n");
+    s += cat("<text x=\"", ml - 6, "\" y=\"", format_number("%.1f", Y(v) + 4), "\" font-size=\"11\" text-anchor=\"end\">",
+             format_tick(v, ys), "</text>\n");
   }
   for (double v : xt) {
-    s += cat("<line x1=\"", fmt("%.1f", X(v)), "\" x2=\"", fmt("%.1f", X(v)), "\" y1=\"", mt, "\" y2=\"", mt + ph,
+    s += cat("<line x1=\"", format_number("%.1f", X(v)), "\" x2=\"", format_number("%.1f", X(v)), "\" y1=\"", mt, "\" y2=\"", mt + ph,
              "\" stroke=\"#e8e8e8\"/>");
-    s += cat("<text x=\"", fmt("%.1f", X(v)), "\" y=\"", mt + ph + 16, "\" font-size=\"11\" text-anchor=\"middle\">",
-             tick_label(v, xs), "</text>\n");
+    s += cat("<text x=\"", format_number("%.1f", X(v)), "\" y=\"", mt + ph + 16, "\" font-size=\"11\" text-anchor=\"middle\">",
+             format_tick(v, xs), "</text>\n");
   }
   s += cat("<path d=\"M", ml, " ", mt, "V", mt + ph, "H", ml + pw, "\" fill=\"none\" stroke=\"#555\"/>\n");
   s += cat("<text x=\"", ml + pw / 2, "\" y=\"", H - 6, "\" font-size=\"12\" fill=\"#555\" text-anchor=\"middle\">step</text>\n");
@@ -139,7 +112,7 @@ std::string svg_plot(const std::vector<float>& values, const std::string& title,
       open = false;
       continue;
     }
-    d += cat(open ? "L" : "M", fmt("%.2f", X(i)), " ", fmt("%.2f", Y(values[i])));
+    d += cat(open ? "L" : "M", format_number("%.2f", X(i)), " ", format_number("%.2f", Y(values[i])));
     open = true;
   }
   if (!d.empty())
@@ -157,7 +130,7 @@ std::string top_table(const std::string& caption, const std::vector<ReportClass>
                       html_escape(caption), "</caption>\n<tr><th>#</th><th>class</th><th>probability</th></tr>\n");
   for (size_t i = 0; i < top.size(); ++i) {
     s += cat("<tr", top[i].index == target && target >= 0 ? " class=\"target\"" : "", "><td>", i + 1, "</td><td>",
-             html_escape(class_text(top[i])), "</td><td class=\"p\">", percent(top[i].prob), "</td></tr>\n");
+             html_escape(class_text(top[i])), "</td><td class=\"p\">", format_percent(top[i].prob), "</td></tr>\n");
   }
   if (top.empty()) s += "<tr><td colspan=\"3\">not recorded</td></tr>\n";
   return s + "</table>\n";
@@ -237,15 +210,15 @@ std::string report_html(const ReportInfo& r) {
   s += figure(r.original_png, "original image",
               r.top5_original.empty() ? "original"
                                       : cat("original: ", html_escape(class_text(r.top5_original[0])), " ",
-                                            percent(r.top5_original[0].prob)),
+                                            format_percent(r.top5_original[0].prob)),
               true);
   s += figure(r.adversarial_png, "adversarial image",
               r.top5_final.empty() ? "adversarial"
-                                   : cat("adversarial: ", html_escape(final_top1), " ", percent(r.top5_final[0].prob)),
+                                   : cat("adversarial: ", html_escape(final_top1), " ", format_percent(r.top5_final[0].prob)),
               true);
   s += figure(r.perturbation_png, "perturbation",
               r.perturbation_scale_255 > 0
-                  ? cat("perturbation (adversarial \u2212 original): \u00b1", levels(r.perturbation_scale_255),
+                  ? cat("perturbation (adversarial \u2212 original): \u00b1", format_levels(r.perturbation_scale_255),
                         "/255 mapped to full colour, grey = unchanged")
                   : std::string("perturbation: none (the images are equal)"),
               false);
@@ -268,9 +241,9 @@ std::string report_html(const ReportInfo& r) {
   row("reached (float image)", r.success ? "yes" : "no");
   row("reached (8-bit image)", r.success_8bit ? "yes" : "no");
   row("steps", r.max_steps > 0 ? cat(r.steps, " of ", r.max_steps) : cat(r.steps));
-  row("L\u221e of the perturbation", cat(levels(r.linf_255), "/255"));
-  row("L2 of the perturbation", cat(fmt("%.1f", r.l2_255), "/255"));
-  row("wall time", fmt("%.2f s", r.wall_seconds));
+  row("L\u221e of the perturbation", cat(format_levels(r.linf_255), "/255"));
+  row("L2 of the perturbation", cat(format_number("%.1f", r.l2_255), "/255"));
+  row("wall time", format_number("%.2f s", r.wall_seconds));
   if (!r.device.empty()) row("device", html_escape(r.device));
   s += "</table>\n";
 
