@@ -18,6 +18,7 @@ down-scaling, odd sizes), checks:
 Prints a table; exits non-zero on any failure.
 """
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -178,6 +179,7 @@ def main():
     leftovers = [f for f in os.listdir(tmp) if f.startswith(".") or "tmp" in f]
     check(not leftovers, f"temporary files left behind: {leftovers}")
 
+    shutil.rmtree(tmp, ignore_errors=True)
     if failures:
         print(f"{len(failures)} check(s) failed")
         return 1

@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -30,14 +31,24 @@ namespace {
 
 const std::string kSkimage = "/usr/lib/python3/dist-packages/skimage/data/";
 
-std::string temp_dir() {
-  static std::string dir = [] {
+// A scratch directory for this process, removed at exit.
+struct TempDir {
+  std::string path;
+  TempDir() {
     char tmpl[] = "/tmp/trick_test_images_XXXXXX";
     const char* d = mkdtemp(tmpl);
-    REQUIRE(d != nullptr);
-    return std::string(d);
-  }();
-  return dir;
+    if (d) path = d;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    if (!path.empty()) std::filesystem::remove_all(path, ec);
+  }
+};
+
+std::string temp_dir() {
+  static TempDir dir;
+  REQUIRE(!dir.path.empty());
+  return dir.path;
 }
 
 void write_file(const std::string& path, const std::string& bytes) {
