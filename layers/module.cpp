@@ -196,11 +196,29 @@ ConvBnRelu::ConvBnRelu(const Conv2dOptions& o, float bn_eps, const std::string& 
   register_module("bn", &bn);
 }
 
+namespace {
+thread_local ActivationObserver g_observer;
+}
+
+ActivationObserverScope::ActivationObserverScope(ActivationObserver observer) : previous_(std::move(g_observer)) {
+  g_observer = std::move(observer);
+}
+ActivationObserverScope::~ActivationObserverScope() { g_observer = std::move(previous_); }
+
+void observe_activation(const std::string& name, const Tensor& value) {
+  if (g_observer) g_observer(name, value);
+}
+
 Var ConvBnRelu::forward(const Var& x, Tensor out) {
-  if (folded_) return conv.forward(x, out);
-  Var y = bn.forward(conv.forward(x), true);
-  if (!out.defined()) return y;
-  return concat_into({y}, out);
+  Var y;
+  if (folded_) {
+    y = conv.forward(x, out);
+  } else {
+    y = bn.forward(conv.forward(x), true);
+    if (out.defined()) y = concat_into({y}, out);
+  }
+  observe_activation(conv.params().name, y.value());
+  return y;
 }
 
 void ConvBnRelu::fold() {

@@ -4,6 +4,7 @@
 // Children, parameters and buffers are registered by pointer to members, so a Module is
 // neither copyable nor movable; build it in place (or behind a unique_ptr).
 #pragma once
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -54,6 +55,22 @@ class Module {
 };
 
 class BatchNorm2d;
+
+// Sees every named layer output while in scope (on this thread): ConvBnRelu reports its
+// output under its layer name ("Mixed_5b.branch1x1"). For inspecting activations, e.g.
+// `trick grad --dump-activations`.
+using ActivationObserver = std::function<void(const std::string& name, const Tensor& value)>;
+class ActivationObserverScope {
+ public:
+  explicit ActivationObserverScope(ActivationObserver observer);
+  ~ActivationObserverScope();
+  ActivationObserverScope(const ActivationObserverScope&) = delete;
+  ActivationObserverScope& operator=(const ActivationObserverScope&) = delete;
+
+ private:
+  ActivationObserver previous_;
+};
+void observe_activation(const std::string& name, const Tensor& value);
 
 struct Conv2dOptions {
   int64_t in = 0, out = 0;

@@ -5,6 +5,7 @@
 
 #include "layers/ops.h"
 #include "models/labels.h"
+#include "models/safetensors.h"
 #include "tools/command.h"
 #include "tools/lib/image.h"
 #include "tools/lib/npy.h"
@@ -14,7 +15,7 @@ namespace trick {
 namespace {
 
 struct Options {
-  std::string image, weights, target, out, input_size, device = "auto";
+  std::string image, weights, target, out, input_size, device = "auto", dump_activations;
   bool json = false;
 };
 
@@ -32,7 +33,19 @@ int run(const Options& o) {
   }
   Var x(input, true);
   const Tensor t = Tensor::full(Shape{1}, static_cast<float>(target)).to(dev);
-  Var loss = cross_entropy(model->forward(x), t);
+  std::vector<std::pair<std::string, Tensor>> activations;
+  Var logits;
+  {
+    ActivationObserverScope observe([&](const std::string& name, const Tensor& v) {
+      if (!o.dump_activations.empty()) activations.emplace_back(name, v.to(Device::cpu()));
+    });
+    logits = model->forward(x);
+  }
+  if (!o.dump_activations.empty()) {
+    activations.emplace_back("logits", logits.value().to(Device::cpu()));
+    write_safetensors(o.dump_activations, activations, {{"model", model->name()}, {"image", o.image}});
+  }
+  Var loss = cross_entropy(logits, t);
   loss.backward();
   const float l = loss.value().item();
   TRICK_CHECK(std::isfinite(l), o.image, ": the loss is not finite (NaN or Inf in the weights or the image?)");
@@ -62,6 +75,8 @@ const bool registered = register_command(
                       "'raw': the image already has the model's input size (no resize or crop)");
        app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N");
        app.add_flag("--json", o->json, "Print a JSON object instead of text");
+       app.add_option("--dump-activations", o->dump_activations,
+                      "Also write every conv layer's output (after its ReLU), by layer name, as .safetensors");
        return [o] { return run(*o); };
      },
      30});
