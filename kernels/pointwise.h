@@ -6,11 +6,11 @@
 namespace trick {
 
 enum class BinaryOp { Add, Sub, Mul };
-enum class UnaryOp { Affine, Relu, Sign, Clamp, Square, Exp, Abs };
+enum class UnaryOp { Affine, Relu, Sign, Clamp, Square, Exp, Abs, Tanh };
 
 // y = a op b
 void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& y);
-// y = f(x): Affine -> a * x + b; Clamp -> min(max(x, a), b); Relu, Sign (0 at 0), Square, Exp, Abs
+// y = f(x): Affine -> a * x + b; Clamp -> min(max(x, a), b); Relu, Sign (0 at 0), Square, Exp, Abs, Tanh
 void unary(UnaryOp op, const Tensor& x, Tensor& y, float a = 1.f, float b = 0.f);
 // y += alpha * x
 void axpy(float alpha, const Tensor& x, Tensor& y);

@@ -227,6 +227,37 @@ Var concat_into(const std::vector<Var>& parts, Tensor out) {
 
 Var concat(const std::vector<Var>& parts) { return concat_into(parts, Tensor()); }
 
+Var concat_batch(const std::vector<Var>& parts) {
+  TRICK_CHECK(!parts.empty(), "concat_batch: no inputs");
+  if (parts.size() == 1) return parts[0];
+  const Tensor& first = parts[0].value();
+  int64_t total = 0;
+  for (const Var& v : parts) {
+    const Tensor& t = v.value();
+    TRICK_CHECK(t.ndim() == first.ndim() && t.device() == first.device(), "concat_batch: input of shape ",
+                t.shape().str(), " does not match ", first.shape().str());
+    for (int i = 1; i < t.ndim(); ++i)
+      TRICK_CHECK(t.dim(i) == first.dim(i), "concat_batch: input of shape ", t.shape().str(), " does not match ",
+                  first.shape().str(), " outside the first dim");
+    total += t.dim(0);
+  }
+  Shape s = first.shape();
+  s.d[0] = total;
+  Tensor out = Tensor::empty(s, first.device());
+  std::vector<int64_t> offsets;
+  int64_t n0 = 0;
+  for (const Var& v : parts) {
+    Tensor slot = out.slice_first(n0, n0 + v.value().dim(0));
+    slot.copy_from(v.value());
+    offsets.push_back(n0);
+    n0 += v.value().dim(0);
+  }
+  return make_result(out, "concat_batch", parts, [offsets](const Tensor& gy, const std::vector<VarPtr>& in) {
+    for (size_t i = 0; i < in.size(); ++i)
+      if (wants(in[i])) accumulate_grad(*in[i], gy.slice_first(offsets[i], offsets[i] + in[i]->value.dim(0)), true);
+  });
+}
+
 Var softmax(const Var& x) {
   Tensor y = like(x.value());
   ::trick::softmax(x.value(), y);
@@ -317,6 +348,20 @@ Var clamp(const Var& x, float lo, float hi) {
     bool acc = false;
     Tensor dx = grad_destination(*in[0], &acc);
     clamp_backward(xv, lo, hi, gy, dx, acc);
+  });
+}
+
+Var tanh(const Var& x) {
+  Tensor y = like(x.value());
+  unary(UnaryOp::Tanh, x.value(), y);
+  if (!any_requires_grad({&x})) return Var(y);
+  return make_result(y, "tanh", {&x}, [y](const Tensor& gy, const std::vector<VarPtr>& in) {
+    Tensor d = like(y);  // 1 - y^2
+    unary(UnaryOp::Square, y, d);
+    unary(UnaryOp::Affine, d, d, -1.f, 1.f);
+    bool acc = false;
+    Tensor dx = grad_destination(*in[0], &acc);
+    mul_accumulate(gy, d, dx, acc);
   });
 }
 

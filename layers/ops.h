@@ -33,6 +33,8 @@ Var channel_affine(const Var& x, const Tensor& scale, const Tensor& shift, bool 
 // parts already computed in place in their slice of `out` are not copied.
 Var concat(const std::vector<Var>& parts);
 Var concat_into(const std::vector<Var>& parts, Tensor out);
+// Stacks batches along the first dim: parts (n_i, ...) with equal trailing dims -> (sum n_i, ...).
+Var concat_batch(const std::vector<Var>& parts);
 
 Var softmax(const Var& x);      // (N, K)
 Var log_softmax(const Var& x);  // (N, K)
@@ -44,6 +46,7 @@ Var sub(const Var& a, const Var& b);
 Var mul(const Var& a, const Var& b);
 Var affine(const Var& x, float a, float b);  // a * x + b
 Var clamp(const Var& x, float lo, float hi);
+Var tanh(const Var& x);
 Var sign(const Var& x);  // piecewise constant: its gradient is zero, so the result needs none
 Var sum(const Var& x);   // -> (1)
 Var mean(const Var& x);  // -> (1)

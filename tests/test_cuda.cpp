@@ -745,7 +745,7 @@ TEST_CASE("cuda: elementwise ops against the CPU") {
         expect_twin(cat("binary ", static_cast<int>(op), at), y);
       }
       for (UnaryOp op : {UnaryOp::Affine, UnaryOp::Relu, UnaryOp::Sign, UnaryOp::Clamp, UnaryOp::Square, UnaryOp::Exp,
-                         UnaryOp::Abs}) {
+                         UnaryOp::Abs, UnaryOp::Tanh}) {
         Twin y = make_twin(s, rng, sliced, Init::Poison);
         unary(op, a.host, y.host, -0.5f, 0.75f);
         unary(op, a.dev, y.dev, -0.5f, 0.75f);

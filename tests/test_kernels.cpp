@@ -337,7 +337,7 @@ TEST_CASE("softmax, log_softmax, cross_entropy: forward and gradients against th
   }
 }
 
-TEST_CASE("elementwise: add, sub, mul, affine, clamp, sign against the double reference") {
+TEST_CASE("elementwise: add, sub, mul, affine, clamp, tanh, sign against the double reference") {
   Rng rng(61);
   const Shape s{2, 3, 4, 5};
   auto two = [&] {
@@ -368,6 +368,13 @@ TEST_CASE("elementwise: add, sub, mul, affine, clamp, sign against the double re
            [](const std::vector<std::vector<double>>& v) {
              ref::Vec y = v[0];
              for (double& e : y) e = std::min(std::max(e, -0.5), 0.7);
+             return y;
+           },
+           rng, grad_options());
+  check_op("tanh", {Var(randn(s, rng, 2.f), true)}, [](const std::vector<Var>& v) { return tanh(v[0]); },
+           [](const std::vector<std::vector<double>>& v) {
+             ref::Vec y = v[0];
+             for (double& e : y) e = std::tanh(e);
              return y;
            },
            rng, grad_options());
@@ -412,6 +419,18 @@ TEST_CASE("reductions: sum, mean, max forward and gradients; per-item norms") {
     }
   expect_close(l2, want_l2, "sum of squares per item");
   expect_close(linf, want_inf, "max |x| per item");
+}
+
+TEST_CASE("concat_batch: stacks along the batch dim, gradients split by item") {
+  Rng rng(82);
+  std::vector<Var> in = {Var(randn(Shape{1, 3, 2, 2}, rng), true), Var(randn(Shape{2, 3, 2, 2}, rng), true)};
+  check_op("concat_batch", in, [](const std::vector<Var>& v) { return concat_batch(v); },
+           [](const std::vector<std::vector<double>>& v) {
+             ref::Vec y = v[0];
+             y.insert(y.end(), v[1].begin(), v[1].end());
+             return y;
+           },
+           rng, grad_options());
 }
 
 TEST_CASE("concat: forward copies, in-place parts are not copied, gradients split by slice") {

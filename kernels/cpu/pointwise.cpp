@@ -50,6 +50,7 @@ void unary(UnaryOp op, const Tensor& x, Tensor& y, float a, float b) {
       case UnaryOp::Square: for (int64_t j = 0; j < c; ++j) o[j] = i[j] * i[j]; break;
       case UnaryOp::Exp: for (int64_t j = 0; j < c; ++j) o[j] = std::exp(i[j]); break;
       case UnaryOp::Abs: for (int64_t j = 0; j < c; ++j) o[j] = std::fabs(i[j]); break;
+      case UnaryOp::Tanh: for (int64_t j = 0; j < c; ++j) o[j] = std::tanh(i[j]); break;
     }
   });
 }

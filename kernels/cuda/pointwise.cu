@@ -35,6 +35,7 @@ struct UnaryF {
       case UnaryOp::Square: o = v * v; break;
       case UnaryOp::Exp: o = expf(v); break;
       case UnaryOp::Abs: o = fabsf(v); break;
+      case UnaryOp::Tanh: o = tanhf(v); break;
       default: o = v; break;
     }
     y.at(r, c) = o;
