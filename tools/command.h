@@ -21,4 +21,7 @@ struct CommandInfo {
 // Use as: static const bool registered = register_command({...});
 bool register_command(CommandInfo info);
 
+// The command line trick was started with (for summaries and reports).
+const std::string& command_line();
+
 }  // namespace trick

@@ -21,9 +21,20 @@ bool register_command(CommandInfo info) {
   return true;
 }
 
+static std::string& command_line_storage() {
+  static std::string s;
+  return s;
+}
+const std::string& command_line() { return command_line_storage(); }
+
 }  // namespace trick
 
 int main(int argc, char** argv) {
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool quote = a.empty() || a.find_first_of(" \t'\"$`\\*?") != std::string::npos;
+    trick::command_line_storage() += (i ? " " : "") + (quote ? "'" + a + "'" : a);
+  }
   CLI::App app{"trick: adversarial perturbations with a from-scratch tensor library", "trick"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "trick 0.1.0");
@@ -42,7 +53,14 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0 through CLI11; a mistake is one "error:" line and status 2
+    // (CLI11's own codes, 100 and up, would read like a crash to scripts checking for 1 or 2).
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::string where;
+    for (const CLI::App* sub = &app; !sub->get_subcommands().empty(); sub = sub->get_subcommands().front())
+      where += " " + sub->get_subcommands().front()->get_name();
+    std::fprintf(stderr, "error: %s (see 'trick%s --help')\n", e.what(), where.c_str());
+    return 2;
   }
   try {
     for (auto& [sub, run] : runs)

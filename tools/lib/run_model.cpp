@@ -10,6 +10,12 @@
 #include "models/zoo.h"
 #include "tools/lib/sha256.h"
 
+// TEMPORARY: weak until models/zoo.cpp defines the embedded model (being written now).
+namespace trick {
+std::unique_ptr<Model> load_default_model() __attribute__((weak));
+std::string default_weights_bytes() __attribute__((weak));
+}
+
 namespace trick {
 
 Device choose_device(const std::string& option) {
@@ -34,6 +40,15 @@ Device choose_device(const std::string& option) {
 
 std::unique_ptr<Model> open_model(const std::string& weights_path, Device device) {
   std::unique_ptr<Model> m = load_model(weights_path);
+  m->set_requires_grad(false);
+  m->train(false);
+  m->to(device);
+  return m;
+}
+
+std::unique_ptr<Model> open_default_model(Device device) {
+  TRICK_CHECK(&load_default_model != nullptr, "this build has no embedded model: give --weights");
+  std::unique_ptr<Model> m = load_default_model();
   m->set_requires_grad(false);
   m->train(false);
   m->to(device);
@@ -73,6 +88,11 @@ std::vector<ClassScore> top_k(const std::vector<float>& probs, const std::vector
 }  // namespace trick
 
 namespace trick {
+
+std::string default_model_sha256() {
+  if (&default_weights_bytes == nullptr) return "embedded";
+  return "embedded:" + sha256_hex(default_weights_bytes());
+}
 
 std::string sha256_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -15,6 +15,10 @@ Device choose_device(const std::string& option);
 
 // Loads a model from a safetensors file, frozen (no parameter requires a gradient), on device.
 std::unique_ptr<Model> open_model(const std::string& weights_path, Device device);
+// The model embedded in the binary (the small Inception trained on Fashion-MNIST), likewise.
+std::unique_ptr<Model> open_default_model(Device device);
+// "embedded:<SHA-256 of the embedded weight file>"
+std::string default_model_sha256();
 
 // The model input for one decoded image (H, W, C) in [0, 1]: the model's evaluation
 // transform, or none with raw = true (the image must then have the input size already).

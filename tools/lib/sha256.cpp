@@ -65,4 +65,10 @@ std::string Sha256::hex_digest() {
   return out;
 }
 
+std::string sha256_hex(const std::string& bytes) {
+  Sha256 h;
+  h.update(bytes.data(), bytes.size());
+  return h.hex_digest();
+}
+
 }  // namespace trick

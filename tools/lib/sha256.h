@@ -20,4 +20,7 @@ class Sha256 {
   uint64_t total_ = 0;
 };
 
+// Hex SHA-256 of bytes in memory.
+std::string sha256_hex(const std::string& bytes);
+
 }  // namespace trick

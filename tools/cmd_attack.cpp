@@ -1,0 +1,359 @@
+// trick attack IMAGE... --target T [--weights W] [--method M] [--eps E] [--step S] [--steps N]
+//              [--confidence C] [--out DIR] [--json] ...
+// Runs the attack (attack/), streams the four-panel animation while it runs, and writes the
+// outputs (tools/lib/attack_outputs.h). eps and step are in 8-bit units (--eps 4 = 4/255).
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "attack/attack.h"
+#include "kernels/gemm.h"
+#include "kernels/pointwise.h"
+#include "models/labels.h"
+#include "tools/command.h"
+#include "tools/lib/atomic_file.h"
+#include "tools/lib/attack_outputs.h"
+#include "tools/lib/gif.h"
+#include "tools/lib/image.h"
+#include "tools/lib/render.h"
+#include "tools/lib/run_model.h"
+
+namespace trick {
+namespace {
+
+volatile sig_atomic_t g_interrupted = 0;
+void on_sigint(int) { g_interrupted = 1; }
+
+struct Options {
+  std::vector<std::string> images, targets;
+  std::string weights, method = "pgd", norm = "linf", out = "trick-out", device = "auto", input_size;
+  std::string true_class;
+  float eps = 8.f, step = -1.f, confidence = 0.99f, momentum = 1.f, kappa = 0.f, cw_c = 1.f, cw_lr = 0.01f;
+  int steps = 300, restarts = 1, cw_search = 5, refine_steps = 50, frames = 100, threads = 0;
+  int frame_width = 960;
+  bool json = false, untargeted = false, random_start = false, no_random_start = false, no_animation = false;
+  uint64_t seed = 0;
+  std::string command_line;
+};
+
+// Renders the animation of one item as its steps arrive.
+struct Animator {
+  std::unique_ptr<GifWriter> gif;
+  std::vector<int> picked;  // sequence numbers to draw
+  size_t next = 0;
+  int seq = 0;              // steps seen (across restarts and refinement)
+  Tensor previous;          // the image of the previous step, for the delta panel
+  std::vector<float> losses;
+};
+
+std::string short_name(const std::string& path) {
+  std::string base = path.substr(path.find_last_of('/') + 1);
+  const size_t dot = base.find_last_of('.');
+  if (dot != std::string::npos && dot > 0) base = base.substr(0, dot);
+  std::string out;
+  for (char c : base) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_') ? c : '_';
+  return out.empty() ? "image" : out;
+}
+
+int run(Options o) {
+  o.command_line = command_line();
+  if (o.threads > 0) set_num_threads(o.threads);
+  AttackSettings s;
+  s.method = parse_attack_method(o.method);
+  s.ball = parse_ball(o.norm);
+  s.targeted = !o.untargeted;
+  s.eps = o.eps / 255.f;
+  const bool sign_method = s.method == AttackMethod::Fgsm || s.method == AttackMethod::Bim ||
+                           s.method == AttackMethod::Pgd || s.method == AttackMethod::MiFgsm;
+  if (o.step < 0) o.step = s.method == AttackMethod::Fgsm ? o.eps : (s.ball == Ball::L2 ? o.eps / 10.f : 1.f);
+  (void)sign_method;
+  s.step = o.step / 255.f;
+  s.steps = s.method == AttackMethod::Fgsm ? 1 : o.steps;
+  s.confidence = o.confidence;
+  s.random_start = o.random_start || (s.method == AttackMethod::Pgd && !o.no_random_start);
+  s.restarts = o.restarts;
+  s.momentum = o.momentum;
+  s.kappa = o.kappa;
+  s.cw_c = o.cw_c;
+  s.cw_search = o.cw_search;
+  s.cw_lr = o.cw_lr;
+  s.refine_steps = o.refine_steps;
+  s.raw_input = parse_input_size(o.input_size);
+  s.seed = o.seed;
+  validate(s);
+  TRICK_CHECK(o.frames >= 2 && o.frames <= 2000, "--frames must be in [2, 2000], got ", o.frames);
+  TRICK_CHECK(!o.targets.empty() || o.untargeted, "--target is required (or --untargeted)");
+  TRICK_CHECK(o.targets.empty() || !o.untargeted, "--untargeted takes no --target (use --true-class)");
+
+  const Device dev = choose_device(o.device);
+  std::unique_ptr<Model> model = o.weights.empty() ? open_default_model(dev) : open_model(o.weights, dev);
+  const std::vector<std::string>& names = model->class_names();
+  const std::string weights_hash = o.weights.empty() ? default_model_sha256() : sha256_file(o.weights);
+
+  // Pair images with labels: one target for all images, one image for all targets, or one each.
+  std::vector<std::string> paths;
+  std::vector<int> labels;
+  std::vector<int> resolved;
+  for (const std::string& t : o.targets) resolved.push_back(resolve_class(t, names));
+  if (!o.untargeted) {
+    if (resolved.size() == 1 || resolved.size() == o.images.size()) {
+      for (size_t i = 0; i < o.images.size(); ++i)
+        paths.push_back(o.images[i]), labels.push_back(resolved[resolved.size() == 1 ? 0 : i]);
+    } else if (o.images.size() == 1) {
+      for (int t : resolved) paths.push_back(o.images[0]), labels.push_back(t);
+    } else {
+      fail("--target given ", resolved.size(), " times for ", o.images.size(),
+           " images: give one target for all, one per image, or several for one image");
+    }
+  } else {
+    paths = o.images;
+  }
+  std::map<std::string, Tensor> decoded;
+  std::vector<Tensor> originals;
+  for (const std::string& p : paths) {
+    if (!decoded.count(p)) {
+      decoded[p] = load_image(p, model->input_channels());
+      if (s.raw_input)
+        TRICK_CHECK(decoded[p].dim(0) == model->input_height() && decoded[p].dim(1) == model->input_width(), p,
+                    ": --input-size raw needs a ", model->input_width(), "x", model->input_height(), " image, got ",
+                    decoded[p].dim(1), "x", decoded[p].dim(0));
+    }
+    originals.push_back(decoded[p]);
+  }
+  if (o.untargeted) {  // the true class: given, or the model's own prediction
+    const std::vector<std::vector<float>> p0 = predict(*model, originals, s.raw_input);
+    for (size_t i = 0; i < paths.size(); ++i) {
+      if (!o.true_class.empty()) {
+        labels.push_back(resolve_class(o.true_class, names));
+      } else {
+        labels.push_back(static_cast<int>(std::max_element(p0[i].begin(), p0[i].end()) - p0[i].begin()));
+      }
+    }
+  }
+  for (size_t i = 0; i < paths.size(); ++i)
+    std::fprintf(stderr, "%s: %s %d (%s)\n", paths[i].c_str(), o.untargeted ? "moving away from" : "target",
+                 labels[i], names[labels[i]].c_str());
+
+  // Output folders: DIR itself for one image, DIR/NN-name-to-label for several.
+  ensure_directory(o.out);
+  std::vector<std::string> dirs;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    if (paths.size() == 1) {
+      dirs.push_back(o.out);
+    } else {
+      char prefix[24];
+      std::snprintf(prefix, sizeof prefix, "%02zu", i);
+      dirs.push_back(cat(o.out, "/", prefix, "-", short_name(paths[i]), "-",
+                         short_name(class_label(names, labels[i]))));
+      ensure_directory(dirs.back());
+    }
+  }
+
+  std::vector<AttackItem> items;
+  for (size_t i = 0; i < paths.size(); ++i) items.push_back({originals[i], labels[i]});
+
+  // The animation: frames at evenly spaced steps of the whole budget, plus the last one.
+  const int runs = s.method == AttackMethod::Cw ? s.cw_search : s.restarts;
+  const int budget = (s.steps + 1) * runs;
+  std::vector<Animator> anim(items.size());
+  RenderOptions ropt;
+  ropt.width = o.frame_width;
+  ropt.height = o.frame_width * 3 / 4;
+  auto frame_of = [&](size_t i, const StepRecord& r, const Tensor& image, const std::vector<float>& probs, int seq) {
+    Animator& a = anim[i];
+    FrameInfo f;
+    f.step = seq;
+    f.total_steps = std::max(budget - 1, seq);
+    f.image = image.to(Device::cpu());
+    if (a.previous.defined()) {
+      f.delta = Tensor::empty(f.image.shape());
+      binary(BinaryOp::Sub, f.image, a.previous, f.delta);
+    }
+    f.probs = probs;
+    f.target = labels[i];
+    f.top1 = r.top1.index;
+    f.target_label = class_label(names, labels[i]);
+    f.top1_label = class_label(names, r.top1.index);
+    f.loss_history = a.losses;
+    f.loss_name = s.method == AttackMethod::Cw ? "C&W objective"
+                  : s.targeted                 ? "cross-entropy to target"
+                                               : "minus cross-entropy of true class";
+    f.method = attack_method_name(s.method);
+    f.epsilon_255 = s.method == AttackMethod::Cw || s.ball == Ball::L2 ? 0.f : s.eps * 255.f;
+    f.linf_255 = r.linf;
+    f.l2_255 = r.l2;
+    if (!s.targeted) f.target = -1;
+    return render_frame(f, ropt);
+  };
+  if (!o.no_animation)
+    for (size_t i = 0; i < items.size(); ++i) {
+      anim[i].picked = pick_frames(budget - 1, o.frames);
+      anim[i].gif = std::make_unique<GifWriter>(dirs[i] + "/animation.gif", ropt.width, ropt.height);
+    }
+
+  const bool tty = isatty(2);
+  auto last_print = std::chrono::steady_clock::now();
+  struct Last {
+    StepRecord r;
+    Tensor image;
+    std::vector<float> probs;
+    int seq = -1;
+    bool drawn = false;
+  };
+  std::vector<Last> last(items.size());
+  auto observer = [&](const StepView& v) {
+    if (g_interrupted) fail("interrupted");
+    const size_t i = static_cast<size_t>(v.item);
+    Animator& a = anim[i];
+    const int seq = a.seq++;
+    a.losses.push_back(static_cast<float>(v.record->loss));
+    if (!o.no_animation) {
+      const bool pick = a.next < a.picked.size() && a.picked[a.next] <= seq;
+      if (pick) {
+        while (a.next < a.picked.size() && a.picked[a.next] <= seq) ++a.next;
+        a.gif->add_frame(frame_of(i, *v.record, *v.image, *v.probs, seq));
+      }
+      last[i] = {*v.record, Tensor(), *v.probs, seq, pick};
+      if (!pick) last[i].image = v.image->to(Device::cpu());
+      a.previous = v.image->to(Device::cpu());
+    }
+    if (tty) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_print > std::chrono::milliseconds(100)) {
+        last_print = now;
+        const StepRecord& r = *v.record;
+        std::fprintf(stderr, "\r\033[K[%zu/%zu] %s step %d  loss %.4f  %s %.4f  top-1 %s (%.3f)", i + 1, items.size(),
+                     r.refine ? "refine" : "", r.step, r.loss, s.targeted ? "target" : "true", r.label_prob,
+                     class_label(names, r.top1.index).c_str(), r.top1.prob);
+        std::fflush(stderr);
+      }
+    }
+  };
+
+  g_interrupted = 0;
+  struct sigaction sa {}, old {};
+  sa.sa_handler = on_sigint;
+  sigaction(SIGINT, &sa, &old);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<ItemResult> results;
+  try {
+    results = run_attack(*model, items, s, observer);
+  } catch (const Error& e) {
+    sigaction(SIGINT, &old, nullptr);
+    if (tty) std::fprintf(stderr, "\n");
+    if (g_interrupted)
+      fail("interrupted (Ctrl-C): nothing was written; earlier outputs in ", o.out, " are unchanged");
+    throw;
+  }
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (tty) std::fprintf(stderr, "\r\033[K");
+
+  // Writing the outputs: Ctrl-C waits until they are complete.
+  sigset_t block, previous;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigprocmask(SIG_BLOCK, &block, &previous);
+  sigaction(SIGINT, &old, nullptr);
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (!o.no_animation) {
+      // The final state, if the evenly spaced picks missed it.
+      if (last[i].seq >= 0 && !last[i].drawn) {
+        Animator& a = anim[i];
+        a.losses.resize(static_cast<size_t>(last[i].seq) + 1);
+        a.gif->add_frame(frame_of(i, last[i].r, last[i].image, last[i].probs, last[i].seq));
+      }
+      anim[i].gif->finish();
+    }
+    AttackRecord rec;
+    rec.dir = dirs[i];
+    rec.image_path = paths[i];
+    rec.original = originals[i];
+    rec.result = &results[i];
+    rec.label = labels[i];
+    rec.class_names = &names;
+    rec.model_name = model->name();
+    rec.weights = o.weights.empty() ? "embedded" : o.weights;
+    rec.weights_sha256 = weights_hash;
+    rec.device = dev.str();
+    rec.settings = s;
+    rec.wall_seconds = wall;
+    rec.command_line = o.command_line;
+    rec.animation = !o.no_animation;
+    const float scale = write_attack_outputs(rec);
+    const ItemResult& r = results[i];
+    if (o.json) {
+      std::printf("%s\n", summary_json(rec).dump().c_str());
+    } else {
+      const std::vector<float>& p = r.final_probs;
+      const int top = static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
+      std::printf("%s -> %s: %s after %d steps (float %s, 8-bit %s%s); now %s %.4f, top-1 %s (%.4f)\n",
+                  paths[i].c_str(), class_label(names, labels[i]).c_str(),
+                  r.success_8bit ? "success" : "no success", r.steps, r.success_float ? "yes" : "no",
+                  r.success_8bit ? "yes" : "no", r.refined ? ", refined" : "", s.targeted ? "target" : "true class",
+                  p[labels[i]], class_label(names, top).c_str(), p[top]);
+      std::printf("  perturbation: L-inf %.0f/255, L2 %.2f/255, %lld values changed; perturbation.png: +-%.0f/255 "
+                  "at full colour\n",
+                  r.linf, r.l2, static_cast<long long>(r.l0), scale);
+      std::printf("  outputs in %s/ (adversarial.png, perturbation.png, %strace.csv, summary.json, index.html)\n",
+                  dirs[i].c_str(), o.no_animation ? "" : "animation.gif, ");
+    }
+  }
+  sigprocmask(SIG_SETMASK, &previous, nullptr);
+  bool all = true;
+  for (const ItemResult& r : results) all = all && r.success_8bit;
+  return all ? 0 : 3;
+}
+
+const bool registered = register_command(
+    {"attack", "Change images until the model says the target (the main job)",
+     [](CLI::App& app) {
+       auto o = std::make_shared<Options>();
+       app.add_option("images", o->images, "Image files (PNG, JPEG, ...)")->required();
+       app.add_option("--target,-t", o->targets,
+                      "Target class: index or name (e.g. 341 or pig); once for all images, once per image, "
+                      "or several for one image");
+       app.add_option("--weights", o->weights, "Weights (.safetensors); default: the embedded Fashion-MNIST model");
+       app.add_option("--method,-m", o->method, "descent, fgsm, bim, pgd, mifgsm, adam or cw")->capture_default_str();
+       app.add_option("--eps", o->eps, "Perturbation budget in 8-bit units (8 = 8/255; L2 norm with --norm l2)")
+           ->capture_default_str();
+       app.add_option("--norm", o->norm, "The eps-ball: linf or l2 (l2 for pgd)")->capture_default_str();
+       app.add_option("--step", o->step,
+                      "Step in 8-bit units (sign methods: per step; descent: the first step's largest change; "
+                      "adam: learning rate). Default 1 (fgsm: eps; pgd l2: eps/10)");
+       app.add_option("--steps", o->steps, "Step budget")->capture_default_str();
+       app.add_option("--confidence", o->confidence, "Stop when the target's probability reaches this")
+           ->capture_default_str();
+       app.add_flag("--untargeted", o->untargeted, "Move away from the true class instead of toward a target");
+       app.add_option("--true-class", o->true_class, "With --untargeted: the true class (default: the model's top-1)");
+       app.add_flag("--random-start", o->random_start, "Start at a random point of the eps-ball (default for pgd)");
+       app.add_flag("--no-random-start", o->no_random_start, "pgd: start at the original image");
+       app.add_option("--restarts", o->restarts, "Runs per image (with random starts); the best is kept")
+           ->capture_default_str();
+       app.add_option("--momentum", o->momentum, "mifgsm: momentum decay")->capture_default_str();
+       app.add_option("--kappa", o->kappa, "cw: logit margin to reach")->capture_default_str();
+       app.add_option("--cw-c", o->cw_c, "cw: initial constant")->capture_default_str();
+       app.add_option("--cw-search", o->cw_search, "cw: binary-search rounds (each --steps steps)")
+           ->capture_default_str();
+       app.add_option("--cw-lr", o->cw_lr, "cw: Adam learning rate")->capture_default_str();
+       app.add_option("--refine-steps", o->refine_steps, "8-bit steps tried when rounding loses a success")
+           ->capture_default_str();
+       app.add_option("--seed", o->seed, "Seed (random starts)")->capture_default_str();
+       app.add_option("--out,-o", o->out, "Output folder")->capture_default_str();
+       app.add_option("--frames", o->frames, "Most frames in the animation")->capture_default_str();
+       app.add_option("--frame-width", o->frame_width, "Animation width in pixels")->capture_default_str();
+       app.add_flag("--no-animation", o->no_animation, "Skip animation.gif");
+       app.add_flag("--json", o->json, "Print each summary.json as one line on stdout");
+       app.add_option("--input-size", o->input_size,
+                      "'raw': the image already has the model's input size (no resize or crop)");
+       app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+       app.add_option("--threads", o->threads, "CPU threads (default: all cores)");
+       return [o] { return run(*o); };
+     },
+     10});
+
+}  // namespace
+}  // namespace trick

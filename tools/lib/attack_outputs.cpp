@@ -1,0 +1,193 @@
+#include "tools/lib/attack_outputs.h"
+
+#include <cmath>
+#include <iomanip>
+#include <sstream>
+
+#include "kernels/pointwise.h"
+#include "models/labels.h"
+#include "tools/lib/atomic_file.h"
+#include "tools/lib/image.h"
+#include "tools/lib/render.h"
+#include "tools/lib/report.h"
+
+namespace trick {
+
+std::string class_label(const std::vector<std::string>& names, int index) {
+  if (index < 0 || index >= static_cast<int>(names.size())) return cat("class ", index);
+  return short_label(names[index]);
+}
+
+namespace {
+
+nlohmann::json top5_json(const std::vector<float>& probs, const std::vector<std::string>& names) {
+  std::vector<int> idx(probs.size());
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int>(i);
+  const size_t k = std::min<size_t>(5, idx.size());
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                    [&](int a, int b) { return probs[a] > probs[b] || (probs[a] == probs[b] && a < b); });
+  nlohmann::json out = nlohmann::json::array();
+  for (size_t i = 0; i < k; ++i)
+    out.push_back({{"index", idx[i]}, {"label", names[idx[i]]}, {"prob", probs[idx[i]]}});
+  return out;
+}
+
+std::vector<ReportClass> top5_report(const std::vector<float>& probs, const std::vector<std::string>& names) {
+  std::vector<ReportClass> out;
+  for (const auto& j : top5_json(probs, names))
+    out.push_back({j["index"].get<int>(), class_label(names, j["index"].get<int>()), j["prob"].get<float>()});
+  return out;
+}
+
+std::string csv_quote(const std::string& s) {
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+std::string trace_csv(const AttackRecord& r) {
+  const auto& names = *r.class_names;
+  std::ostringstream os;
+  os << std::setprecision(8);
+  os << "step,run,refine,loss,cross_entropy," << (r.settings.targeted ? "target_prob" : "true_class_prob")
+     << ",top1,top1_label,top1_prob,top5,linf_255,l2_255,l0,grad_norm,seconds\n";
+  for (const StepRecord& s : r.result->trace) {
+    std::string top5;
+    for (const ClassProb& c : s.top5) top5 += cat(top5.empty() ? "" : " ", c.index, ":", c.prob);
+    os << s.step << ',' << s.round << ',' << (s.refine ? 1 : 0) << ',' << s.loss << ',' << s.cross_entropy << ','
+       << s.label_prob << ',' << s.top1.index << ',' << csv_quote(class_label(names, s.top1.index)) << ','
+       << s.top1.prob << ',' << top5 << ',' << s.linf << ',' << s.l2 << ',' << s.l0 << ',' << s.grad_norm << ','
+       << s.seconds << '\n';
+  }
+  return os.str();
+}
+
+nlohmann::json trace_json(const AttackRecord& r) {
+  const auto& names = *r.class_names;
+  nlohmann::json out = nlohmann::json::array();
+  for (const StepRecord& s : r.result->trace) {
+    nlohmann::json top5 = nlohmann::json::array();
+    for (const ClassProb& c : s.top5) top5.push_back({{"index", c.index}, {"label", names[c.index]}, {"prob", c.prob}});
+    out.push_back({{"step", s.step},
+                   {"run", s.round},
+                   {"refine", s.refine},
+                   {"loss", s.loss},
+                   {"cross_entropy", s.cross_entropy},
+                   {r.settings.targeted ? "target_prob" : "true_class_prob", s.label_prob},
+                   {"top1", {{"index", s.top1.index}, {"label", names[s.top1.index]}, {"prob", s.top1.prob}}},
+                   {"top5", top5},
+                   {"linf_255", s.linf},
+                   {"l2_255", s.l2},
+                   {"l0", s.l0},
+                   {"grad_norm", s.grad_norm},
+                   {"seconds", s.seconds}});
+  }
+  return out;
+}
+
+}  // namespace
+
+nlohmann::json summary_json(const AttackRecord& r) {
+  const ItemResult& res = *r.result;
+  const AttackSettings& s = r.settings;
+  const auto& names = *r.class_names;
+  nlohmann::json settings = {{"eps_255", s.eps * 255.f},
+                             {"norm", ball_name(s.ball)},
+                             {"step_255", s.step * 255.f},
+                             {"steps", s.steps},
+                             {"confidence", s.confidence},
+                             {"random_start", s.random_start},
+                             {"restarts", s.restarts},
+                             {"refine_steps", s.refine_steps},
+                             {"seed", s.seed},
+                             {"input_size", s.raw_input ? "raw" : "model"}};
+  if (s.method == AttackMethod::MiFgsm) settings["momentum"] = s.momentum;
+  if (s.method == AttackMethod::Adam) settings["betas"] = {s.beta1, s.beta2};
+  if (s.method == AttackMethod::Cw)
+    settings.update({{"kappa", s.kappa}, {"cw_c", s.cw_c}, {"cw_search", s.cw_search}, {"cw_lr", s.cw_lr}});
+  nlohmann::json j = {
+      {"image", r.image_path},
+      {"image_size", {r.original.dim(0), r.original.dim(1)}},
+      {"model", r.model_name},
+      {"weights", r.weights},
+      {"weights_sha256", r.weights_sha256},
+      {"device", r.device},
+      {"method", attack_method_name(s.method)},
+      {"targeted", s.targeted},
+      {s.targeted ? "target" : "true_class", {{"index", r.label}, {"label", names[r.label]}}},
+      {"settings", settings},
+      {"success", {{"float", res.success_float}, {"8bit", res.success_8bit}, {"refined", res.refined}}},
+      {"steps", res.steps},
+      {"best_run", res.best_run},
+      {"norms_255", {{"linf", res.linf}, {"l2", res.l2}, {"l0", res.l0}}},
+      {"original_top5", top5_json(res.original_probs, names)},
+      {"final_top5", top5_json(res.final_probs, names)},
+      {"final_label_prob", res.final_probs[r.label]},
+      {"wall_seconds", r.wall_seconds},
+      {"outputs",
+       {{"adversarial", "adversarial.png"},
+        {"original", "original.png"},
+        {"perturbation", "perturbation.png"},
+        {"trace", {"trace.csv", "trace.json"}},
+        {"animation", r.animation ? nlohmann::json("animation.gif") : nlohmann::json(nullptr)},
+        {"report", "index.html"}}},
+      {"trick_version", "0.1.0"},
+      {"command", r.command_line}};
+  return j;
+}
+
+float write_attack_outputs(const AttackRecord& r) {
+  const ItemResult& res = *r.result;
+  const auto& names = *r.class_names;
+  const std::string d = r.dir + "/";
+  save_png(d + "original.png", r.original);
+  save_png(d + "adversarial.png", res.adversarial);
+  Tensor delta = Tensor::empty(r.original.shape());
+  binary(BinaryOp::Sub, res.adversarial.to(Device::cpu()), r.original.contiguous(), delta);
+  float scale = 0.f;
+  save_rgb8_png(d + "perturbation.png", render_perturbation(delta, &scale));
+  atomic_write(d + "trace.csv", trace_csv(r));
+  atomic_write(d + "trace.json", trace_json(r).dump(1) + "\n");
+  atomic_write(d + "summary.json", summary_json(r).dump(2) + "\n");
+
+  ReportInfo info;
+  info.input_name = r.image_path;
+  info.image_height = static_cast<int>(r.original.dim(0));
+  info.image_width = static_cast<int>(r.original.dim(1));
+  info.model = r.model_name;
+  info.weights_hash = r.weights_sha256;
+  info.method = attack_method_name(r.settings.method);
+  const AttackSettings& s = r.settings;
+  info.settings = {{"mode", s.targeted ? "targeted" : "untargeted"},
+                   {"eps", s.method == AttackMethod::Cw ? std::string("none (C&W minimises L2)")
+                                                         : cat(s.eps * 255.f, "/255 (", ball_name(s.ball), ")")},
+                   {"step", cat(s.step * 255.f, "/255")},
+                   {"steps", cat(s.steps)},
+                   {"confidence", cat(s.confidence)},
+                   {"random start", s.random_start ? "yes" : "no"},
+                   {"restarts", cat(s.restarts)},
+                   {"seed", cat(s.seed)},
+                   {"input size", s.raw_input ? "raw" : "model transform"}};
+  info.target = {r.label, class_label(names, r.label), res.final_probs[r.label]};
+  info.success = res.success_float;
+  info.success_8bit = res.success_8bit;
+  info.steps = res.steps;
+  info.max_steps = s.steps;
+  info.linf_255 = res.linf;
+  info.l2_255 = res.l2;
+  info.wall_seconds = r.wall_seconds;
+  info.device = r.device;
+  info.top5_original = top5_report(res.original_probs, names);
+  info.top5_final = top5_report(res.final_probs, names);
+  for (const StepRecord& st : res.trace) {
+    info.target_prob_history.push_back(st.label_prob);
+    info.loss_history.push_back(static_cast<float>(st.loss));
+  }
+  info.perturbation_scale_255 = scale;
+  if (!r.animation) info.animation = "";
+  info.generated_by = "trick 0.1.0: " + r.command_line;
+  write_report(d + "index.html", info);
+  return scale;
+}
+
+}  // namespace trick

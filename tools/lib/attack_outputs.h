@@ -1,0 +1,35 @@
+// The files an attack leaves in its output folder, except the animation (streamed while the
+// attack runs): original.png, adversarial.png, perturbation.png, trace.csv, trace.json,
+// summary.json and index.html. Every file is written atomically.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "attack/attack.h"
+
+namespace trick {
+
+struct AttackRecord {
+  std::string dir;              // output folder (exists)
+  std::string image_path;       // the attacked file
+  Tensor original;              // (H, W, C) as decoded
+  const ItemResult* result = nullptr;
+  int label = 0;                // target (targeted) or true class (untargeted)
+  const std::vector<std::string>* class_names = nullptr;
+  std::string model_name, weights, weights_sha256, device;
+  AttackSettings settings;
+  double wall_seconds = 0;
+  std::string command_line;
+  bool animation = true;        // animation.gif was written
+};
+
+// Short label of a class (its first synonym).
+std::string class_label(const std::vector<std::string>& names, int index);
+
+nlohmann::json summary_json(const AttackRecord& r);
+// Writes every file but the animation; returns the scale of perturbation.png (8-bit levels
+// at full colour).
+float write_attack_outputs(const AttackRecord& r);
+
+}  // namespace trick
