@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main job on a fresh machine: installs what it needs, builds trick, and attacks a sample
+# Fashion-MNIST sneaker with the model embedded in the binary until it says "ankle boot",
+# writing the adversarial image, the four-panel animation and a report.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/install-deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)" --target trick
+out=out/demo
+./build/trick attack data/samples/fashion/7_sneaker.png --target "ankle boot" --method descent --out "$out" "$@"
+echo
+echo "open $out/index.html (report), $out/animation.gif (the attack step by step)"
