@@ -101,6 +101,12 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
 
   uint64_t n = 0;
   std::memcpy(&n, bytes, 8);
+  // The most common wrong file: PyTorch's own format, a zip archive or a pickle stream.
+  const bool plausible = n <= kMaxHeaderBytes && n <= size - 8 && size > 8 && bytes[8] == '{';
+  if (!plausible &&
+      (std::memcmp(bytes, "PK\x03\x04", 4) == 0 || (bytes[0] == 0x80 && bytes[1] >= 2 && bytes[1] <= 5)))
+    fail(path, ": a PyTorch .pth file (", bytes[0] == 'P' ? "zip archive" : "pickle stream",
+         "), not safetensors: convert it first with `trick convert ", path, " -o OUT.safetensors`");
   TRICK_CHECK(n <= kMaxHeaderBytes, path, ": header length ", n, " is over the 100 MB limit (not a safetensors file?)");
   TRICK_CHECK(n <= size - 8, path, ": header length ", n, " runs past the end of the file (", size, " bytes)");
   TRICK_CHECK(n >= 2 && bytes[8] == '{', path, ": header does not start with '{' (not a safetensors file?)");

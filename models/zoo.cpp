@@ -1,5 +1,8 @@
 #include "models/zoo.h"
 
+#include <cmath>
+#include <cstring>
+
 #include "models/inception_v3.h"
 #include "models/safetensors.h"
 #include "tensor/random.h"
@@ -33,12 +36,38 @@ std::string model_name_of(const SafetensorsFile& f) {
        "known tensor names)");
 }
 
+namespace {
+
+bool ends_with(const std::string& s, const char* suffix) {
+  const size_t n = std::strlen(suffix);
+  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+
+// A NaN or Inf weight makes every output NaN (or silently wrong, where a ReLU or max-pool
+// hides it): refuse the file naming the tensor, rather than print NaN probabilities later.
+void check_finite(const std::string& name, const Tensor& t) {
+  const float* p = t.data();
+  const int64_t n = t.numel();
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i]))
+      fail("tensor '", name, "' has ", std::isnan(p[i]) ? "a NaN" : p[i] > 0 ? "+Inf" : "-Inf", " at element ", i,
+           " (weights must be finite: a damaged file, or training that diverged)");
+}
+
+}  // namespace
+
 StateDict read_all(const SafetensorsFile& f) {
   StateDict sd;
   for (const std::string& name : f.names()) {
     const SafetensorsInfo& info = f.info(name);
-    if (!info.is_float()) continue;  // e.g. int64 num_batches_tracked
+    if (!info.is_float()) {
+      // Integers hold bookkeeping (num_batches_tracked, an optimiser's step), left out; a
+      // weight stored as integers would otherwise be reported as "missing".
+      if (ends_with(name, "num_batches_tracked") || name.rfind("optim.", 0) == 0) continue;
+      fail("tensor '", name, "' has dtype ", info.dtype, "; weights must be F32, F16, BF16 or F64");
+    }
     sd[name] = f.read_f32(name);
+    check_finite(name, sd[name]);
   }
   return sd;
 }
@@ -53,6 +82,7 @@ std::unique_ptr<Model> load_model(const std::string& weights_path) {
       return m;
     }
   } catch (const Error& e) {
+    if (std::string(e.what()).rfind(weights_path + ": ", 0) == 0) throw;  // already names the file
     fail(weights_path, ": ", e.what());
   }
   fail(weights_path, ": unknown model '", name, "' (known: inception_v3)");

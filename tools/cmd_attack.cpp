@@ -98,7 +98,15 @@ int run(Options o) {
   std::vector<std::string> paths;
   std::vector<int> labels;
   std::vector<int> resolved;
-  for (const std::string& t : o.targets) resolved.push_back(resolve_class(t, names));
+  // Class errors name the option, like every other bad argument.
+  auto resolve = [&](const std::string& option, const std::string& query) {
+    try {
+      return resolve_class(query, names);
+    } catch (const Error& e) {
+      fail(option, ": ", e.what());
+    }
+  };
+  for (const std::string& t : o.targets) resolved.push_back(resolve("--target", t));
   if (!o.untargeted) {
     if (resolved.size() == 1 || resolved.size() == o.images.size()) {
       for (size_t i = 0; i < o.images.size(); ++i)
@@ -128,7 +136,7 @@ int run(Options o) {
     const std::vector<std::vector<float>> p0 = predict(*model, originals, s.raw_input);
     for (size_t i = 0; i < paths.size(); ++i) {
       if (!o.true_class.empty()) {
-        labels.push_back(resolve_class(o.true_class, names));
+        labels.push_back(resolve("--true-class", o.true_class));
       } else {
         labels.push_back(static_cast<int>(std::max_element(p0[i].begin(), p0[i].end()) - p0[i].begin()));
       }

@@ -23,7 +23,12 @@ int run(const Options& o) {
   const bool raw = parse_input_size(o.input_size);
   const Device dev = choose_device(o.device);
   std::unique_ptr<Model> model = open_model(o.weights, dev);
-  const int target = resolve_class(o.target, model->class_names());
+  int target = 0;
+  try {
+    target = resolve_class(o.target, model->class_names());
+  } catch (const Error& e) {
+    fail("--target: ", e.what());
+  }
   const Tensor image = load_image(o.image, model->input_channels());
   Tensor input;
   try {

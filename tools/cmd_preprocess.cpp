@@ -68,10 +68,10 @@ const bool registered = register_command(
        auto* resize = app.add_option("--resize-shorter", o->resize_shorter,
                                      "Resize the shorter side to this (antialiased bilinear, as PIL); 0: no resize")
                           ->capture_default_str()
-                          ->check(CLI::NonNegativeNumber);
+                          ->check(CLI::Range(0, static_cast<int>(kMaxImageSide)));
        auto* crop = app.add_option("--crop", o->crop, "Centre crop of this size; 0: no crop")
                         ->capture_default_str()
-                        ->check(CLI::NonNegativeNumber);
+                        ->check(CLI::Range(0, static_cast<int>(kMaxImageSide)));
        auto* size = app.add_option("--input-size", o->input_size,
                                    "'raw': the decoded image as is (no resize, no crop); N or HxW: the size the "
                                    "result must have");

@@ -8,10 +8,12 @@
 #   zlib1g-dev        gzip'd Fashion-MNIST IDX files    dataset-fashion-mnist  its data
 #   python3-torch, python3-torchvision, python3-skimage, python3-pil, python3-numpy
 #                     the PyTorch/PIL parity tests (Debian's /usr/bin/python3) and real photos
+#   clang, libclang-rt-dev   the libFuzzer targets (tools/fuzz.sh): clang's -fsanitize=fuzzer
+#                     needs its compiler-rt libraries, which clang itself only recommends
 set -euo pipefail
 packages=(build-essential cmake pkg-config libopenblas-openmp-dev doctest-dev libstb-dev libcli11-dev
   nlohmann-json3-dev libcairo2-dev fonts-dejavu-core libgif-dev zlib1g-dev dataset-fashion-mnist
-  python3-torch python3-torchvision python3-skimage python3-pil python3-numpy)
+  python3-torch python3-torchvision python3-skimage python3-pil python3-numpy clang libclang-rt-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

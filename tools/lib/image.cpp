@@ -168,9 +168,18 @@ struct StbPixels {
 
 }  // namespace
 
-Tensor decode_image(const std::string& bytes, const std::string& name, int channels) {
+Tensor decode_image(const std::string& file_bytes, const std::string& name, int channels) {
   TRICK_CHECK(channels == 1 || channels == 3, name, ": images load with 1 or 3 channels, not ", channels);
-  TRICK_CHECK(!bytes.empty(), name, ": the file is empty (0 bytes), not an image");
+  TRICK_CHECK(!file_bytes.empty(), name, ": the file is empty (0 bytes), not an image");
+  // stb takes any run of 0xFF fill bytes before a JPEG's SOI marker (FF FF FF D8 is a JPEG to
+  // it). Drop the extra ones, for stb too, so the checks below, which look for FF D8 at offset
+  // 0, see the JPEG stb decodes: found by tests/fuzz (a Huffman overflow behind fill bytes).
+  // No other format starts with 0xFF, and what remains still does.
+  size_t fill = 0;
+  while (fill + 1 < file_bytes.size() && uint8_t(file_bytes[fill]) == 0xff && uint8_t(file_bytes[fill + 1]) == 0xff)
+    ++fill;
+  const std::string trimmed = fill ? file_bytes.substr(fill) : std::string();
+  const std::string& bytes = fill ? trimmed : file_bytes;
   TRICK_CHECK(bytes.size() <= static_cast<size_t>(INT_MAX), name, ": the file is ", bytes.size(),
               " bytes, too large to decode");
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());

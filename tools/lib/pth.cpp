@@ -497,6 +497,10 @@ void load_legacy(const MappedFile& m, const std::string& path, StateDictFile* ou
 }  // namespace
 
 WeightFormat detect_weight_format(const std::string& path) {
+  struct stat st;
+  // fopen succeeds on a directory and the read then fails: say what it is, not "empty".
+  TRICK_CHECK(::stat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode), path,
+              S_ISDIR(st.st_mode) ? ": is a directory, not a weight file" : ": not a regular file");
   FILE* f = std::fopen(path.c_str(), "rb");
   TRICK_CHECK(f, path, ": cannot open: ", std::strerror(errno));
   uint8_t h[9] = {0};

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Fuzzing: builds the libFuzzer targets of the readers of untrusted files (tests/fuzz/: the
+# safetensors, .pth/pickle, image, .npy and IDX readers, with ASan + UBSan) using clang, then
+# runs each for a fixed time, starting from its committed seed corpus (tests/fuzz/corpus/<t>/).
+# Fails if any target finds a crash, a sanitizer report, an exception other than trick::Error,
+# a timeout or an out-of-memory; the reproducer is kept as $build/findings/<t>/crash-* (or
+# timeout-*, oom-*). Reproduce with: $build/fuzz_<t> FILE. A finding, once fixed, goes into
+# tests/fuzz/corpus/<t>/ (and tests/bad_inputs.py when a command can reach it).
+#
+#   TRICK_FUZZ_SECONDS   seconds per target (default 30)
+#   TRICK_FUZZ_TARGETS   which targets, space-separated (default: every one built)
+#   TRICK_FUZZ_BUILD     build folder (default build-fuzz)
+#   TRICK_FUZZ_JOBS      targets run at once (default: the number of cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${TRICK_FUZZ_SECONDS:-30}
+build=${TRICK_FUZZ_BUILD:-build-fuzz}
+jobs=${TRICK_FUZZ_JOBS:-$(nproc)}
+
+if ! command -v clang++ > /dev/null; then
+  echo "fuzz.sh: clang++ not found (tools/install-deps.sh installs clang and libclang-rt-dev)" >&2
+  exit 1
+fi
+start=$(date +%s)
+cmake -S tests/fuzz -B "$build" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo > "$build.configure.log" 2>&1 ||
+  { cat "$build.configure.log"; exit 1; }
+cmake --build "$build" -j"$(nproc)"
+built=$(date +%s)
+echo "fuzz.sh: targets built in $((built - start)) s"
+
+# The IDX reader (tools/lib/idx.cpp) has its target only once it exists: tests/fuzz/CMakeLists.txt
+# adds fuzz_idx when the source is there.
+targets=${TRICK_FUZZ_TARGETS:-}
+if [ -z "$targets" ]; then
+  for t in safetensors pth image npy idx; do
+    [ -x "$build/fuzz_$t" ] && targets="$targets $t"
+  done
+  [ -x "$build/fuzz_idx" ] || echo "fuzz.sh: note: no fuzz_idx (tools/lib/idx.cpp not in this tree)"
+fi
+
+run_one() {  # target -> its log in $build/logs/<t>.log; status of the fuzzer
+  local t=$1
+  local work="$build/work/$t" findings="$build/findings/$t"
+  mkdir -p "$work" "$findings" "$build/logs"
+  # New inputs go to the scratch corpus (first folder); the committed seeds are only read.
+  # -timeout: one input taking this long is a finding (the readers are linear in the file).
+  # -rss_limit_mb: a small file must not make a reader allocate gigabytes; 2.5 GB leaves room
+  # for the largest image trick accepts (50 megapixels as float32 = 600 MB) under ASan.
+  local status=0
+  "$build/fuzz_$t" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2560 -print_final_stats=1 \
+    -artifact_prefix="$findings/" "$work" "tests/fuzz/corpus/$t" > "$build/logs/$t.log" 2>&1 || status=$?
+  echo "$status" > "$build/logs/$t.status"
+}
+
+failed=""
+for t in $targets; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do sleep 1; done
+  rm -f "$build/logs/$t.status"
+  run_one "$t" &
+done
+wait
+for t in $targets; do
+  if [ "$(cat "$build/logs/$t.status" 2> /dev/null)" = "0" ]; then
+    runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$build/logs/$t.log" | grep -o '[0-9]*$' || echo "?")
+    echo "fuzz.sh: $t: no finding in ${seconds} s ($runs inputs)"
+  else
+    failed="$failed $t"
+    echo "fuzz.sh: $t: FINDING (log: $build/logs/$t.log; reproducer: $(ls "$build/findings/$t" | tr '\n' ' '))"
+    grep -E -A40 'ERROR:|==[0-9]+==|runtime error|deadly signal|out-of-memory|timeout' "$build/logs/$t.log" | head -80
+  fi
+done
+echo "fuzz.sh: done in $(($(date +%s) - start)) s"
+if [ -n "$failed" ]; then
+  echo "fuzz.sh: findings in:$failed" >&2
+  exit 1
+fi
