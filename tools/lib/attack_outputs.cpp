@@ -148,7 +148,6 @@ float write_attack_outputs(const AttackRecord& r) {
   save_rgb8_png(d + "perturbation.png", render_perturbation(delta, &scale));
   atomic_write(d + "trace.csv", trace_csv(r));
   atomic_write(d + "trace.json", trace_json(r).dump(1) + "\n");
-  atomic_write(d + "summary.json", summary_json(r).dump(2) + "\n");
 
   ReportInfo info;
   info.input_name = r.image_path;
@@ -187,6 +186,8 @@ float write_attack_outputs(const AttackRecord& r) {
   if (!r.animation) info.animation = "";
   info.generated_by = "trick 0.1.0: " + r.command_line;
   write_report(d + "index.html", info);
+  // Last: a folder with summary.json is complete (manifest runs skip such rows).
+  atomic_write(d + "summary.json", summary_json(r).dump(2) + "\n");
   return scale;
 }
 

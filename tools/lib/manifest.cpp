@@ -1,0 +1,236 @@
+#include "tools/lib/manifest.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "tensor/error.h"
+#include "tools/lib/atomic_file.h"
+
+namespace trick {
+
+namespace {
+
+const std::set<std::string> kSettingColumns = {"method", "eps",      "step", "steps",     "confidence",
+                                               "norm",   "restarts", "seed", "untargeted", "true_class"};
+
+// One CSV record (RFC 4180 quoting) from `text` starting at `pos`; advances pos and line.
+std::vector<std::string> csv_record(const std::string& text, size_t& pos, int& line, const std::string& path) {
+  std::vector<std::string> fields(1);
+  bool quoted = false, was_quoted = false;
+  const int start_line = line;
+  while (pos < text.size()) {
+    const char c = text[pos++];
+    if (quoted) {
+      if (c == '"') {
+        if (pos < text.size() && text[pos] == '"') {
+          fields.back() += '"';
+          ++pos;
+        } else {
+          quoted = false;
+        }
+      } else {
+        if (c == '\n') ++line;
+        fields.back() += c;
+      }
+      continue;
+    }
+    if (c == '"') {
+      TRICK_CHECK(fields.back().find_first_not_of(" \t") == std::string::npos && !was_quoted, path, ":", line,
+                  ": a quote inside an unquoted field");
+      fields.back().clear();
+      quoted = was_quoted = true;
+    } else if (c == ',') {
+      fields.emplace_back();
+      was_quoted = false;
+    } else if (c == '\n') {
+      ++line;
+      break;
+    } else if (c != '\r') {
+      TRICK_CHECK(!was_quoted || c == ' ' || c == '\t', path, ":", line, ": text after a closing quote");
+      if (!was_quoted) fields.back() += c;
+    }
+  }
+  TRICK_CHECK(!quoted, path, ":", start_line, ": a quoted field is never closed");
+  for (std::string& f : fields) {  // trim
+    const size_t a = f.find_first_not_of(" \t"), b = f.find_last_not_of(" \t");
+    f = a == std::string::npos ? std::string() : f.substr(a, b - a + 1);
+  }
+  return fields;
+}
+
+std::string safe_name(const std::string& s) {
+  std::string out;
+  for (char c : s) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.') ? c : '_';
+  if (out.empty() || out == "." || out == "..") out = "row";
+  return out;
+}
+
+std::string stem(const std::string& path) {
+  std::string base = path.substr(path.find_last_of('/') + 1);
+  const size_t dot = base.find_last_of('.');
+  return dot != std::string::npos && dot > 0 ? base.substr(0, dot) : base;
+}
+
+bool file_exists(const std::string& p) {
+  struct stat st;
+  return stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string read_file(const std::string& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream os;
+  os << in.rdbuf();
+  return os.str();
+}
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+}  // namespace
+
+std::vector<ManifestRow> read_manifest(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  TRICK_CHECK(in, path, ": cannot read the manifest: ", std::strerror(errno));
+  std::ostringstream os;
+  os << in.rdbuf();
+  const std::string text = os.str();
+  const std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.find_last_of('/'));
+  size_t pos = 0;
+  int line = 1;
+  std::vector<std::string> header;
+  std::vector<ManifestRow> rows;
+  std::set<std::string> ids;
+  while (pos < text.size()) {
+    const int at = line;
+    // Skip blank lines and comments.
+    const size_t eol = text.find('\n', pos);
+    const std::string raw = text.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
+    const size_t first = raw.find_first_not_of(" \t\r");
+    if (first == std::string::npos || raw[first] == '#') {
+      pos = eol == std::string::npos ? text.size() : eol + 1;
+      ++line;
+      continue;
+    }
+    std::vector<std::string> f = csv_record(text, pos, line, path);
+    if (header.empty()) {
+      header = f;
+      std::set<std::string> seen;
+      for (const std::string& h : header) {
+        TRICK_CHECK(h == "image" || h == "target" || h == "id" || kSettingColumns.count(h), path, ":", at,
+                    ": unknown column '", h, "' (known: image, target, id, method, eps, step, steps, confidence, ",
+                    "norm, restarts, seed, untargeted, true_class)");
+        TRICK_CHECK(seen.insert(h).second, path, ":", at, ": column '", h, "' appears twice");
+      }
+      TRICK_CHECK(seen.count("image"), path, ":", at, ": the header has no 'image' column");
+      continue;
+    }
+    TRICK_CHECK(f.size() == header.size(), path, ":", at, ": ", f.size(), " fields, the header has ", header.size());
+    ManifestRow r;
+    r.line = at;
+    r.position = rows.size();
+    for (size_t i = 0; i < f.size(); ++i) {
+      const std::string& h = header[i];
+      if (h == "image") r.image = f[i];
+      else if (h == "target") r.target = f[i];
+      else if (h == "id") r.id = f[i];
+      else if (!f[i].empty()) r.settings[h] = f[i];
+    }
+    TRICK_CHECK(!r.image.empty(), path, ":", at, ": the image field is empty");
+    if (r.image[0] != '/') r.image = dir + "/" + r.image;
+    char num[32];
+    std::snprintf(num, sizeof num, "%05zu", rows.size() + 1);
+    r.id = r.id.empty() ? std::string(num) + "-" + safe_name(stem(r.image)) : safe_name(r.id);
+    TRICK_CHECK(ids.insert(r.id).second, path, ":", at, ": id '", r.id, "' is used by an earlier row");
+    rows.push_back(std::move(r));
+  }
+  TRICK_CHECK(!header.empty(), path, ": the manifest is empty (it needs a header row: image,target,...)");
+  return rows;
+}
+
+Shard parse_shard(const std::string& s) {
+  Shard sh;
+  const size_t slash = s.find('/');
+  auto number = [&](const std::string& t) {
+    TRICK_CHECK(!t.empty() && t.size() < 8 && t.find_first_not_of("0123456789") == std::string::npos,
+                "--shard must be i/N with 0 <= i < N, got '", s, "'");
+    return std::stoi(t);
+  };
+  TRICK_CHECK(slash != std::string::npos, "--shard must be i/N with 0 <= i < N, got '", s, "'");
+  sh.index = number(s.substr(0, slash));
+  sh.count = number(s.substr(slash + 1));
+  TRICK_CHECK(sh.count >= 1 && sh.index < sh.count, "--shard must be i/N with 0 <= i < N, got '", s, "'");
+  return sh;
+}
+
+RowState row_state(const std::string& out_dir, const ManifestRow& row) {
+  const std::string d = out_dir + "/" + row.id + "/";
+  if (file_exists(d + "summary.json")) return RowState::Done;
+  if (file_exists(d + "error.json")) return RowState::Failed;
+  return RowState::Pending;
+}
+
+void write_row_error(const std::string& out_dir, const ManifestRow& row, const std::string& message) {
+  const std::string d = out_dir + "/" + row.id;
+  ensure_directory(d);
+  atomic_write(d + "/error.json", nlohmann::json{{"image", row.image}, {"target", row.target}, {"error", message}}
+                                      .dump(2) + "\n");
+}
+
+void clear_row_error(const std::string& out_dir, const ManifestRow& row) {
+  unlink((out_dir + "/" + row.id + "/error.json").c_str());
+}
+
+ManifestCounts write_results(const std::string& out_dir, const std::vector<ManifestRow>& rows) {
+  ManifestCounts n;
+  std::ostringstream os;
+  os << "id,image,target,status,success_float,success_8bit,steps,linf_255,l2_255,final_label_prob,seconds,error\n";
+  for (const ManifestRow& r : rows) {
+    const std::string d = out_dir + "/" + r.id + "/";
+    os << csv_field(r.id) << ',' << csv_field(r.image) << ',' << csv_field(r.target) << ',';
+    const RowState st = row_state(out_dir, r);
+    if (st == RowState::Done) {
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(read_file(d + "summary.json"));
+      } catch (const std::exception&) {
+        os << "unreadable,,,,,,,,summary.json does not parse\n";
+        ++n.failed;
+        continue;
+      }
+      const bool ok = j["success"]["8bit"].get<bool>();
+      ++n.done;
+      n.succeeded += ok;
+      os << "done," << j["success"]["float"].get<bool>() << ',' << ok << ',' << j["steps"] << ','
+         << j["norms_255"]["linf"] << ',' << j["norms_255"]["l2"] << ',' << j["final_label_prob"] << ','
+         << j["wall_seconds"] << ",\n";
+    } else if (st == RowState::Failed) {
+      ++n.failed;
+      std::string msg;
+      try {
+        msg = nlohmann::json::parse(read_file(d + "error.json"))["error"].get<std::string>();
+      } catch (const std::exception&) {
+        msg = "error.json does not parse";
+      }
+      os << "failed,,,,,,,," << csv_field(msg) << '\n';
+    } else {
+      ++n.pending;
+      os << "pending,,,,,,,,\n";
+    }
+  }
+  atomic_write(out_dir + "/results.csv", os.str());
+  return n;
+}
+
+}  // namespace trick
