@@ -14,8 +14,10 @@ succeed, so a bad case cannot pass because the good inputs were broken to begin 
 
 Adding a command is one line in COMMANDS: its command line with placeholders. The placeholders
 it uses decide which families of bad inputs it gets ({image}: images, {weights}: model weights,
-{weights_in}: any weight file to convert, {target}: class names, {out.EXT}: an output file).
-Command-specific option cases go in OPTION_CASES.
+{weights_in}: any weight file to convert, {target}: class names, {out.EXT}: an output file,
+{outdir}: an output folder, {idx_dir}: a Fashion-MNIST folder of IDX files). Command-specific
+option cases go in OPTION_CASES. A command listed here that this build of trick lacks (one
+still being written) has its cases skipped, saying so.
 
 Not covered, on purpose: NaN/Inf in images. PNG, JPEG, GIF and BMP store integer samples, so an
 image file cannot hold a NaN; the float paths are covered by NaN weights here and by the
@@ -74,8 +76,8 @@ CONTROL_STATUS = {"attack": (0, 3)}
 # Commands whose inputs are all optional (no "no-arguments" case).
 RUNS_WITHOUT_ARGUMENTS = {"bench", "eval"}
 
-# (command, case, extra arguments appended to the good command line, what the error must name,
-#  pattern of what it must say is wrong)
+# (command, case, options set on the good command line (replacing the value of one it has, else
+#  appended), what the error must name, pattern of what it must say is wrong)
 OPTION_CASES = [
     ("classify", "topk-zero", ["--topk", "0"], "--topk", r"at least 1"),
     ("classify", "topk-negative", ["--topk", "-5"], "--topk", r"at least 1"),
@@ -104,6 +106,19 @@ OPTION_CASES = [
     ("bench", "device-unknown", ["bench", "--device", "tpu"], "tpu", r"device"),
     ("bench", "model-unknown", ["bench", "--model", "resnet50"], "resnet50", r"unknown model"),
     ("classes", "labels-unknown", ["--labels", "cifar"], "--labels", r"expected 'imagenet'"),
+    ("attack", "eps-negative", ["--eps", "-1"], "--eps", r"\[0, 255\]"),
+    ("attack", "steps-zero", ["--method", "pgd", "--steps", "0"], "--steps", r"\[1, 100000\]"),
+    ("attack", "method-unknown", ["--method", "bogus"], "--method", r"unknown method"),
+    ("attack", "norm-unknown", ["--norm", "l3"], "--norm", r"unknown norm"),
+    ("attack", "confidence-above-one", ["--confidence", "2"], "--confidence", r"\(0, 1\]"),
+    ("attack", "frames-one", ["--frames", "1"], "--frames", r"\[2, 2000\]"),
+    ("attack", "untargeted-with-target", ["--untargeted"], "--untargeted", r"takes no --target"),
+    ("train", "epochs-zero", ["--epochs", "0"], "--epochs", r"at least 1"),
+    ("train", "lr-negative", ["--lr", "-1"], "--lr", r"positive"),
+    ("train", "batch-one", ["--batch", "1"], "--batch", r"at least 2"),
+    ("train", "optimizer-unknown", ["--optimizer", "bogus"], "bogus", r"unknown optimizer"),
+    ("eval", "limit-negative", ["--limit", "-1"], "--limit", r">= 0"),
+    ("eval", "threads-negative", ["--threads", "-1"], "--threads", r">= 0"),
 ]
 
 # ---- small helpers ------------------------------------------------------------------------------
@@ -701,6 +716,22 @@ def all_cases():
     return cases
 
 
+def with_options(argv, extra):
+    """argv with the options of `extra` set: an option the command line already has gets the
+    new value in place (CLI11 refuses an option given twice), others are appended."""
+    argv, extra = list(argv), list(extra)
+    i = 0
+    while i < len(extra):
+        opt = extra[i]
+        has_value = i + 1 < len(extra) and not extra[i + 1].startswith("--")
+        if opt.startswith("--") and has_value and opt in argv and argv.index(opt) + 1 < len(argv):
+            argv[argv.index(opt) + 1] = extra[i + 1]
+        else:
+            argv += extra[i:i + 2] if has_value else [opt]
+        i += 2 if has_value else 1
+    return argv
+
+
 def build_argv(template, ctx, bad):
     argv = []
     for word in template.split():
@@ -775,7 +806,7 @@ def run_case(trick, fixture_dir, cmd, case, spec, quiet=False):
     elif spec["extra"] and spec["extra"][0] == cmd:  # a whole command line
         argv = list(spec["extra"])
     else:
-        argv = build_argv(template, ctx, spec["bad"]) + spec["extra"]
+        argv = with_options(build_argv(template, ctx, spec["bad"]), spec["extra"])
     names = spec["names"]
     if names is None and spec["bad"]:
         ph = spec["bad"][0]

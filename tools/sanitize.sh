@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 build=${TRICK_SANITIZE_BUILD:-build-asan}
 jobs=$(nproc)
 start=$(date +%s)
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRICK_SANITIZE=ON -DTRICK_CUDA=OFF > "$build.configure.log" 2>&1 ||
-  { cat "$build.configure.log"; exit 1; }
+mkdir -p "$build"
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRICK_SANITIZE=ON -DTRICK_CUDA=OFF > "$build/configure.log" 2>&1 ||
+  { cat "$build/configure.log"; exit 1; }
 cmake --build "$build" -j"$jobs" --target trick trick_tests
 built=$(date +%s)
 echo "sanitize.sh: built in $((built - start)) s"

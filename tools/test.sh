@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, builds (with the CUDA backend when nvcc is
 # present), and runs every test with CTest. Tests that need a GPU say they were skipped.
+# Then the sanitizer build (ASan + UBSan: unit tests and the bad-input corpus) and short
+# fuzzing runs of the file readers (TRICK_FUZZ_SECONDS per target).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+part() { echo "test.sh: $1 took $((SECONDS - t0)) s"; t0=$SECONDS; }
+t0=$SECONDS
 bash tools/install-deps.sh
+part "install-deps"
 jobs=$(nproc)
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$jobs"
+part "build"
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 1500
+part "ctest"
+bash tools/sanitize.sh
+part "sanitize.sh"
+TRICK_FUZZ_SECONDS=${TRICK_FUZZ_SECONDS:-30} bash tools/fuzz.sh
+part "fuzz.sh"
+echo "test.sh: all passed in $SECONDS s"
