@@ -1,0 +1,120 @@
+// Manifest runs: parsing (quotes, comments, per-row settings, ids), shards, resume state and
+// the results table built from what is on disk.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "tensor/error.h"
+#include "tools/lib/atomic_file.h"
+#include "tools/lib/manifest.h"
+
+using namespace trick;
+
+namespace {
+std::string temp_dir() {
+  char tmpl[] = "/tmp/trick_manifest_XXXXXX";
+  REQUIRE(mkdtemp(tmpl));
+  return tmpl;
+}
+void write(const std::string& path, const std::string& text) {
+  std::ofstream(path) << text;
+}
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+}  // namespace
+
+TEST_CASE("manifest: rows, quoting, comments, per-row settings and ids") {
+  const std::string d = temp_dir();
+  write(d + "/jobs.csv",
+        "image,target,method,eps,id\n"
+        "# a comment\n"
+        "\n"
+        "cat.png,pig,,,\n"
+        "\"dir/with, comma.jpg\",\"hog, pig\",pgd,4,\n"
+        "/abs/x.png,341,descent,,special one\n");
+  const std::vector<ManifestRow> rows = read_manifest(d + "/jobs.csv");
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[0].image == d + "/cat.png");
+  CHECK(rows[0].target == "pig");
+  CHECK(rows[0].settings.empty());
+  CHECK(rows[0].id == "00001-cat");
+  CHECK(rows[0].line == 4);
+  CHECK(rows[1].image == d + "/dir/with, comma.jpg");
+  CHECK(rows[1].target == "hog, pig");
+  CHECK(rows[1].settings.at("method") == "pgd");
+  CHECK(rows[1].settings.at("eps") == "4");
+  CHECK(rows[1].id == "00002-with__comma");
+  CHECK(rows[2].image == "/abs/x.png");
+  CHECK(rows[2].id == "special_one");
+  CHECK(rows[2].position == 2);
+  std::system(("rm -rf " + d).c_str());
+}
+
+TEST_CASE("manifest: malformed files are refused naming the file and line") {
+  const std::string d = temp_dir();
+  auto refused = [&](const std::string& text, const std::string& what) {
+    write(d + "/m.csv", text);
+    CHECK_THROWS_WITH_AS(read_manifest(d + "/m.csv"), doctest::Contains(what.c_str()), Error);
+  };
+  refused("", "the manifest is empty");
+  refused("target\n341\n", "no 'image' column");
+  refused("image,colour\na.png,red\n", "m.csv:1: unknown column 'colour'");
+  refused("image,target\na.png\n", "m.csv:2: 1 fields, the header has 2");
+  refused("image,target\n\"a.png,341\n", "m.csv:2: a quoted field is never closed");
+  refused("image,target,id\na.png,1,x\nb.png,2,x\n", "m.csv:3: id 'x' is used by an earlier row");
+  refused("image,target\n,341\n", "m.csv:2: the image field is empty");
+  CHECK_THROWS_WITH_AS(read_manifest(d + "/missing.csv"), doctest::Contains("missing.csv: cannot read"), Error);
+  std::system(("rm -rf " + d).c_str());
+}
+
+TEST_CASE("manifest: shards split the rows without overlap") {
+  CHECK_THROWS_AS(parse_shard("3/3"), Error);
+  CHECK_THROWS_AS(parse_shard("1"), Error);
+  CHECK_THROWS_AS(parse_shard("-1/2"), Error);
+  std::vector<int> owner(10, -1);
+  for (int i = 0; i < 3; ++i) {
+    const Shard s = parse_shard(std::to_string(i) + "/3");
+    for (size_t p = 0; p < owner.size(); ++p) {
+      ManifestRow r;
+      r.position = p;
+      if (s.contains(r)) {
+        REQUIRE(owner[p] == -1);
+        owner[p] = i;
+      }
+    }
+  }
+  for (int o : owner) CHECK(o >= 0);
+}
+
+TEST_CASE("manifest: resume state and results.csv come from the files on disk") {
+  const std::string d = temp_dir();
+  write(d + "/jobs.csv", "image,target\na.png,1\nb.png,2\nc.png,3\n");
+  const std::vector<ManifestRow> rows = read_manifest(d + "/jobs.csv");
+  const std::string out = d + "/out";
+  ensure_directory(out + "/" + rows[0].id);
+  write(out + "/" + rows[0].id + "/summary.json",
+        R"({"success": {"float": true, "8bit": true}, "steps": 12, "norms_255": {"linf": 4, "l2": 30.5},
+            "final_label_prob": 0.995, "wall_seconds": 1.5})");
+  write_row_error(out, rows[1], "b.png: not an image");
+  CHECK(row_state(out, rows[0]) == RowState::Done);
+  CHECK(row_state(out, rows[1]) == RowState::Failed);
+  CHECK(row_state(out, rows[2]) == RowState::Pending);
+  const ManifestCounts n = write_results(out, rows);
+  CHECK(n.done == 1);
+  CHECK(n.succeeded == 1);
+  CHECK(n.failed == 1);
+  CHECK(n.pending == 1);
+  const std::string csv = slurp(out + "/results.csv");
+  CHECK(csv.find(rows[0].id + "," + d + "/a.png,1,done,1,1,12,4,30.5,0.995,1.5,") != std::string::npos);
+  CHECK(csv.find("failed,,,,,,,,b.png: not an image") != std::string::npos);
+  CHECK(csv.find(rows[2].id + "," + d + "/c.png,3,pending") != std::string::npos);
+  clear_row_error(out, rows[1]);
+  CHECK(row_state(out, rows[1]) == RowState::Pending);
+  std::system(("rm -rf " + d).c_str());
+}
