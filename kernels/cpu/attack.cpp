@@ -1,9 +1,10 @@
 // CPU twins of the attack's update and projection steps.
-#include <omp.h>
-
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "kernels/attack.h"
+#include "kernels/cpu/parallel.h"
 
 namespace trick {
 namespace cpu {
@@ -11,22 +12,29 @@ namespace cpu {
 namespace {
 inline float clamp01(float v) { return v < 0.f ? 0.f : (v > 1.f ? 1.f : v); }
 inline float sgn(float v) { return static_cast<float>((v > 0.f) - (v < 0.f)); }
+constexpr int64_t kGrain = 65536;  // elements per parallel block: below two of them, one thread
+
+// f(i) for i in [0, n), split over the CPU threads.
+template <typename F>
+void each(int64_t n, F f) {
+  parallel_range(n, kGrain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) f(i);
+  });
+}
 }  // namespace
 
 void sign_step(Tensor& x, const Tensor& g, float alpha) {
   float* p = x.data();
   const float* d = g.data();
   const int64_t n = x.numel();
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) p[i] = clamp01(p[i] - alpha * sgn(d[i]));
+  each(n, [&](int64_t i) { p[i] = clamp01(p[i] - alpha * sgn(d[i])); });
 }
 
 void momentum_accumulate(Tensor& m, const Tensor& g, float mu, float scale) {
   float* p = m.data();
   const float* d = g.data();
   const int64_t n = m.numel();
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) p[i] = mu * p[i] + scale * d[i];
+  each(n, [&](int64_t i) { p[i] = mu * p[i] + scale * d[i]; });
 }
 
 void adam_step(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, float lr, float b1, float b2, float eps, int t,
@@ -35,48 +43,52 @@ void adam_step(Tensor& x, const Tensor& g, Tensor& m, Tensor& v, float lr, float
   const float* d = g.data();
   const int64_t n = x.numel();
   const float c1 = 1.f - std::pow(b1, static_cast<float>(t)), c2 = 1.f - std::pow(b2, static_cast<float>(t));
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
+  each(n, [&](int64_t i) {
     mp[i] = b1 * mp[i] + (1.f - b1) * d[i];
     vp[i] = b2 * vp[i] + (1.f - b2) * d[i] * d[i];
     const float u = p[i] - lr * (mp[i] / c1) / (std::sqrt(vp[i] / c2) + eps);
     p[i] = pixels ? clamp01(u) : u;
-  }
+  });
 }
 
 void project_linf(Tensor& x, const Tensor& x0, float eps) {
   float* p = x.data();
   const float* o = x0.data();
   const int64_t n = x.numel();
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
+  each(n, [&](int64_t i) {
     const float lo = std::fmax(o[i] - eps, 0.f), hi = std::fmin(o[i] + eps, 1.f);
     p[i] = std::fmin(std::fmax(p[i], lo), hi);
-  }
+  });
 }
 
 void project_l2(Tensor& x, const Tensor& x0, float eps) {
   float* p = x.data();
   const float* o = x0.data();
   const int64_t n = x.numel();
+  // Partial sums over fixed blocks, added in block order: the same result on any thread count.
+  const int64_t blocks = (n + kGrain - 1) / kGrain;
+  std::vector<double> part(static_cast<size_t>(blocks), 0.0);
+  parallel_for(blocks, [&](int64_t b) {
+    double s = 0.0;
+    for (int64_t i = b * kGrain; i < std::min(n, (b + 1) * kGrain); ++i)
+      s += static_cast<double>(p[i] - o[i]) * (p[i] - o[i]);
+    part[b] = s;
+  });
   double s = 0.0;
-#pragma omp parallel for reduction(+ : s) schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(p[i] - o[i]) * (p[i] - o[i]);
+  for (double v : part) s += v;
   const double norm = std::sqrt(s);
   const float k = norm > eps ? static_cast<float>(eps / norm) : 1.f;
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) p[i] = clamp01(o[i] + k * (p[i] - o[i]));
+  each(n, [&](int64_t i) { p[i] = clamp01(o[i] + k * (p[i] - o[i])); });
 }
 
 void round_to_8bit(Tensor& x) {
   float* p = x.data();
   const int64_t n = x.numel();
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) {
+  each(n, [&](int64_t i) {
     // As tools/lib/image.cpp's to_8bit (what save_png writes): NaN -> 0, halves away from 0.
     const float v = p[i] > 0.f ? (p[i] >= 1.f ? 1.f : p[i]) : 0.f;
     p[i] = static_cast<float>(std::lround(v * 255.f)) / 255.f;
-  }
+  });
 }
 
 }  // namespace cpu

@@ -1,13 +1,15 @@
-// CPU convolution: 1x1 stride-1 convolutions are one GEMM on the NHWC activations as they
-// are; the others go through im2col in chunks of output rows (so the column buffer stays
-// a few MB) and a GEMM against the (O, KH*KW*C) weight matrix.
-#include <omp.h>
-
+// CPU convolution. Forward and dgrad go to the implicit-GEMM engine (sgemm_conv.h) when it
+// is selected and takes the case; otherwise, and for wgrad, the OpenBLAS path here: 1x1
+// stride-1 convolutions are one GEMM on the NHWC activations as they are; the others go
+// through im2col in chunks of output rows (so the column buffer stays a few MB) and a GEMM
+// against the (O, KH*KW*C) weight matrix.
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "kernels/conv.h"
+#include "kernels/cpu/parallel.h"
+#include "kernels/cpu/sgemm_conv.h"
 #include "kernels/gemm.h"
 
 namespace trick {
@@ -46,23 +48,24 @@ int64_t chunk_rows(const Geometry& g) {
 void im2col(const Tensor& x, const Geometry& g, int64_t r0, int64_t r1, float* col) {
   const float* xp = x.data();
   const int64_t ld = x.ld();
-#pragma omp parallel for schedule(static)
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / (g.oh * g.ow), rem = r % (g.oh * g.ow);
-    const int64_t oy = rem / g.ow, ox = rem % g.ow;
-    float* dst = col + (r - r0) * g.k;
-    for (int64_t i = 0; i < g.kh; ++i) {
-      const int64_t iy = oy * g.sh - g.pt + i;
-      for (int64_t j = 0; j < g.kw; ++j, dst += g.c) {
-        const int64_t ix = ox * g.sw - g.pl + j;
-        if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
-          std::memset(dst, 0, g.c * sizeof(float));
-        } else {
-          std::memcpy(dst, xp + ((n * g.h + iy) * g.w + ix) * ld, g.c * sizeof(float));
+  parallel_range(r1 - r0, std::max<int64_t>(1, 16384 / std::max<int64_t>(g.k, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t r = r0 + b; r < r0 + e; ++r) {
+      const int64_t n = r / (g.oh * g.ow), rem = r % (g.oh * g.ow);
+      const int64_t oy = rem / g.ow, ox = rem % g.ow;
+      float* dst = col + (r - r0) * g.k;
+      for (int64_t i = 0; i < g.kh; ++i) {
+        const int64_t iy = oy * g.sh - g.pt + i;
+        for (int64_t j = 0; j < g.kw; ++j, dst += g.c) {
+          const int64_t ix = ox * g.sw - g.pl + j;
+          if (iy < 0 || iy >= g.h || ix < 0 || ix >= g.w) {
+            std::memset(dst, 0, g.c * sizeof(float));
+          } else {
+            std::memcpy(dst, xp + ((n * g.h + iy) * g.w + ix) * ld, g.c * sizeof(float));
+          }
         }
       }
     }
-  }
+  });
 }
 
 // dx[n, iy, ix, :] += sum of the col entries that im2col took from (n, iy, ix), for the
@@ -72,9 +75,10 @@ void col2im_accumulate(const float* col, const Geometry& g, int64_t r0, int64_t 
   const int64_t ld = dx.ld();
   const int64_t per_image = g.oh * g.ow;
   const int64_t n0 = r0 / per_image, n1 = (r1 - 1) / per_image;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t n = n0; n <= n1; ++n)
-    for (int64_t iy = 0; iy < g.h; ++iy) {
+  parallel_range((n1 - n0 + 1) * g.h, std::max<int64_t>(1, 16384 / std::max<int64_t>(g.w * g.k, 1)),
+                 [&](int64_t s0, int64_t s1) {
+    for (int64_t row = s0; row < s1; ++row) {
+      const int64_t n = n0 + row / g.h, iy = row % g.h;
       for (int64_t ix = 0; ix < g.w; ++ix) {
         float* dst = dxp + ((n * g.h + iy) * g.w + ix) * ld;
         for (int64_t i = 0; i < g.kh; ++i) {
@@ -95,31 +99,35 @@ void col2im_accumulate(const float* col, const Geometry& g, int64_t r0, int64_t 
         }
       }
     }
+  });
 }
 
 void zero_rows(Tensor& t) {
   float* p = t.data();
   const int64_t r = t.rows(), c = t.cols(), ld = t.ld();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < r; ++i) std::memset(p + i * ld, 0, c * sizeof(float));
+  parallel_range(r, std::max<int64_t>(1, 65536 / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) std::memset(p + i * ld, 0, c * sizeof(float));
+  });
 }
 
 // y[r, :] = relu?(y[r, :] + b) for rows [r0, r1) of a row-strided y.
 void epilogue(float* y, int64_t ld, int64_t r0, int64_t r1, int64_t o, const float* b, bool relu) {
   if (!b && !relu) return;
-#pragma omp parallel for schedule(static)
-  for (int64_t r = r0; r < r1; ++r) {
-    float* row = y + r * ld;
-    if (b)
-      for (int64_t j = 0; j < o; ++j) row[j] += b[j];
-    if (relu)
-      for (int64_t j = 0; j < o; ++j) row[j] = row[j] > 0.f ? row[j] : 0.f;
-  }
+  parallel_range(r1 - r0, std::max<int64_t>(1, 32768 / std::max<int64_t>(o, 1)), [&](int64_t s0, int64_t s1) {
+    for (int64_t r = r0 + s0; r < r0 + s1; ++r) {
+      float* row = y + r * ld;
+      if (b)
+        for (int64_t j = 0; j < o; ++j) row[j] += b[j];
+      if (relu)
+        for (int64_t j = 0; j < o; ++j) row[j] = row[j] > 0.f ? row[j] : 0.f;
+    }
+  });
 }
 
 }  // namespace
 
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y) {
+  if (packed_conv2d_forward(x, w, b, p, y)) return;
   const Geometry g = geometry(x.shape(), w.shape(), y.shape(), p);
   const int64_t rows = g.n * g.oh * g.ow;
   const float* bias = b.defined() ? b.data() : nullptr;
@@ -141,6 +149,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Con
 }
 
 void conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx, bool accumulate) {
+  if (packed_conv2d_dgrad(dy, w, p, dx, accumulate)) return;
   const Geometry g = geometry(dx.shape(), w.shape(), dy.shape(), p);
   const int64_t rows = g.n * g.oh * g.ow;
   if (g.pointwise()) {

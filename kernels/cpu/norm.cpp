@@ -1,10 +1,10 @@
-// CPU batch norm. Statistics accumulate in double per thread and are combined, so the
-// result does not depend much on the order of the rows.
-#include <omp.h>
-
+// CPU batch norm. Statistics accumulate in double per block of rows and the blocks are
+// combined in order, so the result does not depend on the thread count.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/parallel.h"
 #include "kernels/norm.h"
 
 namespace trick {
@@ -14,18 +14,25 @@ namespace {
 // sums[c] = sum over rows of f(row, c), in double, parallel over rows.
 template <typename F>
 std::vector<double> column_sums(int64_t rows, int64_t c, F f) {
-  const int nt = omp_get_max_threads();
-  std::vector<double> partial(static_cast<size_t>(nt * c), 0.0);
-#pragma omp parallel
-  {
-    double* acc = partial.data() + omp_get_thread_num() * c;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) f(r, acc);
-  }
+  const int64_t per = std::max<int64_t>(64, 32768 / std::max<int64_t>(c, 1));
+  const int64_t blocks = std::max<int64_t>(1, (rows + per - 1) / per);
+  std::vector<double> partial(static_cast<size_t>(blocks * c), 0.0);
+  parallel_for(blocks, [&](int64_t b) {
+    double* acc = partial.data() + b * c;
+    for (int64_t r = b * per; r < std::min(rows, (b + 1) * per); ++r) f(r, acc);
+  });
   std::vector<double> sums(static_cast<size_t>(c), 0.0);
-  for (int t = 0; t < nt; ++t)
-    for (int64_t j = 0; j < c; ++j) sums[j] += partial[t * c + j];
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t j = 0; j < c; ++j) sums[j] += partial[b * c + j];
   return sums;
+}
+
+// f(r) for every row, split over the CPU threads.
+template <typename F>
+void each_row(int64_t rows, int64_t c, F f) {
+  parallel_range(rows, std::max<int64_t>(1, 32768 / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) f(r);
+  });
 }
 }  // namespace
 
@@ -58,9 +65,9 @@ void batch_norm_train_forward(const Tensor& x, const Tensor& gamma, const Tensor
         static_cast<float>((1.0 - momentum) * running_var.data()[j] + momentum * sq[j] / (rows - 1));
   }
   float* yp = y.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r)
+  each_row(rows, c, [&](int64_t r) {
     for (int64_t j = 0; j < c; ++j) yp[r * yld + j] = xp[r * xld + j] * scale[j] + shift[j];
+  });
 }
 
 void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma, const Tensor& save_mean,
@@ -92,25 +99,25 @@ void batch_norm_backward(const Tensor& x, const Tensor& dy, const Tensor& gamma,
     k2[j] = static_cast<float>(sums[j] / rows);
     k3[j] = static_cast<float>(sums[c + j] / rows);
   }
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r)
+  each_row(rows, c, [&](int64_t r) {
     for (int64_t j = 0; j < c; ++j) {
       const float xhat = (xp[r * xld + j] - mp[j]) * ip[j];
       const float v = k1[j] * (gp[r * gld + j] - k2[j] - xhat * k3[j]);
       dp[r * dld + j] = accumulate_x ? dp[r * dld + j] + v : v;
     }
+  });
 }
 
 void channel_affine(const Tensor& x, const Tensor& scale, const Tensor& shift, bool relu, Tensor& y) {
   const int64_t rows = x.rows(), c = x.cols(), xld = x.ld(), yld = y.ld();
   const float *xp = x.data(), *s = scale.data(), *t = shift.data();
   float* yp = y.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r)
+  each_row(rows, c, [&](int64_t r) {
     for (int64_t j = 0; j < c; ++j) {
       const float v = xp[r * xld + j] * s[j] + t[j];
       yp[r * yld + j] = relu && v < 0.f ? 0.f : v;
     }
+  });
 }
 
 }  // namespace cpu

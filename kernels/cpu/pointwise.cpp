@@ -1,9 +1,9 @@
 // CPU elementwise ops over row-strided tensors: a parallel loop over rows, a simple
 // vectorisable loop over the contiguous last dim.
-#include <omp.h>
-
+#include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/parallel.h"
 #include "kernels/pointwise.h"
 
 namespace trick {
@@ -11,11 +11,13 @@ namespace cpu {
 
 namespace {
 // f(row pointers..., cols) for every row, in parallel.
+// Blocks of at least 32768 elements: smaller ops run on the calling thread.
 template <typename F>
 void for_rows(const Tensor& shape_of, F f) {
-  const int64_t rows = shape_of.rows();
-#pragma omp parallel for schedule(static) if (rows * shape_of.cols() > 32768)
-  for (int64_t r = 0; r < rows; ++r) f(r);
+  const int64_t rows = shape_of.rows(), cols = std::max<int64_t>(1, shape_of.cols());
+  parallel_range(rows, std::max<int64_t>(1, 32768 / cols), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) f(r);
+  });
 }
 }  // namespace
 

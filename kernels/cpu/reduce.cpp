@@ -1,9 +1,9 @@
 // CPU reductions, accumulated in double.
-#include <omp.h>
-
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/parallel.h"
 #include "kernels/reduce.h"
 
 namespace trick {
@@ -11,10 +11,19 @@ namespace cpu {
 
 void sum_all(const Tensor& x, Tensor& y) {
   const int64_t rows = x.rows(), c = x.cols(), ld = x.ld();
+  // Partial sums over fixed blocks of rows, added in block order: the same result on any
+  // thread count.
+  const int64_t per = std::max<int64_t>(1, 65536 / std::max<int64_t>(c, 1));
+  const int64_t blocks = (rows + per - 1) / per;
+  std::vector<double> part(static_cast<size_t>(blocks), 0.0);
+  parallel_for(blocks, [&](int64_t b) {
+    double s = 0.0;
+    for (int64_t r = b * per; r < std::min(rows, (b + 1) * per); ++r)
+      for (int64_t j = 0; j < c; ++j) s += x.data()[r * ld + j];
+    part[b] = s;
+  });
   double s = 0.0;
-#pragma omp parallel for reduction(+ : s) schedule(static)
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < c; ++j) s += x.data()[r * ld + j];
+  for (double v : part) s += v;
   y.data()[0] = static_cast<float>(s);
 }
 
@@ -33,27 +42,29 @@ void max_all(const Tensor& x, Tensor& y, int64_t* argmax) {
 
 void sum_per_item(const Tensor& x, bool square, Tensor& y) {
   const int64_t n = x.dim(0), per = n ? x.numel() / n : 0;
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < n; ++b) {
-    const float* p = x.data() + b * per;
-    double s = 0.0;
-    if (square)
-      for (int64_t i = 0; i < per; ++i) s += static_cast<double>(p[i]) * p[i];
-    else
-      for (int64_t i = 0; i < per; ++i) s += p[i];
-    y.data()[b] = static_cast<float>(s);
-  }
+  parallel_range(n, std::max<int64_t>(1, 65536 / std::max<int64_t>(per, 1)), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const float* p = x.data() + b * per;
+      double s = 0.0;
+      if (square)
+        for (int64_t i = 0; i < per; ++i) s += static_cast<double>(p[i]) * p[i];
+      else
+        for (int64_t i = 0; i < per; ++i) s += p[i];
+      y.data()[b] = static_cast<float>(s);
+    }
+  });
 }
 
 void max_abs_per_item(const Tensor& x, Tensor& y) {
   const int64_t n = x.dim(0), per = n ? x.numel() / n : 0;
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < n; ++b) {
-    const float* p = x.data() + b * per;
-    float m = 0.f;
-    for (int64_t i = 0; i < per; ++i) m = std::fmax(m, std::fabs(p[i]));
-    y.data()[b] = m;
-  }
+  parallel_range(n, std::max<int64_t>(1, 65536 / std::max<int64_t>(per, 1)), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const float* p = x.data() + b * per;
+      float m = 0.f;
+      for (int64_t i = 0; i < per; ++i) m = std::fmax(m, std::fabs(p[i]));
+      y.data()[b] = m;
+    }
+  });
 }
 
 void sum_rows(const Tensor& x, Tensor& y, bool accumulate) {

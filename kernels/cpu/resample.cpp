@@ -2,10 +2,10 @@
 // contiguous pixels. Forward passes parallelise over output rows; backward passes
 // parallelise over slices of dx that no two threads share (columns for the row pass,
 // image rows for the column pass), so the scatter needs no atomics.
-#include <omp.h>
-
+#include <algorithm>
 #include <cstring>
 
+#include "kernels/cpu/parallel.h"
 #include "kernels/resample.h"
 
 namespace trick {
@@ -27,8 +27,18 @@ Run run(const ResampleTable& t, int64_t o) {
 void zero_rows(Tensor& t) {
   const int64_t r = t.rows(), c = t.cols(), ld = t.ld();
   float* d = t.data();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < r; ++i) std::memset(d + i * ld, 0, c * sizeof(float));
+  parallel_range(r, std::max<int64_t>(1, 65536 / std::max<int64_t>(c, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) std::memset(d + i * ld, 0, c * sizeof(float));
+  });
+}
+
+// f(a, b) for every (a, b) in [0, na) x [0, nb), split over the CPU threads; `cost` is
+// roughly the floats one (a, b) touches.
+template <typename F>
+void each2(int64_t na, int64_t nb, int64_t cost, F f) {
+  parallel_range(na * nb, std::max<int64_t>(1, 32768 / std::max<int64_t>(cost, 1)), [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) f(i / nb, i % nb);
+  });
 }
 
 }  // namespace
@@ -38,20 +48,18 @@ void resample_rows(const Tensor& x, const ResampleTable& table, Tensor& y) {
   const int64_t xld = x.ld(), yld = y.ld();
   const float* xp = x.data();
   float* yp = y.data();
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t o = 0; o < oh; ++o) {
-      const Run r = run(table, o);
-      for (int64_t j = 0; j < w; ++j) {
-        float* out = yp + ((b * oh + o) * w + j) * yld;
-        for (int64_t ch = 0; ch < c; ++ch) out[ch] = 0.f;
-        for (int64_t k = 0; k < r.count; ++k) {
-          const float wk = r.w[k];
-          const float* in = xp + ((b * h + r.first + k) * w + j) * xld;
-          for (int64_t ch = 0; ch < c; ++ch) out[ch] += wk * in[ch];
-        }
+  each2(n, oh, w * c * 4, [&](int64_t b, int64_t o) {
+    const Run r = run(table, o);
+    for (int64_t j = 0; j < w; ++j) {
+      float* out = yp + ((b * oh + o) * w + j) * yld;
+      for (int64_t ch = 0; ch < c; ++ch) out[ch] = 0.f;
+      for (int64_t k = 0; k < r.count; ++k) {
+        const float wk = r.w[k];
+        const float* in = xp + ((b * h + r.first + k) * w + j) * xld;
+        for (int64_t ch = 0; ch < c; ++ch) out[ch] += wk * in[ch];
       }
     }
+  });
 }
 
 void resample_rows_backward(const Tensor& dy, const ResampleTable& table, Tensor& dx, bool accumulate) {
@@ -62,18 +70,17 @@ void resample_rows_backward(const Tensor& dy, const ResampleTable& table, Tensor
   float* dxp = dx.data();
   // Each thread owns whole columns j of dx, so the runs of different outputs (which
   // overlap in i) never race.
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t j = 0; j < w; ++j)
-      for (int64_t o = 0; o < oh; ++o) {
-        const Run r = run(table, o);
-        const float* g = dyp + ((b * oh + o) * w + j) * dyld;
-        for (int64_t k = 0; k < r.count; ++k) {
-          const float wk = r.w[k];
-          float* out = dxp + ((b * h + r.first + k) * w + j) * dxld;
-          for (int64_t ch = 0; ch < c; ++ch) out[ch] += wk * g[ch];
-        }
+  each2(n, w, oh * c * 4, [&](int64_t b, int64_t j) {
+    for (int64_t o = 0; o < oh; ++o) {
+      const Run r = run(table, o);
+      const float* g = dyp + ((b * oh + o) * w + j) * dyld;
+      for (int64_t k = 0; k < r.count; ++k) {
+        const float wk = r.w[k];
+        float* out = dxp + ((b * h + r.first + k) * w + j) * dxld;
+        for (int64_t ch = 0; ch < c; ++ch) out[ch] += wk * g[ch];
       }
+    }
+  });
 }
 
 void resample_cols(const Tensor& x, const ResampleTable& table, Tensor& y) {
@@ -81,21 +88,19 @@ void resample_cols(const Tensor& x, const ResampleTable& table, Tensor& y) {
   const int64_t xld = x.ld(), yld = y.ld();
   const float* xp = x.data();
   float* yp = y.data();
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t i = 0; i < h; ++i) {
-      const float* in_row = xp + (b * h + i) * w * xld;
-      for (int64_t o = 0; o < ow; ++o) {
-        const Run r = run(table, o);
-        float* out = yp + ((b * h + i) * ow + o) * yld;
-        for (int64_t ch = 0; ch < c; ++ch) out[ch] = 0.f;
-        for (int64_t k = 0; k < r.count; ++k) {
-          const float wk = r.w[k];
-          const float* in = in_row + (r.first + k) * xld;
-          for (int64_t ch = 0; ch < c; ++ch) out[ch] += wk * in[ch];
-        }
+  each2(n, h, ow * c * 4, [&](int64_t b, int64_t i) {
+    const float* in_row = xp + (b * h + i) * w * xld;
+    for (int64_t o = 0; o < ow; ++o) {
+      const Run r = run(table, o);
+      float* out = yp + ((b * h + i) * ow + o) * yld;
+      for (int64_t ch = 0; ch < c; ++ch) out[ch] = 0.f;
+      for (int64_t k = 0; k < r.count; ++k) {
+        const float wk = r.w[k];
+        const float* in = in_row + (r.first + k) * xld;
+        for (int64_t ch = 0; ch < c; ++ch) out[ch] += wk * in[ch];
       }
     }
+  });
 }
 
 void resample_cols_backward(const Tensor& dy, const ResampleTable& table, Tensor& dx, bool accumulate) {
@@ -105,20 +110,18 @@ void resample_cols_backward(const Tensor& dy, const ResampleTable& table, Tensor
   const float* dyp = dy.data();
   float* dxp = dx.data();
   // Each thread owns whole image rows of dx.
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t i = 0; i < h; ++i) {
-      float* dx_row = dxp + (b * h + i) * w * dxld;
-      for (int64_t o = 0; o < ow; ++o) {
-        const Run r = run(table, o);
-        const float* g = dyp + ((b * h + i) * ow + o) * dyld;
-        for (int64_t k = 0; k < r.count; ++k) {
-          const float wk = r.w[k];
-          float* out = dx_row + (r.first + k) * dxld;
-          for (int64_t ch = 0; ch < c; ++ch) out[ch] += wk * g[ch];
-        }
+  each2(n, h, ow * c * 4, [&](int64_t b, int64_t i) {
+    float* dx_row = dxp + (b * h + i) * w * dxld;
+    for (int64_t o = 0; o < ow; ++o) {
+      const Run r = run(table, o);
+      const float* g = dyp + ((b * h + i) * ow + o) * dyld;
+      for (int64_t k = 0; k < r.count; ++k) {
+        const float wk = r.w[k];
+        float* out = dx_row + (r.first + k) * dxld;
+        for (int64_t ch = 0; ch < c; ++ch) out[ch] += wk * g[ch];
       }
     }
+  });
 }
 
 }  // namespace cpu

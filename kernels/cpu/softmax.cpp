@@ -1,6 +1,8 @@
 // CPU softmax family; per row, max-subtracted, accumulated in double.
+#include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/parallel.h"
 #include "kernels/softmax.h"
 
 namespace trick {
@@ -16,28 +18,32 @@ void log_softmax_row(const float* x, int64_t k, float* out) {
   const double lse = m + std::log(s);
   for (int64_t j = 0; j < k; ++j) out[j] = static_cast<float>(x[j] - lse);
 }
+// f(i) for every row i < n of k entries, split over the CPU threads.
+template <typename F>
+void each_row(int64_t n, int64_t k, F f) {
+  parallel_range(n, std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) f(i);
+  });
+}
 }  // namespace
 
 void softmax(const Tensor& x, Tensor& y) {
   const int64_t n = x.dim(0), k = x.dim(1);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
+  each_row(n, k, [&](int64_t i) {
     float* out = y.data() + i * y.ld();
     log_softmax_row(x.data() + i * x.ld(), k, out);
     for (int64_t j = 0; j < k; ++j) out[j] = std::exp(out[j]);
-  }
+  });
 }
 
 void log_softmax(const Tensor& x, Tensor& y) {
   const int64_t n = x.dim(0), k = x.dim(1);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) log_softmax_row(x.data() + i * x.ld(), k, y.data() + i * y.ld());
+  each_row(n, k, [&](int64_t i) { log_softmax_row(x.data() + i * x.ld(), k, y.data() + i * y.ld()); });
 }
 
 void softmax_backward(const Tensor& y, const Tensor& dy, Tensor& dx, bool accumulate) {
   const int64_t n = y.dim(0), k = y.dim(1);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
+  each_row(n, k, [&](int64_t i) {
     const float *p = y.data() + i * y.ld(), *g = dy.data() + i * dy.ld();
     float* o = dx.data() + i * dx.ld();
     double dot = 0.0;
@@ -46,13 +52,12 @@ void softmax_backward(const Tensor& y, const Tensor& dy, Tensor& dx, bool accumu
       const float v = static_cast<float>(p[j] * (g[j] - dot));
       o[j] = accumulate ? o[j] + v : v;
     }
-  }
+  });
 }
 
 void log_softmax_backward(const Tensor& y, const Tensor& dy, Tensor& dx, bool accumulate) {
   const int64_t n = y.dim(0), k = y.dim(1);
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
+  each_row(n, k, [&](int64_t i) {
     const float *ls = y.data() + i * y.ld(), *g = dy.data() + i * dy.ld();
     float* o = dx.data() + i * dx.ld();
     double s = 0.0;
@@ -61,7 +66,7 @@ void log_softmax_backward(const Tensor& y, const Tensor& dy, Tensor& dx, bool ac
       const float v = static_cast<float>(g[j] - std::exp(static_cast<double>(ls[j])) * s);
       o[j] = accumulate ? o[j] + v : v;
     }
-  }
+  });
 }
 
 void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& probs, Tensor& losses) {

@@ -1,0 +1,219 @@
+// The CPU convolution engines (kernels/cpu/sgemm_conv.h: the implicit-GEMM AVX2 kernels, and
+// the OpenBLAS im2col path) against plain-loop double references, on shapes that reach every
+// path of the implicit-GEMM driver: channel counts that are and are not multiples of the
+// 16-wide panels, pixel counts that leave partial 6-row tiles, K longer than one 256-long
+// chunk (segments that straddle taps), strides 1 and 2 (dgrad by stride phases, phases no
+// tap reaches), asymmetric padding, batch > 1, channel-slice views, accumulation. Also the
+// thread pool those kernels run on (kernels/cpu/parallel.h).
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/conv.h"
+#include "kernels/cpu/parallel.h"
+#include "kernels/cpu/sgemm_conv.h"
+#include "kernels/gemm.h"
+#include "tests/op_check.h"
+#include "tests/reference.h"
+
+using namespace trick;
+using test::expect_close;
+using test::to_double;
+
+namespace {
+
+struct Case {
+  int64_t n, h, w, c, o, kh, kw;
+  int sh, sw, pt, pb, pl, pr;
+  const char* what;
+};
+
+const Case kCases[] = {
+    {1, 9, 11, 32, 48, 1, 1, 1, 1, 0, 0, 0, 0, "1x1, 99 pixels (partial tile), 3 panels"},
+    {2, 5, 7, 40, 20, 1, 1, 1, 1, 0, 0, 0, 0, "1x1, batch 2, 20 outputs (partial panel)"},
+    {1, 6, 6, 300, 33, 1, 1, 1, 1, 0, 0, 0, 0, "1x1, K = 300 (two chunks)"},
+    {1, 8, 9, 24, 35, 3, 3, 1, 1, 1, 1, 1, 1, "3x3 pad 1, 24 channels (chunks straddle taps)"},
+    {2, 7, 6, 17, 16, 3, 3, 1, 1, 0, 0, 0, 0, "3x3 no padding, batch 2"},
+    {1, 9, 8, 20, 18, 1, 7, 1, 1, 0, 0, 3, 3, "1x7 pad (0, 3)"},
+    {1, 8, 5, 19, 21, 7, 1, 1, 1, 3, 3, 0, 0, "7x1 pad (3, 0)"},
+    {1, 11, 10, 16, 24, 5, 5, 1, 1, 2, 2, 2, 2, "5x5 pad 2"},
+    {1, 11, 9, 18, 40, 3, 3, 2, 2, 0, 0, 0, 0, "3x3 stride 2"},
+    {2, 10, 11, 20, 17, 3, 3, 2, 2, 1, 1, 1, 1, "3x3 stride 2 pad 1, batch 2"},
+    {1, 9, 9, 16, 16, 1, 1, 2, 2, 0, 0, 0, 0, "1x1 stride 2 (phases no tap reaches)"},
+    {1, 10, 9, 21, 19, 3, 2, 2, 1, 1, 0, 0, 1, "3x2 strides (2, 1), asymmetric padding"},
+    {1, 13, 12, 3, 32, 3, 3, 2, 2, 0, 0, 0, 0, "3 channels (the first layer: explicit im2col)"},
+    {1, 6, 7, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1, "5 channels, pad 1"},
+};
+
+Conv2dParams params(const Case& k, bool relu) {
+  Conv2dParams p;
+  p.stride_h = k.sh, p.stride_w = k.sw;
+  p.pad_top = k.pt, p.pad_bottom = k.pb, p.pad_left = k.pl, p.pad_right = k.pr;
+  p.relu = relu;
+  return p;
+}
+
+// dx[n, iy, ix, c] = sum of dy[n, oy, ox, o] * w[o, i, j, c] over the (oy, ox, i, j) with
+// oy * sh - pt + i = iy and ox * sw - pl + j = ix: the forward's definition, scattered.
+std::vector<double> ref_dgrad(const std::vector<double>& dy, const std::vector<double>& w, const Case& k,
+                              int64_t oh, int64_t ow) {
+  std::vector<double> dx(static_cast<size_t>(k.n * k.h * k.w * k.c), 0.0);
+  for (int64_t b = 0; b < k.n; ++b)
+    for (int64_t oy = 0; oy < oh; ++oy)
+      for (int64_t ox = 0; ox < ow; ++ox)
+        for (int64_t o = 0; o < k.o; ++o)
+          for (int64_t i = 0; i < k.kh; ++i)
+            for (int64_t j = 0; j < k.kw; ++j) {
+              const int64_t iy = oy * k.sh - k.pt + i, ix = ox * k.sw - k.pl + j;
+              if (iy < 0 || iy >= k.h || ix < 0 || ix >= k.w) continue;
+              const double g = dy[((b * oh + oy) * ow + ox) * k.o + o];
+              for (int64_t c = 0; c < k.c; ++c)
+                dx[((b * k.h + iy) * k.w + ix) * k.c + c] += g * w[((o * k.kh + i) * k.kw + j) * k.c + c];
+            }
+  return dx;
+}
+
+// Channels [from, to) of every row of t, as doubles.
+std::vector<double> columns(const Tensor& t, int64_t from, int64_t to) {
+  const std::vector<float> v = t.to_vector();
+  const int64_t cols = t.dim(t.ndim() - 1), rows = t.numel() / cols;
+  std::vector<double> out;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = from; c < to; ++c) out.push_back(v[r * cols + c]);
+  return out;
+}
+
+// Restores the engine a test changed.
+struct EngineScope {
+  cpu::ConvEngine saved = cpu::conv_engine();
+  explicit EngineScope(cpu::ConvEngine e) { cpu::set_conv_engine(e); }
+  ~EngineScope() { cpu::set_conv_engine(saved); }
+};
+
+void check_engine(cpu::ConvEngine engine, int threads) {
+  EngineScope scope(engine);
+  const int saved_threads = num_threads();
+  set_num_threads(threads);
+  Rng rng(21);
+  for (const Case& k : kCases) {
+    CAPTURE(k.what);
+    CAPTURE(threads);
+    const double tol = 1e-5 * std::sqrt(static_cast<double>(k.kh * k.kw * std::max(k.c, k.o)) / 16.0);
+    const Conv2dParams p = params(k, true);
+    // The input is a channel slice of a wider tensor; the output goes to a slice of a wider
+    // block whose other channels hold NaN, which must survive.
+    Tensor wide_x = randn(Shape{k.n, k.h, k.w, k.c + 3}, rng);
+    Tensor x = wide_x.slice_last(1, 1 + k.c);
+    Tensor w = randn(Shape{k.o, k.kh, k.kw, k.c}, rng, 0.3f), b = randn(Shape{k.o}, rng);
+    const Shape ys = conv2d_output_shape(x.shape(), w.shape(), p);
+    Tensor block = test::nan_tensor(Shape{ys[0], ys[1], ys[2], k.o + 5});
+    Tensor y = block.slice_last(2, 2 + k.o);
+    conv2d_forward(x, w, b, p, y);
+    int64_t oh = 0, ow = 0;
+    const auto want = ref::conv2d(to_double(x), k.n, k.h, k.w, k.c, to_double(w), k.o, k.kh, k.kw, to_double(b), p,
+                                  &oh, &ow);
+    expect_close(y, want, std::string("forward ") + k.what, 1e-4, tol);
+    for (double v : columns(block, 0, 2)) REQUIRE(std::isnan(v));
+    for (double v : columns(block, 2 + k.o, k.o + 5)) REQUIRE(std::isnan(v));
+
+    // Without bias or ReLU, into a contiguous output.
+    Conv2dParams q = params(k, false);
+    Tensor y2 = test::nan_tensor(ys);
+    conv2d_forward(x, w, Tensor(), q, y2);
+    expect_close(y2, ref::conv2d(to_double(x), k.n, k.h, k.w, k.c, to_double(w), k.o, k.kh, k.kw, {}, q, &oh, &ow),
+                 std::string("forward, no bias or relu ") + k.what, 1e-4, tol);
+
+    // dgrad: written (poisoned first), then accumulated onto existing values of a wider tensor.
+    Tensor wide_dy = randn(Shape{ys[0], ys[1], ys[2], k.o + 2}, rng);
+    Tensor dy = wide_dy.slice_last(2, 2 + k.o);
+    const auto want_dx = ref_dgrad(to_double(dy), to_double(w), k, oh, ow);
+    Tensor dx = test::nan_tensor(x.shape());
+    conv2d_dgrad(dy, w, q, dx, false);
+    expect_close(dx, want_dx, std::string("dgrad ") + k.what, 1e-4, tol);
+
+    Tensor wide_dx = randn(Shape{k.n, k.h, k.w, k.c + 4}, rng);
+    const std::vector<double> before = columns(wide_dx, 0, k.c + 4);
+    Tensor dx_slice = wide_dx.slice_last(3, 3 + k.c);
+    conv2d_dgrad(dy, w, q, dx_slice, true);
+    std::vector<double> want_acc = want_dx;
+    for (size_t i = 0; i < want_acc.size(); ++i) want_acc[i] += before[(i / k.c) * (k.c + 4) + 3 + i % k.c];
+    expect_close(dx_slice.contiguous(), want_acc, std::string("dgrad accumulated ") + k.what, 1e-4, tol);
+    const std::vector<double> after = columns(wide_dx, 0, k.c + 4);
+    for (size_t r = 0; r < after.size() / (k.c + 4); ++r)
+      for (int64_t c : {int64_t{0}, int64_t{1}, int64_t{2}, k.c + 3})
+        REQUIRE(after[r * (k.c + 4) + c] == before[r * (k.c + 4) + c]);
+  }
+  set_num_threads(saved_threads);
+}
+
+}  // namespace
+
+TEST_CASE("cpu conv: the implicit-GEMM engine against the double reference, 1 and 2 threads") {
+  if (cpu::conv_engine() != cpu::ConvEngine::Packed) {
+    cpu::set_conv_engine(cpu::ConvEngine::Packed);
+    if (cpu::conv_engine() != cpu::ConvEngine::Packed) {
+      MESSAGE("this CPU has no AVX2/FMA: only the OpenBLAS engine runs here");
+      return;
+    }
+  }
+  check_engine(cpu::ConvEngine::Packed, 1);
+  check_engine(cpu::ConvEngine::Packed, 2);
+}
+
+TEST_CASE("cpu conv: the OpenBLAS engine (the fallback) against the double reference") {
+  check_engine(cpu::ConvEngine::Blas, 2);
+}
+
+TEST_CASE("cpu conv: the engine is Packed by default where the CPU has AVX2 and FMA") {
+  const char* env = std::getenv("TRICK_CPU_CONV");
+  if (env && std::string(env) == "blas") {
+    CHECK(cpu::conv_engine() == cpu::ConvEngine::Blas);
+    return;
+  }
+  EngineScope scope(cpu::ConvEngine::Packed);  // what a fresh process starts with where supported
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  CHECK((cpu::conv_engine() == cpu::ConvEngine::Packed) == avx2);
+  CHECK(std::string(cpu::conv_engine_name()) == (avx2 ? "packed-avx2" : "openblas"));
+}
+
+TEST_CASE("cpu parallel_for: every index exactly once, on any thread count, nested and throwing") {
+  const int saved = num_threads();
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    CAPTURE(threads);
+    for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{1000}}) {
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      for (auto& h : hits) h = 0;
+      cpu::parallel_for(n, [&](int64_t i) {
+        // A nested call runs inline on the same thread.
+        cpu::parallel_for(2, [&](int64_t j) { hits[i] += static_cast<int>(j); });
+        hits[i] += 1;
+      });
+      for (int64_t i = 0; i < n; ++i) REQUIRE(hits[i] == 2);
+    }
+    std::vector<std::atomic<int>> seen(100);
+    for (auto& s : seen) s = 0;
+    cpu::parallel_range(100, 3, [&](int64_t b, int64_t e) {
+      REQUIRE(b < e);
+      for (int64_t i = b; i < e; ++i) seen[i] += 1;
+    });
+    for (auto& s : seen) REQUIRE(s == 1);
+    std::atomic<int> ran{0};
+    CHECK_THROWS_WITH_AS(cpu::parallel_for(50,
+                                           [&](int64_t i) {
+                                             ++ran;
+                                             if (i == 17) throw std::runtime_error("item 17 failed");
+                                           }),
+                         "item 17 failed", std::runtime_error);
+    CHECK(ran == 50);  // the other items still ran; the pool is usable afterwards
+    std::atomic<int64_t> sum{0};
+    cpu::parallel_for(10, [&](int64_t i) { sum += i; });
+    CHECK(sum == 45);
+  }
+  set_num_threads(saved);
+}
