@@ -4,7 +4,7 @@
 // 16-wide panels, pixel counts that leave partial 6-row tiles, K longer than one 256-long
 // chunk (segments that straddle taps), strides 1 and 2 (dgrad by stride phases, phases no
 // tap reaches), asymmetric padding, batch > 1, channel-slice views, accumulation. Also the
-// thread pool those kernels run on (kernels/cpu/parallel.h).
+// thread pool those kernels run on (kernels/cpu/parallel.h), and the few-row GEMM path.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -214,6 +214,44 @@ TEST_CASE("cpu parallel_for: every index exactly once, on any thread count, nest
     std::atomic<int64_t> sum{0};
     cpu::parallel_for(10, [&](int64_t i) { sum += i; });
     CHECK(sum == 45);
+  }
+  set_num_threads(saved);
+}
+
+TEST_CASE("cpu gemm: a few rows (the pool's path) and more (OpenBLAS) against the double reference") {
+  Rng rng(23);
+  const int saved = num_threads();
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (int64_t M : {1, 2, 4, 5})
+      for (int64_t K : {3, 37, 300})
+        for (int tb = 0; tb < 2; ++tb)
+          for (float beta : {0.f, 2.f}) {
+            CAPTURE(threads);
+            CAPTURE(M);
+            CAPTURE(K);
+            CAPTURE(tb);
+            CAPTURE(beta);
+            const int64_t N = 1000, lda = K + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+            Tensor A = randn(Shape{M, lda}, rng), B = randn(Shape{tb ? N : K, ldb}, rng);
+            Tensor C = beta == 0.f ? test::nan_tensor(Shape{M, ldc}) : randn(Shape{M, ldc}, rng);
+            // Columns past N are set to a value that must survive.
+            for (int64_t i = 0; i < M; ++i) C.data()[i * ldc + N] = C.data()[i * ldc + N + 1] = 7.f;
+            const auto a = to_double(A), b = to_double(B), c0 = to_double(C);
+            gemm(Device::cpu(), false, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+            std::vector<double> want(static_cast<size_t>(M * ldc));
+            for (int64_t i = 0; i < M; ++i)
+              for (int64_t j = 0; j < ldc; ++j) {
+                if (j >= N) {
+                  want[i * ldc + j] = 7.0;
+                  continue;
+                }
+                double s = 0;
+                for (int64_t k = 0; k < K; ++k) s += a[i * lda + k] * (tb ? b[j * ldb + k] : b[k * ldb + j]);
+                want[i * ldc + j] = 0.5 * s + (beta == 0.f ? 0.0 : beta * c0[i * ldc + j]);
+              }
+            expect_close(C, want, "gemm", 1e-4, 1e-5);
+          }
   }
   set_num_threads(saved);
 }

@@ -1,9 +1,15 @@
-// CPU GEMM through OpenBLAS, and the thread count shared by OpenBLAS and our OpenMP loops.
+// CPU GEMM through OpenBLAS, except for a few rows (a linear layer at batch 1, a
+// matrix-vector product bound by reading the weights), which run on our own thread pool:
+// OpenBLAS's OpenMP threads keep spinning after each call, on the cores the pool's workers
+// need next. And the thread count shared by OpenBLAS and the pool.
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <thread>
+#include <vector>
 
+#include "kernels/cpu/parallel.h"
 #include "kernels/gemm.h"
 
 namespace trick {
@@ -27,9 +33,55 @@ int num_threads() { return thread_setting() ? thread_setting() : omp_get_max_thr
 
 namespace cpu {
 
+namespace {
+
+constexpr int64_t kFewRows = 4;  // at most this many rows of C take the path below
+
+// C(M, N) = alpha * A(M, K) * op(B) + beta * C for M <= kFewRows: columns of C in parallel
+// blocks, each a dot product (trans_b: B is (N, K)) or a sum of scaled rows of B (B is (K, N)).
+void gemm_few_rows(bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                   const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  parallel_range(N, std::max<int64_t>(16, 65536 / std::max<int64_t>(K, 1)), [&](int64_t n0, int64_t n1) {
+    std::vector<float> acc(static_cast<size_t>(n1 - n0));
+    for (int64_t m = 0; m < M; ++m) {
+      const float* a = A + m * lda;
+      if (trans_b) {
+        for (int64_t n = n0; n < n1; ++n) {
+          const float* b = B + n * ldb;
+          // 16 interleaved partial sums: lanes the compiler vectorises without reassociating.
+          float part[16] = {};
+          int64_t k = 0;
+          for (; k + 16 <= K; k += 16)
+            for (int j = 0; j < 16; ++j) part[j] += a[k + j] * b[k + j];
+          float s = 0.f;
+          for (; k < K; ++k) s += a[k] * b[k];
+          for (int j = 0; j < 16; ++j) s += part[j];
+          acc[n - n0] = s;
+        }
+      } else {
+        std::fill(acc.begin(), acc.end(), 0.f);
+        for (int64_t k = 0; k < K; ++k) {
+          const float ak = a[k];
+          const float* b = B + k * ldb + n0;
+          for (int64_t n = 0; n < n1 - n0; ++n) acc[n] += ak * b[n];
+        }
+      }
+      float* c = C + m * ldc + n0;
+      for (int64_t n = 0; n < n1 - n0; ++n)
+        c[n] = beta == 0.f ? alpha * acc[n] : alpha * acc[n] + beta * c[n];  // beta 0: old C never read
+    }
+  });
+}
+
+}  // namespace
+
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
+  if (!trans_a && M <= kFewRows && K > 0) {
+    gemm_few_rows(trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
   if (K == 0) {  // C = beta * C
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];

@@ -248,6 +248,56 @@ void im2col(const Tensor& x, const Conv2dParams& p, int64_t kh, int64_t kw, int6
   });
 }
 
+// dx (+)= col2im(dy * w) for few input channels (the 3-channel first layer), where the phases
+// below would leave most of each 16-column panel empty: dcol(rows, KH*KW*C) = dy(rows, O) *
+// w(O, KH*KW*C) in chunks of output pixels, then each input pixel gathers its entries.
+void dgrad_by_columns(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx, bool accumulate) {
+  const int64_t n = dx.dim(0), h = dx.dim(1), wd = dx.dim(2), c = dx.dim(3);
+  const int64_t o = w.dim(0), kh = w.dim(1), kw = w.dim(2), oh = dy.dim(1), ow = dy.dim(2);
+  const int64_t k = kh * kw * c, rows = n * oh * ow, ldx = dx.ld();
+  float* dxp = dx.data();
+  if (!accumulate)
+    parallel_range(n * h * wd, 4096, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) std::memset(dxp + i * ldx, 0, static_cast<size_t>(c) * sizeof(float));
+    });
+  if (rows == 0 || o == 0) return;
+  const int64_t chunk = std::min(rows, std::max<int64_t>(kMc, (int64_t{1} << 20) / k));
+  std::vector<float> col(static_cast<size_t>(chunk * k));
+  Problem P;
+  P.n = k, P.cin = o, P.taps.push_back({0, 0, 0});
+  P.w = w.data(), P.wn = 1, P.wk = k;
+  P.dst = col.data(), P.ldd = k, P.lds = dy.ld();
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t r1 = std::min(rows, r0 + chunk);
+    P.nimg = 1, P.u = 1, P.v = r1 - r0, P.sh = 1, P.sw = r1 - r0, P.dh = 1, P.dw = r1 - r0;
+    P.src = dy.data() + r0 * dy.ld();
+    run(P);
+    // dx[b, iy, ix, :] += col[r, (i, j, :)] over the output pixels r in [r0, r1) whose window
+    // (i, j) is (iy, ix). A gather over input rows: no two threads write the same pixel.
+    const int64_t b0 = r0 / (oh * ow), b1 = (r1 - 1) / (oh * ow);
+    parallel_range((b1 - b0 + 1) * h, 4, [&](int64_t s0, int64_t s1) {
+      for (int64_t row = s0; row < s1; ++row) {
+        const int64_t b = b0 + row / h, iy = row % h;
+        for (int64_t ix = 0; ix < wd; ++ix) {
+          float* d = dxp + ((b * h + iy) * wd + ix) * ldx;
+          for (int64_t i = 0; i < kh; ++i) {
+            const int64_t ty = iy + p.pad_top - i;
+            if (ty < 0 || ty % p.stride_h || ty / p.stride_h >= oh) continue;
+            for (int64_t j = 0; j < kw; ++j) {
+              const int64_t tx = ix + p.pad_left - j;
+              if (tx < 0 || tx % p.stride_w || tx / p.stride_w >= ow) continue;
+              const int64_t r = (b * oh + ty / p.stride_h) * ow + tx / p.stride_w;
+              if (r < r0 || r >= r1) continue;
+              const float* s = col.data() + (r - r0) * k + (i * kw + j) * c;
+              for (int64_t ch = 0; ch < c; ++ch) d[ch] += s[ch];
+            }
+          }
+        }
+      }
+    });
+  }
+}
+
 ConvEngine initial_engine() {
   const char* e = std::getenv("TRICK_CPU_CONV");
   if (e && std::string(e) == "blas") return ConvEngine::Blas;
@@ -312,9 +362,11 @@ bool packed_conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& 
   const int64_t n = dx.dim(0), h = dx.dim(1), wd = dx.dim(2), c = dx.dim(3);
   const int64_t o = w.dim(0), kh = w.dim(1), kw = w.dim(2);
   const int64_t oh = dy.dim(1), ow = dy.dim(2);
-  // Few input channels: most of each 16-column panel would be padding; the Blas path is cheaper.
-  if (c < kMinCin) return false;
   if (n * h * wd == 0) return true;
+  if (c < kMinCin) {
+    dgrad_by_columns(dy, w, p, dx, accumulate);
+    return true;
+  }
   // dx[iy, ix] = sum over taps (i, j) and o of dy[(iy + pt - i) / sh, (ix + pl - j) / sw, o] * w[o, i, j, :]
   // where the divisions are exact. Pixels of one stride phase (iy % sh, ix % sw) share their
   // taps: one problem per phase, whose source offsets are plain shifts of dy.

@@ -5,6 +5,8 @@
 //
 // The OpenBLAS path (im2col + sgemm + col2im, kernels/cpu/conv.cpp) stays as the fallback:
 // for CPUs without AVX2/FMA, for the weight gradient, and on request (tests run both).
+// Fewer than 16 input channels (the 3-channel first layer) take explicit im2col / col2im
+// around the same kernel: with so few channels per tap the in-place segments are too short.
 #pragma once
 #include "kernels/conv.h"
 
