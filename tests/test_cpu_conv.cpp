@@ -2,7 +2,8 @@
 // the OpenBLAS im2col path) against plain-loop double references, on shapes that reach every
 // path of the implicit-GEMM driver: channel counts that are and are not multiples of the
 // 16-wide panels, pixel counts that leave partial 6-row tiles, K longer than one 256-long
-// chunk (segments that straddle taps), strides 1 and 2 (dgrad by stride phases, phases no
+// chunk (segments that straddle taps), one pixel block (B packed chunk by chunk) and several
+// (B packed first), strides 1 and 2 (dgrad by stride phases, phases no
 // tap reaches), asymmetric padding, batch > 1, channel-slice views, accumulation. Also the
 // thread pool those kernels run on (kernels/cpu/parallel.h), and the few-row GEMM path.
 #include <doctest/doctest.h>
@@ -46,6 +47,8 @@ const Case kCases[] = {
     {2, 10, 11, 20, 17, 3, 3, 2, 2, 1, 1, 1, 1, "3x3 stride 2 pad 1, batch 2"},
     {1, 9, 9, 16, 16, 1, 1, 2, 2, 0, 0, 0, 0, "1x1 stride 2 (phases no tap reaches)"},
     {1, 10, 9, 21, 19, 3, 2, 2, 1, 1, 0, 0, 1, "3x2 strides (2, 1), asymmetric padding"},
+    {1, 19, 18, 20, 24, 3, 3, 1, 1, 1, 1, 1, 1, "3x3 pad 1, 342 pixels (several pixel blocks, B packed first)"},
+    {2, 30, 25, 17, 20, 3, 3, 2, 2, 1, 1, 1, 1, "3x3 stride 2, batch 2, 390 output pixels (B packed first)"},
     {1, 13, 12, 3, 32, 3, 3, 2, 2, 0, 0, 0, 0, "3 channels (the first layer: explicit im2col)"},
     {1, 6, 7, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1, "5 channels, pad 1"},
 };

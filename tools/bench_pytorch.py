@@ -2,8 +2,9 @@
 """PyTorch on the work `trick bench` times on the CPU: torchvision's Inception v3 at 299x299
 (random weights, eval mode, transform_input=True, no auxiliary head), frozen parameters,
 an input that requires its gradient. Prints the median milliseconds of the forward pass and
-of forward + input gradient (one attack step), and the ratio trick / PyTorch when trick's
-JSON line is given (a ratio <= 1 means trick is at least as fast).
+of forward + input gradient (one attack step), with the process CPU time (all threads) per
+call beside them, and the ratio trick / PyTorch when trick's JSON line is given (a ratio
+<= 1 means trick is at least as fast).
 
   /usr/bin/python3 tools/bench_pytorch.py --threads 2 --repeats 20
   /usr/bin/python3 tools/bench_pytorch.py --threads 2 --trick-json bench.jsonl
@@ -35,14 +36,16 @@ def parse_args(argv):
 
 
 def median_ms(fn, warmup, repeats):
+    """Median wall and process CPU milliseconds (all threads) per call, after warm-up."""
     for _ in range(warmup):
         fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.process_time() - c0) * 1e3)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def read_trick(path, batch):
@@ -91,11 +94,12 @@ def main(argv):
         loss.backward()
         return xi.grad
 
-    fwd = median_ms(forward, a.warmup, a.repeats)
-    stp = median_ms(step, a.warmup, a.repeats)
+    fwd, fwd_cpu = median_ms(forward, a.warmup, a.repeats)
+    stp, stp_cpu = median_ms(step, a.warmup, a.repeats)
     row = {"engine": "pytorch", "version": torch.__version__, "device": "cpu", "batch": a.batch,
            "threads": torch.get_num_threads(), "channels_last": a.channels_last, "forward_ms": round(fwd, 4),
-           "step_ms": round(stp, 4), "repeats": a.repeats}
+           "step_ms": round(stp, 4), "forward_cpu_ms": round(fwd_cpu, 4), "step_cpu_ms": round(stp_cpu, 4),
+           "repeats": a.repeats}
     trick = read_trick(a.trick_json, a.batch) if a.trick_json else None
     if trick:
         row["ratio_forward"] = round(trick["forward_ms"] / fwd, 4)
@@ -105,10 +109,12 @@ def main(argv):
         return 0
     print(f"PyTorch {torch.__version__}, {row['threads']} threads, batch {a.batch}, "
           f"{'channels_last' if a.channels_last else 'NCHW'}, median of {a.repeats}")
-    print(f"{'':22}{'forward ms':>12}{'fwd+grad ms':>14}")
-    print(f"{'pytorch':22}{fwd:12.2f}{stp:14.2f}")
+    print(f"{'':22}{'forward ms':>12}{'fwd+grad ms':>14}{'fwd+grad CPU ms':>18}")
+    print(f"{'pytorch':22}{fwd:12.2f}{stp:14.2f}{stp_cpu:18.2f}")
     if trick:
-        print(f"{'trick':22}{trick['forward_ms']:12.2f}{trick['step_ms']:14.2f}")
+        cpu = trick.get("step_cpu_ms")
+        print(f"{'trick':22}{trick['forward_ms']:12.2f}{trick['step_ms']:14.2f}"
+              f"{cpu if cpu is not None else float('nan'):18.2f}")
         print(f"{'ratio trick/pytorch':22}{row['ratio_forward']:12.3f}{row['ratio_step']:14.3f}")
     return 0
 

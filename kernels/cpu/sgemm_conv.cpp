@@ -14,6 +14,8 @@
 // panel groups to pack, then (pixel block, panel group) items to compute.
 #include "kernels/cpu/sgemm_conv.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -38,6 +40,7 @@ namespace {
 // within the machine's noise of each other; 128 was 5% slower.
 constexpr int64_t kKc = 256;       // K per chunk
 constexpr int64_t kMc = 16 * kMr;  // output pixels per block (96)
+constexpr int64_t kMcOne = 320;    // up to this many output pixels: one block
 constexpr int64_t kMinCin = 16;  // below this, taps are merged by an explicit im2col
 
 alignas(64) const float kZeros[kKc] = {};
@@ -73,6 +76,9 @@ struct Problem {
 struct Scratch {
   std::vector<float> packed;  // grows to the largest B seen
   std::vector<Segment> segs;
+  std::vector<int> nseg;     // per tile
+  std::vector<float> chunk;  // one K chunk of a block's panels, when packed per block
+  float* chunk_b = nullptr;  // its 64-byte aligned start
   std::vector<const float*> src_row;  // per block pixel: its image's source pixel (0, 0), or null
   std::vector<int64_t> sy, sx;
   std::vector<float*> dst_row;
@@ -87,30 +93,33 @@ float* packed_buffer(Scratch& s, size_t floats) {
   return reinterpret_cast<float*>((a + 63) & ~uintptr_t{63});
 }
 
-// B panels [p0, p1) (columns [p0 * kNr, p1 * kNr)): each K rows of kNr floats, zero past
-// column n, one after another in `out`.
-void pack_panels(const Problem& P, int64_t p0, int64_t p1, float* out) {
-  const int64_t K = P.k(), cin = P.cin;
+// Rows [k0, k1) of B panels [p0, p1) (columns [p0 * kNr, p1 * kNr)), zero past column n:
+// panel p's row k goes to out + (p - p0) * stride + (k - k0) * kNr.
+void pack_range(const Problem& P, int64_t p0, int64_t p1, int64_t k0, int64_t k1, float* out, int64_t stride) {
+  const int64_t cin = P.cin, t0 = k0 / cin, t1 = std::min<int64_t>(P.taps.size(), (k1 + cin - 1) / cin);
   if (P.wn == 1) {
-    const int last_cols = static_cast<int>(std::min<int64_t>(kNr, P.n - (p1 - 1) * kNr));
     // dgrad: a B row is kNr consecutive weights of w[o, i, j, :]. Walk the weights in memory
-    // order (o, tap) and deal each row's run to the panels: sequential reads from DRAM.
+    // order (o, tap) and deal each row's run to the panels.
+    const int last_cols = static_cast<int>(std::min<int64_t>(kNr, P.n - (p1 - 1) * kNr));
     for (int64_t kk = 0; kk < cin; ++kk)
-      for (size_t t = 0; t < P.taps.size(); ++t) {
-        const float* s = P.w + kk * P.wk + P.taps[t].woff;
-        const int64_t row = static_cast<int64_t>(t) * cin + kk;
-        sgemm::pack_b_deal(s + p0 * kNr, p1 - p0, last_cols, out + row * kNr, K * kNr);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t row = t * cin + kk;
+        if (row < k0 || row >= k1) continue;
+        const float* src = P.w + kk * P.wk + P.taps[t].woff + p0 * kNr;
+        if (kk + 2 < cin) _mm_prefetch(reinterpret_cast<const char*>(src + 2 * P.wk), _MM_HINT_T0);
+        sgemm::pack_b_deal(src, p1 - p0, last_cols, out + (row - k0) * kNr, stride);
       }
     return;
   }
   // forward (wk == 1): a B column is a run of one output channel's weights.
   for (int64_t p = p0; p < p1; ++p) {
     const int cols = static_cast<int>(std::min<int64_t>(kNr, P.n - p * kNr));
-    for (size_t t = 0; t < P.taps.size(); ++t) {
-      const float* wt = P.w + P.taps[t].woff + p * kNr * P.wn;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t a = std::max(k0, t * cin) - t * cin, e = std::min(k1, (t + 1) * cin) - t * cin;
+      const float* wt = P.w + P.taps[t].woff + p * kNr * P.wn + a;
       const float* rows[kNr];
       for (int q = 0; q < kNr; ++q) rows[q] = wt + std::min(q, cols - 1) * P.wn;
-      sgemm::pack_b_transpose(rows, cols, cin, out + ((p - p0) * K + static_cast<int64_t>(t) * cin) * kNr);
+      sgemm::pack_b_transpose(rows, cols, e - a, out + (p - p0) * stride + (t * cin + a - k0) * kNr);
     }
   }
 }
@@ -125,7 +134,8 @@ void zero_pixels(const Problem& P, int64_t m0, int64_t m1) {
   }
 }
 
-// Output pixels [m0, m1) (at most kMc) x panels [p0, p1) of P, from the packed B.
+// Output pixels [m0, m1) x panels [p0, p1) of P, from the packed B (all panels, all K), or,
+// when `packed` is null, packing each K chunk of these panels here (into L2-sized scratch).
 void compute_block(const Problem& P, const float* packed, int64_t m0, int64_t m1, int64_t p0, int64_t p1) {
   const int64_t K = P.k();
   const int64_t nchunks = (K + kKc - 1) / kKc;
@@ -135,6 +145,13 @@ void compute_block(const Problem& P, const float* packed, int64_t m0, int64_t m1
   const int64_t npix = m1 - m0, ntiles = (npix + kMr - 1) / kMr;
   Scratch& s = t_scratch;
   s.segs.resize(static_cast<size_t>(ntiles * max_segs));
+  s.nseg.resize(static_cast<size_t>(ntiles));
+  if (!packed) {
+    if (s.chunk.size() < static_cast<size_t>((p1 - p0) * chunk * kNr + 16))
+      s.chunk.resize(static_cast<size_t>((p1 - p0) * chunk * kNr + 16));
+    const uintptr_t at = reinterpret_cast<uintptr_t>(s.chunk.data());
+    s.chunk_b = reinterpret_cast<float*>((at + 63) & ~uintptr_t{63});
+  }
   s.src_row.resize(ntiles * kMr), s.sy.resize(ntiles * kMr), s.sx.resize(ntiles * kMr);
   s.dst_row.resize(ntiles * kMr);
   const int64_t per_img = P.u * P.v;
@@ -150,33 +167,38 @@ void compute_block(const Problem& P, const float* packed, int64_t m0, int64_t m1
 
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t k0 = c * chunk, k1 = std::min(K, k0 + chunk);
-    // The segments of every tile of the block for K range [k0, k1).
-    int nseg = 0;
+    // The segments of every tile of the block for K range [k0, k1): one per tap, left out
+    // where all the tile's rows fall in the padding (a sixth of the 3x3 work at 8x8).
+    std::fill(s.nseg.begin(), s.nseg.end(), 0);
     for (int64_t t = k0 / P.cin; t < ntaps && t * P.cin < k1; ++t) {
       const int64_t a = std::max(k0, t * P.cin) - t * P.cin, e = std::min(k1, (t + 1) * P.cin) - t * P.cin;
       const Tap& tap = P.taps[t];
       for (int64_t tile = 0; tile < ntiles; ++tile) {
-        Segment& sg = s.segs[tile * max_segs + nseg];
-        sg.len = e - a;
+        Segment& sg = s.segs[tile * max_segs + s.nseg[tile]];
+        bool any = false;
         for (int r = 0; r < kMr; ++r) {
           const int64_t i = tile * kMr + r;
           const int64_t y = s.sy[i] + tap.oy, x = s.sx[i] + tap.ox;
-          sg.a[r] = (s.src_row[i] && y >= 0 && y < P.sh && x >= 0 && x < P.sw)
-                        ? s.src_row[i] + (y * P.sw + x) * P.lds + a
-                        : kZeros;
+          const bool inside = s.src_row[i] && y >= 0 && y < P.sh && x >= 0 && x < P.sw;
+          sg.a[r] = inside ? s.src_row[i] + (y * P.sw + x) * P.lds + a : kZeros;
+          any = any || inside;
         }
+        if (!any) continue;
+        sg.len = e - a;
+        sg.boff = (t * P.cin + a - k0) * kNr;
+        ++s.nseg[tile];
       }
-      ++nseg;
     }
     int flags = c == 0 ? base_flags : sgemm::kLoadC;
     if (c == nchunks - 1) flags |= last_flags;
+    if (!packed) pack_range(P, p0, p1, k0, k1, s.chunk_b, (k1 - k0) * kNr);
     for (int64_t p = p0; p < p1; ++p) {
-      const float* bp = packed + (p * K + k0) * kNr;
+      const float* bp = packed ? packed + (p * K + k0) * kNr : s.chunk_b + (p - p0) * (k1 - k0) * kNr;
       const int cols = static_cast<int>(std::min<int64_t>(kNr, P.n - p * kNr));
       for (int64_t tile = 0; tile < ntiles; ++tile) {
         const int rows = static_cast<int>(std::min<int64_t>(kMr, npix - tile * kMr));
-        sgemm::kernel_6x16(&s.segs[tile * max_segs], nseg, bp, &s.dst_row[tile * kMr], p * kNr, rows, cols, flags,
-                           P.bias);
+        sgemm::kernel_6x16(&s.segs[tile * max_segs], s.nseg[tile], bp, &s.dst_row[tile * kMr], p * kNr, rows, cols,
+                           flags, P.bias);
       }
     }
   }
@@ -205,19 +227,24 @@ void run(const Problem& P) {
   }
   // Pixel blocks of equal size (a multiple of kMr, at most kMc); enough panel groups that
   // there are about 4 items per thread, so a thread the OS preempts holds back little.
-  const int64_t mblocks = (M + kMc - 1) / kMc;
+  // Up to kMcOne pixels (17x17 and smaller) form one block: then every item packs its own
+  // panels chunk by chunk, which stay in L2, instead of all of B going out to L3 and back.
+  const int64_t mblocks = M <= kMcOne ? 1 : (M + kMc - 1) / kMc;
   const int64_t mb = ((M + mblocks - 1) / mblocks + kMr - 1) / kMr * kMr;
   const int64_t want = small ? 1 : 4 * threads;
   const int64_t groups = std::min(panels, std::max<int64_t>(1, (want + mblocks - 1) / mblocks));
   const int64_t pg = (panels + groups - 1) / groups;
   const int64_t ngroups = (panels + pg - 1) / pg;
 
-  float* packed = packed_buffer(t_scratch, static_cast<size_t>(panels * K * kNr));
-  const int64_t pack_items = small ? 1 : std::min(panels, 4 * threads);
-  maybe_parallel(pack_items, small, [&](int64_t i) {
-    const int64_t p0 = panels * i / pack_items, p1 = panels * (i + 1) / pack_items;
-    if (p0 < p1) pack_panels(P, p0, p1, packed + p0 * K * kNr);
-  });
+  float* packed = nullptr;
+  if (mblocks > 1) {
+    packed = packed_buffer(t_scratch, static_cast<size_t>(panels * K * kNr));
+    const int64_t pack_items = small ? 1 : std::min(panels, 4 * threads);
+    maybe_parallel(pack_items, small, [&](int64_t i) {
+      const int64_t p0 = panels * i / pack_items, p1 = panels * (i + 1) / pack_items;
+      if (p0 < p1) pack_range(P, p0, p1, 0, K, packed + p0 * K * kNr, K * kNr);
+    });
+  }
   maybe_parallel(mblocks * ngroups, small, [&](int64_t i) {
     const int64_t b = i / ngroups, g = i % ngroups;
     const int64_t m0 = std::min(M, b * mb), m1 = std::min(M, m0 + mb);

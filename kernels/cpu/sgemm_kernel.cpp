@@ -91,9 +91,10 @@ namespace {
 
 }  // namespace
 
-__attribute__((target("avx2,fma"))) void kernel_6x16(const Segment* seg, int nseg, const float* b,
+__attribute__((target("avx2,fma"))) void kernel_6x16(const Segment* seg, int nseg, const float* b0,
                                                      float* const* crow, int64_t col0, int rows, int cols,
                                                      int flags, const float* bias) {
+  const float* b = b0;
   __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
   __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
   __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -108,6 +109,7 @@ __attribute__((target("avx2,fma"))) void kernel_6x16(const Segment* seg, int nse
     const float* a4 = seg[s].a[4];
     const float* a5 = seg[s].a[5];
     const int64_t len = seg[s].len;
+    b = b0 + seg[s].boff;
 #pragma GCC unroll 4
     for (int64_t k = 0; k < len; ++k) TRICK_SGEMM_STEP(k)
   }

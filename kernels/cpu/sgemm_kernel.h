@@ -5,7 +5,8 @@
 //      of one): segment s contributes len_s columns, read from seg[s].a[r][0 .. len_s) for row r
 //      (rows of a padded tap point at zeros). The rows are read in place, never packed: for an
 //      NHWC convolution a row segment is one input pixel's channels, so this is implicit im2col.
-//   B: packed, kNr floats per k, the segments' k one after another (sum of len_s rows of kNr).
+//   B: packed, kNr floats per k; segment s reads rows [boff_s / kNr, boff_s / kNr + len_s) of it
+//      (a segment of all-padding rows is left out by the caller, with its B rows).
 //   C: kMr row pointers, columns [0, cols) written (cols <= kNr, rows <= kMr).
 // Accumulators stay in registers over all segments; the store adds the old C (kLoadC), the
 // bias and the ReLU (kEpilogue) in the same pass.
@@ -22,6 +23,7 @@ constexpr int kNr = 16;  // columns of C per tile: two 8-float AVX registers; 12
 struct Segment {
   const float* a[kMr];  // row r's first element of this stretch of K
   int64_t len;          // how many k
+  int64_t boff;         // where its B rows start: floats from the kernel's b
 };
 
 enum KernelFlags : int {
