@@ -41,6 +41,7 @@ namespace {
 constexpr int64_t kKc = 256;       // K per chunk
 constexpr int64_t kMc = 16 * kMr;  // output pixels per block (96)
 constexpr int64_t kMcOne = 320;    // up to this many output pixels: one block
+constexpr int64_t kPanelsPerChunk = 8;
 constexpr int64_t kMinCin = 16;  // below this, taps are merged by an explicit im2col
 
 alignas(64) const float kZeros[kKc] = {};
@@ -232,7 +233,10 @@ void run(const Problem& P) {
   const int64_t mblocks = M <= kMcOne ? 1 : (M + kMc - 1) / kMc;
   const int64_t mb = ((M + mblocks - 1) / mblocks + kMr - 1) / kMr * kMr;
   const int64_t want = small ? 1 : 4 * threads;
-  const int64_t groups = std::min(panels, std::max<int64_t>(1, (want + mblocks - 1) / mblocks));
+  // One block packs its panels' chunks itself: at most kPanelsPerChunk of them, so that the
+  // chunk (<= 128 KB) stays in L2 beside the block's pixels.
+  const int64_t min_groups = mblocks == 1 ? (panels + kPanelsPerChunk - 1) / kPanelsPerChunk : 1;
+  const int64_t groups = std::min(panels, std::max(min_groups, (want + mblocks - 1) / mblocks));
   const int64_t pg = (panels + groups - 1) / groups;
   const int64_t ngroups = (panels + pg - 1) / pg;
 
