@@ -269,10 +269,12 @@ void im2col(const Tensor& x, const Conv2dParams& p, int64_t kh, int64_t kw, int6
         const int64_t iy = oy * p.stride_h - p.pad_top + i;
         for (int64_t j = 0; j < kw; ++j, d += c) {
           const int64_t ix = ox * p.stride_w - p.pad_left + j;
+          // Plain loops: c is below kMinCin here, too short for memcpy's call to pay.
+          const float* src = xp + ((n * h + iy) * w + ix) * ld;
           if (iy < 0 || iy >= h || ix < 0 || ix >= w)
-            std::memset(d, 0, static_cast<size_t>(c) * sizeof(float));
+            for (int64_t ch = 0; ch < c; ++ch) d[ch] = 0.f;
           else
-            std::memcpy(d, xp + ((n * h + iy) * w + ix) * ld, static_cast<size_t>(c) * sizeof(float));
+            for (int64_t ch = 0; ch < c; ++ch) d[ch] = src[ch];
         }
       }
     }
