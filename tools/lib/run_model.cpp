@@ -10,12 +10,6 @@
 #include "models/zoo.h"
 #include "tools/lib/sha256.h"
 
-// TEMPORARY: weak until models/zoo.cpp defines the embedded model (being written now).
-namespace trick {
-std::unique_ptr<Model> load_default_model() __attribute__((weak));
-std::string default_weights_bytes() __attribute__((weak));
-}
-
 namespace trick {
 
 Device choose_device(const std::string& option) {
@@ -27,6 +21,14 @@ Device choose_device(const std::string& option) {
     return Device::cpu();
   }
   const Device d = parse_device(option);
+  if (option == "cuda" && !cuda_available()) {
+#ifdef TRICK_WITH_CUDA
+    std::fprintf(stderr, "note: --device cuda: no usable CUDA device (no GPU or no driver); running on the CPU\n");
+#else
+    std::fprintf(stderr, "note: --device cuda: this build of trick has no CUDA support; running on the CPU\n");
+#endif
+    return Device::cpu();
+  }
   if (d.is_cuda()) {
 #ifndef TRICK_WITH_CUDA
     fail("--device ", option, ": this build of trick has no CUDA support (rebuild with nvcc installed)");
@@ -47,12 +49,20 @@ std::unique_ptr<Model> open_model(const std::string& weights_path, Device device
 }
 
 std::unique_ptr<Model> open_default_model(Device device) {
-  TRICK_CHECK(&load_default_model != nullptr, "this build has no embedded model: give --weights");
   std::unique_ptr<Model> m = load_default_model();
   m->set_requires_grad(false);
   m->train(false);
   m->to(device);
   return m;
+}
+
+std::string conv_backend_error(const std::string& name) {
+  try {
+    parse_conv_backend(name);
+    return std::string();
+  } catch (const Error&) {
+    return "must be own, cublas or cudnn, got '" + name + "'";
+  }
 }
 
 bool parse_input_size(const std::string& option) {
@@ -90,7 +100,6 @@ std::vector<ClassScore> top_k(const std::vector<float>& probs, const std::vector
 namespace trick {
 
 std::string default_model_sha256() {
-  if (&default_weights_bytes == nullptr) return "embedded";
   return "embedded:" + sha256_hex(default_weights_bytes());
 }
 
