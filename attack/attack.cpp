@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "attack/graph_step.h"
 #include "attack/losses.h"
 #include "kernels/attack.h"
 #include "kernels/pointwise.h"
@@ -242,7 +243,7 @@ class Attack {
   }
 
   StepRecord record(size_t i, const Item& it, int step, int round, bool refine, double loss, double ce,
-                    const std::vector<float>& probs, float grad_norm) const {
+                    const std::vector<float>& probs, float grad_norm, const Norms* norms = nullptr) const {
     StepRecord r;
     r.step = step;
     r.round = round;
@@ -252,7 +253,7 @@ class Attack {
     r.label_prob = probs[labels_host_[i]];
     r.top5 = top_classes(probs, 5);
     r.top1 = r.top5.front();
-    const Norms n = perturbation_norms(it.x, it.x0);
+    const Norms n = norms ? *norms : perturbation_norms(it.x, it.x0);
     r.linf = n.linf, r.l2 = n.l2, r.l0 = n.l0;
     r.grad_norm = grad_norm;
     r.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
@@ -275,7 +276,28 @@ class Attack {
     std::vector<double> loss, ce;
     std::vector<Tensor> grads;
     std::vector<float> grad_norms;
+    // From a CUDA graph replay (attack/graph_step.h): norms computed on the device, and
+    // each item's updated image (its x is the evaluated one until the loop commits).
+    bool graphed = false;
+    std::vector<Norms> norms;
+    std::vector<Tensor> updated;
   };
+
+  // The step from the CUDA graph, when it can run; false: run it eagerly.
+  bool graph_eval(GraphStep& graph, std::vector<Item*>& its, const std::vector<size_t>& ids, Eval& e) {
+    if (!graph.enabled()) return false;
+    std::vector<GraphStepItem> gi;
+    for (size_t a = 0; a < its.size(); ++a) gi.push_back({&its[a]->x, &its[a]->x0, labels_host_[ids[a]], its[a]->lr});
+    GraphStepResult r;
+    if (!graph.run(gi, r)) return false;
+    e.probs = std::move(r.probs), e.loss = r.loss, e.ce = r.ce, e.grad_norms = r.grad_norm, e.graphed = true;
+    for (size_t a = 0; a < its.size(); ++a) {
+      e.norms.push_back(Norms{r.linf[a], r.l2[a], r.l0[a]});
+      e.updated.push_back(its[a]->x);
+      its[a]->x = r.evaluated[a];
+    }
+    return true;
+  }
 
   Eval evaluate(std::vector<Item*>& its, const std::vector<size_t>& ids, bool grad, bool cw) {
     Eval e;
@@ -394,6 +416,7 @@ class Attack {
       out[j].best_run = round;
     }
     const int max_steps = s_.method == AttackMethod::Fgsm ? 1 : s_.steps;
+    GraphStep graph(model_, s_);  // steps after the eager first one, from a CUDA graph when it can
     for (int step = 0;; ++step) {
       std::vector<Item*> act;
       std::vector<size_t> act_ids, act_j;
@@ -401,11 +424,13 @@ class Attack {
         if (its[j].active) act.push_back(&its[j]), act_ids.push_back(ids[j]), act_j.push_back(j);
       if (act.empty()) break;
       const bool last = step >= max_steps;
-      Eval e = evaluate(act, act_ids, !last, false);
+      Eval e;
+      if (last || step == 0 || !graph_eval(graph, act, act_ids, e)) e = evaluate(act, act_ids, !last, false);
       std::vector<size_t> finished;
       for (size_t a = 0; a < act.size(); ++a) {
         const size_t j = act_j[a], i = ids[j];
-        const StepRecord r = record(i, *act[a], step, round, false, e.loss[a], e.ce[a], e.probs[a], e.grad_norms[a]);
+        const StepRecord r = record(i, *act[a], step, round, false, e.loss[a], e.ce[a], e.probs[a], e.grad_norms[a],
+                                    e.graphed ? &e.norms[a] : nullptr);
         out[j].trace.push_back(r);
         notify(i, r, act[a]->x, e.probs[a]);
         act[a]->steps = step;
@@ -420,7 +445,12 @@ class Attack {
       }
       if (!last)
         for (size_t a = 0; a < act.size(); ++a)
-          if (act[a]->active) update(*act[a], e.grads[a]);
+          if (act[a]->active) {
+            if (e.graphed)
+              std::swap(act[a]->x, e.updated[a]);  // the replay already updated it
+            else
+              update(*act[a], e.grads[a]);
+          }
       finish(its, ids, finished, out);
     }
     refine(its, ids, out, round);

@@ -50,6 +50,9 @@ struct AttackSettings {
   float cw_lr = 0.01f;       // cw: Adam learning rate on the tanh variable
   int refine_steps = 50;     // 8-bit refinement after a success lost to rounding
   bool raw_input = false;    // the images already have the model's input size: no resize/crop
+  // On a GPU, replay each step after the first from one CUDA graph (attack/graph_step.h);
+  // false runs every step eagerly (for debugging). No effect on the CPU.
+  bool cuda_graph = true;
   uint64_t seed = 0;
 };
 

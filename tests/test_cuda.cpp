@@ -7,6 +7,12 @@
 // kTf32Bound), and the channels outside a sliced output must keep their exact bits.
 // Without a GPU those tests print "skipped: no CUDA device (...)" and pass.
 //
+// CUDA graphs (on a GPU): a captured graph replays on the buffers it captured and keeps
+// its memory its own; the attack with cuda_graph on equals it with cuda_graph off bit for
+// bit (small model, several methods; Inception v3 on two backends); the graph step
+// captures again when the active set shrinks and matches an eager step by public ops.
+// Inception v3 logits and input gradients on the GPU against the CPU, every backend.
+//
 // Always, GPU or not: the index math the kernels share with the host (fast division,
 // pooling windows, dgrad stride phases) against brute force, and a replay of the tiled
 // implicit-GEMM kernel's exact schedule on the host (kernels/cuda/igemm.h: which thread
@@ -24,6 +30,9 @@
 #include <utility>
 #include <vector>
 
+#include "attack/attack.h"
+#include "attack/graph_step.h"
+#include "kernels/attack.h"
 #include "kernels/backend.h"
 #include "kernels/conv.h"
 #include "kernels/cuda/fast_div.h"
@@ -36,7 +45,16 @@
 #include "kernels/reduce.h"
 #include "kernels/resample.h"
 #include "kernels/softmax.h"
+#include "layers/module.h"
+#include "layers/ops.h"
+#include "models/preprocess.h"
+#include "models/zoo.h"
+#include "tensor/graph_pool.h"
 #include "tensor/random.h"
+
+#ifdef TRICK_WITH_CUDA
+#include "kernels/cuda/graph.h"
+#endif
 
 namespace trick {
 namespace {
@@ -950,6 +968,365 @@ TEST_CASE("cuda: separable resampling against the CPU") {
         expect_twin("resample_cols_backward" + at + (accumulate ? " (accumulate)" : ""), dx);
       }
     }
+}
+
+
+// ---------------------------------------------------------------------------------------
+// CUDA graphs: the capture machinery, and the attack step replayed from one graph
+// ---------------------------------------------------------------------------------------
+
+#ifdef TRICK_WITH_CUDA
+TEST_CASE("cuda: a CUDA graph replays captured work on its buffers; its memory stays its own") {
+  SKIP_WITHOUT_CUDA();
+  const Device gpu = Device::cuda(0);
+  Rng rng(31);
+  const int64_t n = 1000;
+  Tensor x = randn(Shape{n}, rng).to(gpu);
+  Tensor y = Tensor::full(Shape{n}, std::nanf(""), gpu);  // poison: nothing may run at capture time
+  std::vector<float> cv(n);
+  for (int64_t i = 0; i < n; ++i) cv[i] = 0.25f * static_cast<float>(i % 7);
+  Tensor before_capture = Tensor::empty(Shape{n}, gpu);
+  const float* freed_during_capture = before_capture.data();
+  const float* scratch = nullptr;
+  const CudaAllocStats at_start = cuda_alloc_stats();
+  cuda::Graph g;
+  g.capture(gpu, [&] {
+    before_capture = Tensor();                // freed inside the capture: must join the graph's pool
+    Tensor t = Tensor::empty(Shape{n}, gpu);  // from the graph's pool
+    scratch = t.data();
+    unary(UnaryOp::Affine, x, t, 2.f, 1.f);
+    Tensor z = Tensor::zeros(Shape{n}, gpu);  // a captured memset
+    binary(BinaryOp::Add, t, z, y);
+    Tensor c = Tensor::from_vector(Shape{n}, cv).to(gpu);  // a captured copy, staged through pinned memory
+    binary(BinaryOp::Add, y, c, y);
+    Tensor three = Tensor::full(Shape{n}, 3.f, gpu);  // a captured non-zero fill
+    binary(BinaryOp::Mul, y, three, y);
+  });
+  REQUIRE(g.ready());
+  CHECK(g.nodes() >= 7);
+  CHECK(cuda_alloc_stats().live_pools == at_start.live_pools + 1);
+  for (float v : y.to_vector()) REQUIRE(std::isnan(v));  // captured, not run
+  {
+    // Blocks the graph holds are never handed out while it lives (the cache would give an
+    // exact-size free block first).
+    std::vector<Tensor> others;
+    for (int i = 0; i < 4; ++i) {
+      others.push_back(Tensor::empty(Shape{n}, gpu));
+      CHECK(others.back().data() != scratch);
+      CHECK(others.back().data() != freed_during_capture);
+    }
+  }
+  for (int round = 0; round < 3; ++round) {
+    // New input values every round: the replay reads x where the capture found it.
+    const std::vector<float> xv = randn(Shape{n}, rng).to_vector();
+    x.copy_from(Tensor::from_vector(Shape{n}, xv));
+    const int64_t mallocs = cuda_alloc_stats().mallocs;
+    g.replay();
+    g.sync();
+    CHECK(cuda_alloc_stats().mallocs == mallocs);  // a replay allocates nothing
+    const std::vector<float> got = y.to_vector();
+    int bad = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float want = ((2.f * xv[i] + 1.f) + 0.f + cv[i]) * 3.f;  // 2x exact: fused or not, the same
+      if (std::memcmp(&got[i], &want, sizeof want) != 0 && bad++ < 3)
+        MESSAGE("round " << round << " at " << i << ": " << got[i] << ", want " << want);
+    }
+    CHECK(bad == 0);
+  }
+  // Reading the device on the host inside a capture fails cleanly, and the library keeps working.
+  cuda::Graph failed;
+  CHECK_THROWS_WITH_AS(failed.capture(gpu, [&] { (void)y.to_vector(); }), doctest::Contains("captured"), Error);
+  CHECK_FALSE(failed.ready());
+  Tensor again = Tensor::empty(Shape{n}, gpu);
+  unary(UnaryOp::Affine, x, again, 1.f, 0.f);
+  CHECK(again.to_vector() == x.to_vector());
+  g.reset();
+  CHECK(cuda_alloc_stats().live_pools == at_start.live_pools);
+}
+#endif
+
+// conv 3x3 (3->8) ReLU, conv 3x3 stride 2 (8->8) ReLU, flatten, linear (512->4): 16x16x3
+// input with its own resize + crop (from 18 to 16), random weights sharp enough that a few
+// 8-bit levels move the prediction (as tests/test_attack.cpp's).
+class GraphTestNet : public Model {
+ public:
+  explicit GraphTestNet(uint64_t seed) {
+    register_module("c1", &c1);
+    register_module("c2", &c2);
+    register_module("fc", &fc);
+    Rng rng(seed);
+    c1.reset_parameters(rng);
+    c2.reset_parameters(rng);
+    fc.reset_parameters(rng);
+    Tensor& w = fc.weight.mutable_value();
+    unary(UnaryOp::Affine, w, w, 8.f, 0.f);
+    set_requires_grad(false);
+  }
+  Var forward(const Var& x) override {
+    Var h = c2.forward(c1.forward(x));
+    return fc.forward(reshape(h, Shape{h.shape()[0], 8 * 8 * 8}));
+  }
+  std::string name() const override { return "graph-test"; }
+  int input_height() const override { return 16; }
+  int input_width() const override { return 16; }
+  int input_channels() const override { return 3; }
+  Preprocess preprocess() const override { return {18, 16}; }
+  const std::vector<std::string>& class_names() const override { return names_; }
+
+ private:
+  Conv2d c1{Conv2dOptions{3, 8, 3, 3, 1, 1, 1, true, true}};
+  Conv2d c2{Conv2dOptions{8, 8, 3, 3, 2, 1, 1, true, true}};
+  Linear fc{512, 4};
+  std::vector<std::string> names_{"zero", "one", "two", "three"};
+};
+
+Tensor grid_image(int h, int w, Rng& rng) {
+  Tensor t = rand_uniform(Shape{h, w, 3}, rng);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = std::round(t.data()[i] * 255.f) / 255.f;
+  return t;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+// The attack with cuda_graph on and off: every record and every image bit for bit (the
+// L2 norm, summed in float on the device against double on the host, within 1e-6).
+void expect_graph_equals_eager(Model& model, const std::vector<AttackItem>& items, AttackSettings s,
+                               const std::string& what) {
+  s.cuda_graph = false;
+  const std::vector<ItemResult> eager = run_attack(model, items, s);
+  s.cuda_graph = true;
+  const std::vector<ItemResult> graph = run_attack(model, items, s);
+  REQUIRE(eager.size() == graph.size());
+  for (size_t i = 0; i < eager.size(); ++i) {
+    INFO(what << ", item " << i);
+    const ItemResult &e = eager[i], &g = graph[i];
+    CHECK(same_bits(g.adversarial_float.to_vector(), e.adversarial_float.to_vector()));
+    CHECK(same_bits(g.adversarial.to_vector(), e.adversarial.to_vector()));
+    CHECK(g.steps == e.steps);
+    CHECK(g.success_float == e.success_float);
+    CHECK(g.success_8bit == e.success_8bit);
+    REQUIRE(g.trace.size() == e.trace.size());
+    int bad = 0;
+    for (size_t t = 0; t < e.trace.size(); ++t) {
+      const StepRecord &a = g.trace[t], &b = e.trace[t];
+      const bool same = a.step == b.step && a.loss == b.loss && a.cross_entropy == b.cross_entropy &&
+                        a.label_prob == b.label_prob && a.top1.index == b.top1.index && a.top1.prob == b.top1.prob &&
+                        a.grad_norm == b.grad_norm && a.linf == b.linf && a.l0 == b.l0 &&
+                        std::fabs(a.l2 - b.l2) <= 1e-6f * std::max(1.f, b.l2);
+      if (!same && bad++ < 3)
+        MESSAGE("step " << b.step << ": graph loss " << a.loss << " ce " << a.cross_entropy << " p " << a.label_prob
+                        << " |g| " << a.grad_norm << " linf " << a.linf << " l2 " << a.l2 << " l0 " << a.l0
+                        << "; eager " << b.loss << " " << b.cross_entropy << " " << b.label_prob << " "
+                        << b.grad_norm << " " << b.linf << " " << b.l2 << " " << b.l0);
+    }
+    CHECK(bad == 0);
+  }
+}
+
+TEST_CASE("cuda: attack steps replayed from a CUDA graph equal the eager steps bit for bit") {
+  SKIP_WITHOUT_CUDA();
+  const Device gpu = Device::cuda(0);
+  GraphTestNet model(21);
+  model.to(gpu);
+  Rng rng(23);
+  // Different sizes: each image has its own resize + crop; targets the model does not predict yet.
+  std::vector<AttackItem> items = {{grid_image(20, 24, rng), 1}, {grid_image(18, 18, rng), 2},
+                                   {grid_image(30, 19, rng), 3}};
+  const std::vector<std::vector<float>> p0 = predict(model, {items[0].image, items[1].image, items[2].image}, false);
+  for (size_t i = 0; i < items.size(); ++i) {
+    const int top = static_cast<int>(std::max_element(p0[i].begin(), p0[i].end()) - p0[i].begin());
+    if (items[i].label == top) items[i].label = (top + 1) % 4;
+  }
+  AttackSettings s;
+  s.eps = 12.f / 255.f;
+  s.step = 1.f / 255.f;
+  s.steps = 12;
+  s.confidence = 0.9f;  // items stop at different steps: the graph is captured again for the rest
+  s.refine_steps = 3;
+  s.seed = 5;
+  s.method = AttackMethod::Pgd;
+  s.random_start = true;
+  expect_graph_equals_eager(model, items, s, "pgd linf, random start");
+  s.random_start = false;
+  s.method = AttackMethod::Bim;
+  s.targeted = false;  // away from the true class
+  std::vector<AttackItem> untargeted = items;
+  for (size_t i = 0; i < items.size(); ++i)
+    untargeted[i].label = static_cast<int>(std::max_element(p0[i].begin(), p0[i].end()) - p0[i].begin());
+  expect_graph_equals_eager(model, untargeted, s, "bim untargeted");
+  s.targeted = true;
+  s.method = AttackMethod::Descent;
+  s.step = 2.f / 255.f;
+  expect_graph_equals_eager(model, items, s, "descent");
+  s.method = AttackMethod::Adam;  // eager either way: the setting must not change it
+  s.step = 1.f / 255.f;
+  expect_graph_equals_eager(model, items, s, "adam (eager)");
+}
+
+TEST_CASE("cuda: the Inception v3 attack step from a CUDA graph equals the eager step bit for bit") {
+  SKIP_WITHOUT_CUDA();
+  std::unique_ptr<Model> model = random_model("inception_v3", 3);
+  model->set_requires_grad(false);
+  model->to(Device::cuda(0));
+  Rng rng(41);
+  // One image through resize (342) + crop (299), one already at the crop size.
+  std::vector<AttackItem> items = {{grid_image(330, 360, rng), 7}, {grid_image(299, 299, rng), 300}};
+  AttackSettings s;
+  s.method = AttackMethod::Pgd;
+  s.steps = 4;
+  s.confidence = 1.f;
+  s.refine_steps = 0;
+  s.random_start = true;
+  s.seed = 9;
+  // cuBLAS and our kernels are deterministic; cuDNN may pick an algorithm with atomics.
+  for (ConvBackend b : {ConvBackend::Own, ConvBackend::Cublas}) {
+    ConvBackendScope scope(b);
+    expect_graph_equals_eager(*model, items, s, cat("inception v3, pgd, ", conv_backend_name(b)));
+  }
+}
+
+TEST_CASE("cuda: the graph step captures again when the active set changes, and matches eager ops") {
+  SKIP_WITHOUT_CUDA();
+  const Device gpu = Device::cuda(0);
+  GraphTestNet model(33);
+  model.to(gpu);
+  Rng rng(35);
+  AttackSettings s;
+  s.method = AttackMethod::Pgd;
+  s.eps = 10.f / 255.f;
+  s.step = 1.f / 255.f;
+  const std::vector<Shape> sizes = {Shape{20, 22, 3}, Shape{18, 18, 3}, Shape{25, 19, 3}};
+  const std::vector<int> labels = {1, 3, 0};
+  std::vector<Tensor> x0, gx, ex;  // originals, the graph's images, the eager reference's images
+  for (const Shape& sz : sizes) {
+    x0.push_back(grid_image(static_cast<int>(sz[0]), static_cast<int>(sz[1]), rng).to(gpu));
+    gx.push_back(x0.back().clone());
+    ex.push_back(x0.back().clone());
+  }
+  // One eager step of the attack loop, by public ops (the reference).
+  auto eager_step = [&](const std::vector<size_t>& ids) {
+    std::vector<Var> vars, inputs;
+    std::vector<float> lab;
+    for (size_t j : ids) {
+      vars.emplace_back(ex[j], true);
+      const Shape sz = ex[j].shape();
+      inputs.push_back(apply_preprocess(reshape(vars.back(), Shape{1, sz[0], sz[1], sz[2]}), model.preprocess(), 16, 16));
+      lab.push_back(static_cast<float>(labels[j]));
+    }
+    Var logits = model.forward(concat_batch(inputs));
+    Var ce = cross_entropy(logits, Tensor::from_vector(Shape{static_cast<int64_t>(ids.size())}, lab).to(gpu));
+    std::vector<float> probs;
+    {
+      NoGradScope ng;
+      probs = softmax(logits.detach()).value().to_vector();
+    }
+    sum(ce).backward();
+    for (size_t a = 0; a < ids.size(); ++a) {
+      sign_step(ex[ids[a]], vars[a].grad(), s.step);
+      project_linf(ex[ids[a]], x0[ids[a]], s.eps);
+    }
+    return probs;
+  };
+  GraphStep step(model, s);
+  REQUIRE(step.enabled());
+  int captures = 0;
+  for (const std::vector<size_t>& ids : {std::vector<size_t>{0, 1, 2}, std::vector<size_t>{0, 2}}) {
+    ++captures;
+    for (int k = 0; k < 3; ++k) {
+      std::vector<std::vector<float>> before;
+      for (size_t j : ids) before.push_back(gx[j].to_vector());
+      const std::vector<float> want_probs = eager_step(ids);
+      std::vector<GraphStepItem> items;
+      for (size_t j : ids) items.push_back(GraphStepItem{&gx[j], &x0[j], labels[j], 0.f});
+      const int64_t mallocs = cuda_alloc_stats().mallocs;
+      GraphStepResult r;
+      REQUIRE_MESSAGE(step.run(items, r), step.fallback_reason());
+      if (k > 0) CHECK(cuda_alloc_stats().mallocs == mallocs);  // replays of a captured set allocate nothing
+      CHECK(step.captures() == captures);
+      for (size_t a = 0; a < ids.size(); ++a) {
+        INFO("set of " << ids.size() << ", step " << k << ", item " << ids[a]);
+        CHECK(same_bits(gx[ids[a]].to_vector(), ex[ids[a]].to_vector()));   // updated and projected
+        CHECK(same_bits(r.evaluated[a].to_vector(), before[a]));            // the image it evaluated
+        CHECK(same_bits(r.probs[a], std::vector<float>(want_probs.begin() + a * 4, want_probs.begin() + a * 4 + 4)));
+      }
+    }
+  }
+  CHECK(step.nodes() > 0);
+}
+
+// Inception v3 (random weights, batch 2) on the GPU against the CPU, on every conv backend.
+// The logits are compared tightly. The input gradient of a ReLU network is piecewise
+// constant in its ReLU and max-pool decisions, and the rounding differences between two
+// devices flip a few of its ~9 million decisions (tests/inception_parity.py measures 26
+// flips between PyTorch's own fp32 and fp64), each moving the gradient; so the gradient
+// gets the bound such flips allow, measured here on the CPU by perturbing every weight by
+// a relative 2^-22 (fp32-level differences) or 2^-10 (TF32 rounds both operands to 10
+// bits), with a margin, and a cosine bound that a wrong index or a missing term fails by far.
+// Measured on this model and input (CPU, 2026-11-29): 2^-22 flips nothing (gradient rel L2
+// 1.2e-6); 2^-20 flips a few (logits 1.5e-6, gradient 1.4e-2, cosine 0.99990); 2^-11 and
+// 2^-10 give logits 7.3e-4 and 1.5e-3, gradient 0.13 and 0.18, cosine 0.992 and 0.984.
+constexpr double kInceptionFp32Logits = 1e-4, kInceptionFp32Grad = 0.1, kInceptionFp32Cosine = 0.995;
+constexpr double kInceptionTf32Logits = 1e-2, kInceptionTf32Grad = 0.5, kInceptionTf32Cosine = 0.9;
+
+double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
+    const double d = static_cast<double>(got[i]) - want[i];
+    num += d * d;
+    den += static_cast<double>(want[i]) * want[i];
+  }
+  return got.size() != want.size() ? INFINITY : std::sqrt(num / std::max(den, 1e-300));
+}
+
+double cosine(const std::vector<float>& a, const std::vector<float>& b) {
+  double ab = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    ab += static_cast<double>(a[i]) * b[i];
+    aa += static_cast<double>(a[i]) * a[i];
+    bb += static_cast<double>(b[i]) * b[i];
+  }
+  return a.size() != b.size() ? 0.0 : ab / std::sqrt(std::max(aa * bb, 1e-300));
+}
+
+TEST_CASE("gpu inception v3: logits and input gradient on the GPU match the CPU on every backend") {
+  SKIP_WITHOUT_CUDA();
+  std::unique_ptr<Model> model = random_model("inception_v3", 7);
+  model->set_requires_grad(false);
+  Rng rng(3);
+  const Tensor x = rand_uniform(Shape{2, 299, 299, 3}, rng);
+  const Tensor t = Tensor::from_vector(Shape{2}, {1.f, 500.f});
+  auto run = [&](const Tensor& xx, const Tensor& tt, std::vector<float>& logits, std::vector<float>& grad) {
+    Var in(xx, true);
+    Var l = model->forward(in);
+    sum(cross_entropy(l, tt)).backward();
+    logits = l.value().to_vector();
+    grad = in.grad().to_vector();
+  };
+  std::vector<float> ref_logits, ref_grad;
+  run(x, t, ref_logits, ref_grad);
+  model->to(Device::cuda(0));
+  const Tensor xg = x.to(Device::cuda(0)), tg = t.to(Device::cuda(0));
+  struct Config {
+    ConvBackend backend;
+    MathMode mode;
+  };
+  for (const Config c : {Config{ConvBackend::Own, MathMode::FP32}, Config{ConvBackend::Cublas, MathMode::FP32},
+                         Config{ConvBackend::Cudnn, MathMode::FP32}, Config{ConvBackend::Cublas, MathMode::TF32},
+                         Config{ConvBackend::Cudnn, MathMode::TF32}}) {
+    ConvBackendScope scope_backend(c.backend);
+    MathModeScope scope_mode(c.mode);
+    std::vector<float> logits, grad;
+    run(xg, tg, logits, grad);
+    const bool tf32 = c.mode == MathMode::TF32;
+    const double el = rel_l2(logits, ref_logits), eg = rel_l2(grad, ref_grad), cs = cosine(grad, ref_grad);
+    MESSAGE("backend " << conv_backend_name(c.backend) << "/" << math_mode_name(c.mode) << ": logits rel L2 " << el
+                       << ", input gradient rel L2 " << eg << ", cosine " << cs);
+    CHECK(el < (tf32 ? kInceptionTf32Logits : kInceptionFp32Logits));
+    CHECK(eg < (tf32 ? kInceptionTf32Grad : kInceptionFp32Grad));
+    CHECK(cs > (tf32 ? kInceptionTf32Cosine : kInceptionFp32Cosine));
+  }
 }
 
 }  // namespace

@@ -9,11 +9,14 @@
 #   tools/bench_cpu.sh                      # 2 threads, 5 rounds of 10 repeats
 #   THREADS=1 ROUNDS=3 REPEATS=20 tools/bench_cpu.sh
 #   BUILD=build-perf NO_BUILD=1 tools/bench_cpu.sh
+#   PROFILE=1 tools/bench_cpu.sh            # where one step's time goes (perf, 1 thread)
 #
 # Environment: THREADS (2), ROUNDS (5), REPEATS (10, per round and side; the median is
 # taken), WARMUP (2), BUILD (build directory, default build), NO_BUILD=1 (use the binary as
 # it is), TRICK_CPU_CONV=blas (trick's OpenBLAS engine instead of the implicit-GEMM one),
-# OUT (a file to write the table to as well, written whole or not at all).
+# TORCH_PASSIVE=1 (PyTorch's OpenMP threads sleep instead of spinning while they wait:
+# OMP_WAIT_POLICY=PASSIVE, kinder to PyTorch on a loaded machine), OUT (a file to write the
+# table to as well, written whole or not at all).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +43,58 @@ trick="$build/trick"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+
+if [[ -n "${PROFILE:-}" ]]; then
+  # One thread, so every sample's call stack reaches the layer that asked for the work; DWARF
+  # unwinding, as the libraries have no frame pointers. Samples of the attack step only.
+  command -v perf > /dev/null || { echo "bench_cpu: PROFILE needs perf (apt-get install linux-perf)" >&2; exit 2; }
+  perf record -q -F 500 --call-graph dwarf,16384 -o "$work/perf.data" \
+    "$trick" bench --threads 1 --repeats 8 --warmup 1 > /dev/null 2>&1
+  cat > "$work/breakdown.py" <<'PY'
+import collections, re, sys
+def kind(s):
+    top = s.split(" ")[0]
+    if "page_fault" in s or "clear_page" in s: return "page faults (first touch of new memory)"
+    if "kernel_6x16" in top: return "conv: sgemm micro-kernel"
+    if "pack_b" in top: return "conv: packing weights"
+    if "im2col" in s or "dgrad_by_columns" in s: return "conv: first layer (3 channels) im2col / col2im"
+    if "relu_backward" in s: return "ReLU backward (its own pass)"
+    if "conv2d" in s: return "conv: tile set-up, driver"
+    if "max_pool2d" in s: return "max-pool"
+    if "avg_pool2d" in s or "global_avg" in s: return "average pools"
+    if "gemm" in s or "linear" in s: return "linear layer"
+    if "cross_entropy" in s or "softmax" in s: return "loss"
+    if "unary" in s or "affine" in s: return "input affine (2x - 1)"
+    if re.search(r"malloc|free|Storage|HostCache", s): return "allocation"
+    return "other (autograd, threads, copies)"
+count, total, stack = collections.Counter(), 0, []
+for line in list(sys.stdin) + [""]:
+    if line.strip() and line[0] in " \t":
+        parts = line.split(None, 1)  # address, then the symbol (which may hold spaces) and the file
+        stack.append(parts[1] if len(parts) > 1 else parts[0])
+        continue
+    s = " ".join(stack)
+    if stack and "Work::step" in s:  # the timed attack step, not set-up or the forward-only timing
+        phase = "backward" if "Var::backward" in s else "forward"
+        count[(kind(s), phase)] += 1
+        total += 1
+    stack = []
+if not total:
+    sys.exit("bench_cpu: no samples of the step (perf without DWARF unwinding?)")
+kinds = collections.Counter()
+for (k, _), v in count.items():
+    kinds[k] += v
+print(f"Where one attack step goes (trick bench, 1 thread, perf samples: {total})")
+print()
+print("| kind of work | share of the step | in forward | in backward |")
+print("| --- | ---: | ---: | ---: |")
+for k, v in kinds.most_common():
+    f, b = count[(k, "forward")], count[(k, "backward")]
+    print(f"| {k} | {100 * v / total:.1f}% | {100 * f / total:.1f}% | {100 * b / total:.1f}% |")
+PY
+  perf script -i "$work/perf.data" 2> /dev/null | "$python" "$work/breakdown.py"
+  exit 0
+fi
 load_before=$(uptime | sed 's/.*load average: //')
 model=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 
@@ -48,7 +103,7 @@ for ((r = 1; r <= rounds; ++r)); do
     "$trick" bench --threads "$threads" --repeats "$repeats" --warmup "$warmup" | grep '^{' >> "$work/trick.jsonl"
   }
   run_torch() {
-    "$python" "$here/tools/bench_pytorch.py" --threads "$threads" --repeats "$repeats" --warmup "$warmup" --json \
+    env ${TORCH_PASSIVE:+OMP_WAIT_POLICY=PASSIVE} "$python" "$here/tools/bench_pytorch.py" --threads "$threads" --repeats "$repeats" --warmup "$warmup" --json \
       >> "$work/torch.jsonl"
   }
   if (( r % 2 )); then run_trick; run_torch; else run_torch; run_trick; fi
@@ -57,14 +112,14 @@ done
 load_after=$(uptime | sed 's/.*load average: //')
 
 "$python" - "$work/trick.jsonl" "$work/torch.jsonl" "$threads" "$repeats" "$model" "$load_before" "$load_after" \
-  > "$work/table.txt" <<'EOF'
+  "${TORCH_PASSIVE:+ (OMP_WAIT_POLICY=PASSIVE)}" > "$work/table.txt" <<'EOF'
 import json, statistics, sys
 trick = [json.loads(l) for l in open(sys.argv[1])]
 torch = [json.loads(l) for l in open(sys.argv[2])]
-threads, repeats, model, before, after = sys.argv[3:8]
+threads, repeats, model, before, after, torch_env = sys.argv[3:9]
 print(f"Inception v3, batch 1, {threads} threads, {len(trick)} interleaved rounds of {repeats} repeats (medians)")
 print(f"machine: {model}; load average before: {before}; after: {after}")
-print(f"trick conv engine: {trick[0].get('conv', '?')}; PyTorch {torch[0]['version']}")
+print(f"trick conv engine: {trick[0].get('conv', '?')}; PyTorch {torch[0]['version']}{torch_env}")
 print()
 print("| round | trick fwd ms | PyTorch fwd ms | trick step ms | PyTorch step ms | trick step CPU ms | PyTorch step CPU ms |")
 print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -37,6 +37,7 @@ struct Options {
   int frame_width = 960;
   bool json = false, untargeted = false, random_start = false, no_random_start = false, no_animation = false;
   uint64_t seed = 0;
+  bool graph = true;  // --graph / --no-graph: the steps from one CUDA graph on a GPU
   std::string command_line;
 };
 
@@ -84,6 +85,7 @@ int run(Options o) {
   s.refine_steps = o.refine_steps;
   s.raw_input = parse_input_size(o.input_size);
   s.seed = o.seed;
+  s.cuda_graph = o.graph;
   validate(s);
   TRICK_CHECK(o.frames >= 2 && o.frames <= 2000, "--frames must be in [2, 2000], got ", o.frames);
   TRICK_CHECK(!o.targets.empty() || o.untargeted, "--target is required (or --untargeted)");
@@ -358,6 +360,7 @@ const bool registered = register_command(
        app.add_option("--input-size", o->input_size,
                       "'raw': the image already has the model's input size (no resize or crop)");
        app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
+       add_backend_options(app, &o->graph);
        app.add_option("--threads", o->threads, "CPU threads (default: all cores)");
        return [o] { return run(*o); };
      },

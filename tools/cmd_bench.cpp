@@ -1,15 +1,36 @@
 // trick bench: median time of the forward pass and of forward + input gradient (one attack
-// step's work) for a model, on the CPU or a GPU. tools/bench_pytorch.py times PyTorch on the
-// same work for the ratio.
+// step's work) for a model, on the CPU or a GPU, at one or more batch sizes.
+//
+// On a GPU the time is taken with CUDA events around each repeat (after warm-up), either
+// of eager execution or of the replay of a CUDA graph captured from the same calls
+// (--graph, the default; --no-graph: eager; --both: each, and a check that the graph's
+// input gradient equals the eager one bit for bit). --conv and --tf32 choose the
+// convolution backend and precision. Every row is also printed as one JSON line
+// (tools/gpu_check.sh merges them with tools/bench_gpu.py's PyTorch rows).
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <string>
 #include <vector>
 
+#include "kernels/backend.h"
+#include "kernels/cpu/sgemm_conv.h"
 #include "kernels/gemm.h"
 #include "models/zoo.h"
+#include "tensor/graph_pool.h"
 #include "tensor/random.h"
 #include "tools/command.h"
+#include "tools/lib/run_model.h"
+
+#ifdef TRICK_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "kernels/cuda/graph.h"
+#endif
 
 namespace trick {
 namespace {
@@ -21,47 +42,202 @@ double median(std::vector<double> v) {
 
 struct Options {
   std::string weights, model = "inception_v3", device = "cpu";
-  int batch = 1, repeats = 10, warmup = 2, threads = 0;
+  std::vector<int> batches{1};
+  int repeats = 10, warmup = 2, threads = 0;
+  bool graph = true, both = false;
   uint64_t seed = 1;
 };
 
-int run(const Options& o) {
-  if (o.threads > 0) set_num_threads(o.threads);
-  TRICK_CHECK(o.batch >= 1 && o.batch <= 4096, "--batch must be in [1, 4096], got ", o.batch);
-  TRICK_CHECK(o.repeats >= 1, "--repeats must be at least 1");
-  const Device dev = parse_device(o.device);
-  std::unique_ptr<Model> model =
-      o.weights.empty() ? random_model(o.model, o.seed) : load_model(o.weights);
-  model->set_requires_grad(false);
-  model->to(dev);
-  Rng rng(o.seed);
-  Tensor x = rand_uniform(Shape{o.batch, model->input_height(), model->input_width(), model->input_channels()}, rng)
-                 .to(dev);
-  Tensor targets = Tensor::full(Shape{o.batch}, 1.f).to(dev);
-  auto time_it = [&](bool with_grad) {
-    std::vector<double> ms;
-    for (int i = 0; i < o.warmup + o.repeats; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      if (with_grad) {
-        Var input(x, true);
-        sum(cross_entropy(model->forward(input), targets)).backward();
-        (void)input.grad().slice_first(0, 1).to_vector();  // waits for the device
-      } else {
-        NoGradScope no_grad;
-        (void)model->forward(Var(x)).value().to_vector();
-      }
-      const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      if (i >= o.warmup) ms.push_back(t);
-    }
-    return median(ms);
+// GFLOP per image of the forward pass and of forward + input gradient, where known
+// (shared/PERFORMANCE.md: Inception v3 at 299x299, multiply-adds counted as 2).
+bool gflop_per_image(const Model& m, double* fwd, double* step) {
+  if (m.name() == "inception_v3" && m.input_height() == 299 && m.input_width() == 299) {
+    *fwd = 11.43, *step = 22.85;
+    return true;
+  }
+  return false;
+}
+
+// The work to time, on fixed input and output buffers (so a graph can replay it).
+struct Work {
+  Model& model;
+  Tensor x, targets, seed, grad;
+  void forward() {
+    NoGradScope no_grad;
+    (void)model.forward(Var(x));
+  }
+  void step() {
+    Var input(x, true);
+    Var loss = cross_entropy(model.forward(input), targets);
+    // Seeded with ones (the gradient of their sum), as the attack's graph step does: no
+    // host read of the loss inside the timed region.
+    loss.backward(seed);
+    grad = input.grad();
+  }
+};
+
+double process_cpu_ms() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return t.tv_sec * 1e3 + t.tv_nsec * 1e-6;
+}
+
+// Milliseconds per repeat: the median over `repeats` after `warmup` untimed ones. cpu_ms, if
+// given, gets the median CPU time of the process (all threads) per repeat: on a shared
+// machine it moves much less than the wall time, and CPU / wall shows the threads' use.
+double time_cpu(const std::function<void()>& f, const std::function<void()>& wait, int warmup, int repeats,
+                double* cpu_ms = nullptr) {
+  std::vector<double> ms, cpu;
+  for (int i = 0; i < warmup + repeats; ++i) {
+    const double c0 = process_cpu_ms();
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    wait();
+    const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (i >= warmup) ms.push_back(t), cpu.push_back(process_cpu_ms() - c0);
+  }
+  if (cpu_ms) *cpu_ms = median(cpu);
+  return median(ms);
+}
+
+#ifdef TRICK_WITH_CUDA
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) fail("bench: ", what, ": ", cudaGetErrorString(e));
+}
+
+// CUDA events around each repeat on `stream` (0: the legacy stream eager work runs on).
+double time_cuda(const std::function<void()>& f, cudaStream_t stream, int warmup, int repeats) {
+  cudaEvent_t a, b;
+  check(cudaEventCreate(&a), "cudaEventCreate");
+  check(cudaEventCreate(&b), "cudaEventCreate");
+  std::vector<double> ms;
+  for (int i = 0; i < warmup + repeats; ++i) {
+    check(cudaEventRecord(a, stream), "cudaEventRecord");
+    f();
+    check(cudaEventRecord(b, stream), "cudaEventRecord");
+    check(cudaEventSynchronize(b), "cudaEventSynchronize");
+    float t = 0;
+    check(cudaEventElapsedTime(&t, a, b), "cudaEventElapsedTime");
+    if (i >= warmup) ms.push_back(t);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return median(ms);
+}
+#endif
+
+struct Row {
+  int batch = 0;
+  bool graph = false;
+  double fwd_ms = 0, step_ms = 0;
+  double fwd_cpu_ms = -1, step_cpu_ms = -1;  // CPU: process CPU time per repeat (all threads)
+  double graph_vs_eager = -1;  // max |graph - eager| of the input gradient (--both), else -1
+  int64_t mallocs = 0;         // cudaMalloc calls during the timed repeats
+  size_t nodes = 0;            // operations in the step's graph
+};
+
+// The convolution engine: on the CPU, the implicit-GEMM kernels or OpenBLAS
+// (kernels/cpu/sgemm_conv.h); on a GPU, the backend (kernels/backend.h).
+const char* conv_name(Device dev) { return dev.is_cpu() ? cpu::conv_engine_name() : conv_backend_name(conv_backend()); }
+
+void print_row(const Options& o, const Model& m, Device dev, const Row& r) {
+  double gf = 0, gs = 0;
+  const bool known = gflop_per_image(m, &gf, &gs);
+  const double fwd_ips = r.batch / (r.fwd_ms * 1e-3), step_ips = r.batch / (r.step_ms * 1e-3);
+  const std::string mode = dev.is_cpu() ? "cpu" : (r.graph ? "graph" : "eager");
+  // null: not compared (JSON has no infinity either).
+  const std::string diff = r.graph_vs_eager >= 0 && std::isfinite(r.graph_vs_eager) ? cat(r.graph_vs_eager) : "null";
+  auto tflops = [&](double ips, double gflop) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.3f", ips * gflop / 1e3);
+    return known ? std::string(b) : std::string("-");
   };
-  const double fwd = time_it(false), step = time_it(true);
-  std::printf("model %s  device %s  threads %d  batch %d  repeats %d\n", model->name().c_str(), dev.str().c_str(),
-              num_threads(), o.batch, o.repeats);
-  std::printf("forward               %9.2f ms  (%.2f ms/image)\n", fwd, fwd / o.batch);
-  std::printf("forward + input grad  %9.2f ms  (%.2f ms/image)\n", step, step / o.batch);
-  std::printf("{\"forward_ms\": %.4f, \"step_ms\": %.4f, \"batch\": %d, \"threads\": %d}\n", fwd, step, o.batch,
-              num_threads());
+  std::printf("%5d  %-5s  %10.3f  %10.1f  %7s  %11.3f  %11.1f  %7s\n", r.batch, mode.c_str(), r.fwd_ms, fwd_ips,
+              tflops(fwd_ips, gf).c_str(), r.step_ms, step_ips, tflops(step_ips, gs).c_str());
+  auto ms_or_null = [](double v) { return v >= 0 ? cat(v) : std::string("null"); };
+  std::printf(
+      "{\"engine\": \"trick\", \"model\": \"%s\", \"device\": \"%s\", \"conv\": \"%s\", \"math\": \"%s\", "
+      "\"mode\": \"%s\", \"batch\": %d, \"forward_ms\": %.4f, \"step_ms\": %.4f, \"threads\": %d, "
+      "\"forward_cpu_ms\": %s, \"step_cpu_ms\": %s, "
+      "\"gflop_forward\": %.2f, \"gflop_step\": %.2f, \"graph_vs_eager_max_abs\": %s, \"mallocs_in_loop\": %lld, "
+      "\"graph_nodes\": %zu, \"repeats\": %d}\n",
+      m.name().c_str(), dev.str().c_str(), conv_name(dev), math_mode_name(math_mode()), mode.c_str(), r.batch,
+      r.fwd_ms, r.step_ms, num_threads(), ms_or_null(r.fwd_cpu_ms).c_str(), ms_or_null(r.step_cpu_ms).c_str(),
+      known ? gf : 0.0, known ? gs : 0.0, diff.c_str(), static_cast<long long>(r.mallocs), r.nodes, o.repeats);
+  std::fflush(stdout);
+}
+
+int run(const Options& o) {
+  TRICK_CHECK(o.threads >= 0, "--threads must be at least 0 (0: all cores), got ", o.threads);
+  if (o.threads > 0) set_num_threads(o.threads);
+  TRICK_CHECK(!o.batches.empty(), "--batch needs at least one size");
+  for (int b : o.batches) TRICK_CHECK(b >= 1 && b <= 4096, "--batch must be in [1, 4096], got ", b);
+  TRICK_CHECK(o.repeats >= 1, "--repeats must be at least 1");
+  TRICK_CHECK(o.warmup >= 0, "--warmup must be at least 0, got ", o.warmup);
+  const Device dev = choose_device(o.device);
+  std::unique_ptr<Model> model = o.weights.empty() ? random_model(o.model, o.seed) : load_model(o.weights);
+  model->set_requires_grad(false);
+  model->train(false);
+  model->to(dev);
+  std::printf("model %s  device %s  conv %s  math %s%s  threads %d  repeats %d (median)\n", model->name().c_str(),
+              dev.str().c_str(), conv_name(dev), math_mode_name(math_mode()),
+              math_mode() == MathMode::TF32 ? " (faster, less exact: relative error vs fp32 ~1e-3)" : "",
+              num_threads(), o.repeats);
+  std::printf("batch  mode   forward ms       img/s  TFLOP/s  fwd+grad ms  img-steps/s  TFLOP/s\n");
+  Rng rng(o.seed);
+  for (int b : o.batches) {
+    Work w{*model,
+           rand_uniform(Shape{b, model->input_height(), model->input_width(), model->input_channels()}, rng).to(dev),
+           Tensor::full(Shape{b}, 1.f).to(dev), Tensor::full(Shape{b}, 1.f).to(dev), Tensor()};
+    if (dev.is_cpu()) {
+      auto none = [] {};
+      Row r;
+      r.batch = b;
+      r.fwd_ms = time_cpu([&] { w.forward(); }, none, o.warmup, o.repeats, &r.fwd_cpu_ms);
+      r.step_ms = time_cpu([&] { w.step(); }, none, o.warmup, o.repeats, &r.step_cpu_ms);
+      print_row(o, *model, dev, r);
+      continue;
+    }
+#ifdef TRICK_WITH_CUDA
+    std::vector<float> eager_grad;
+    if (!o.graph || o.both) {
+      Row r;
+      r.batch = b;
+      r.fwd_ms = time_cuda([&] { w.forward(); }, nullptr, o.warmup, o.repeats);
+      const int64_t before = cuda_alloc_stats().mallocs;
+      r.step_ms = time_cuda([&] { w.step(); }, nullptr, o.warmup, o.repeats);
+      r.mallocs = cuda_alloc_stats().mallocs - before;
+      if (o.both) eager_grad = w.grad.to_vector();
+      print_row(o, *model, dev, r);
+    }
+    if (o.graph) {
+      Row r;
+      r.batch = b;
+      r.graph = true;
+      // One eager run of each first: handles, cuDNN plans and workspaces exist before the capture.
+      w.forward();
+      w.step();
+      cuda::Graph g;
+      g.capture(dev, [&] { w.forward(); });
+      r.fwd_ms = time_cuda([&] { g.replay(); }, g.stream(), o.warmup, o.repeats);
+      g.capture(dev, [&] { w.step(); });
+      r.nodes = g.nodes();
+      const int64_t before = cuda_alloc_stats().mallocs;
+      r.step_ms = time_cuda([&] { g.replay(); }, g.stream(), o.warmup, o.repeats);
+      r.mallocs = cuda_alloc_stats().mallocs - before;
+      if (o.both) {
+        const std::vector<float> got = w.grad.to_vector();
+        double worst = 0;
+        for (size_t i = 0; i < got.size() && i < eager_grad.size(); ++i)
+          worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - eager_grad[i]));
+        r.graph_vs_eager = got.size() == eager_grad.size() ? worst : 1e30;  // sizes differ: never equal
+      }
+      w.grad = Tensor();
+      g.reset();
+      print_row(o, *model, dev, r);
+    }
+#endif
+  }
   return 0;
 }
 
@@ -71,12 +247,14 @@ const bool registered = register_command(
        auto o = std::make_shared<Options>();
        app.add_option("--weights", o->weights, "Weights file (default: random weights)");
        app.add_option("--model", o->model, "Architecture for random weights (inception_v3, fashion)");
-       app.add_option("--batch", o->batch, "Images per step");
+       app.add_option("--batch", o->batches, "Images per step; several sizes: --batch 1,64,256")->delimiter(',');
        app.add_option("--repeats", o->repeats, "Timed repeats (the median is printed)");
        app.add_option("--warmup", o->warmup, "Untimed repeats first");
        app.add_option("--threads", o->threads, "CPU threads (default: all cores)");
-       app.add_option("--device", o->device, "cpu or cuda[:N]");
+       app.add_option("--device", o->device, "cpu, cuda or cuda:N");
        app.add_option("--seed", o->seed, "Seed of the random weights and input");
+       add_backend_options(app, &o->graph);
+       app.add_flag("--both", o->both, "GPU: time eager and graph, and check that their gradients are equal");
        return [o] { return run(*o); };
      },
      80});

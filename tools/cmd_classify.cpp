@@ -65,6 +65,7 @@ const bool registered = register_command(
        app.add_option("--input-size", o->input_size,
                       "'raw': the image already has the model's input size (no resize or crop)");
        app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N");
+       add_backend_options(app);
        return [o] { return run(*o); };
      },
      20});

@@ -112,6 +112,10 @@ void* workspace(Workspace slot, size_t bytes) {
   std::lock_guard<std::mutex> lock(mu);
   DeviceBuffer& b = (*buffers)[{d, static_cast<int>(slot)}];
   if (b.bytes() < bytes) {
+    // Inside a graph capture the old buffer may already be recorded in the graph, and
+    // cudaFree cannot be captured: fail cleanly (the caller runs the step eagerly once).
+    TRICK_CHECK(!stream_capturing(), "cuda: workspace ", static_cast<int>(slot), " would grow from ", b.bytes(),
+                " to ", bytes, " bytes while a CUDA graph is captured; run the work eagerly once first");
     b = DeviceBuffer();  // free first, so the old and new buffer never coexist
     // Grow by at least 1/8 so a slowly growing sequence of requests does not reallocate
     // every time; round to 2 MiB.

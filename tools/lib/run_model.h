@@ -5,13 +5,39 @@
 #include <string>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "models/model.h"
 
 namespace trick {
 
 // "auto" (CUDA when a GPU is usable, else the CPU, saying so on stderr when CUDA was
-// compiled but no device answers), "cpu", "cuda", "cuda:N".
+// compiled but no device answers), "cpu", "cuda", "cuda:N". Plain "cuda" without a usable
+// GPU (none, no driver, or a build without CUDA) also runs on the CPU, saying so on stderr;
+// "cuda:N" names a device and fails when it is not there.
 Device choose_device(const std::string& option);
+
+// "" when `name` is a conv backend (own, cublas, cudnn), else what is wrong with it.
+std::string conv_backend_error(const std::string& name);
+
+// The GPU options of every command that runs a model, added in one line:
+//   --conv own|cublas|cudnn  who computes convolutions (kernels/backend.h), set as the
+//                            command line is parsed
+//   --tf32                   TF32 tensor cores in cuBLAS/cuDNN (off by default)
+//   --graph / --no-graph     only when `graph` is given: CUDA-graph replay, stored there
+// They change nothing on the CPU. A template, so this header needs no CLI11.
+template <class App>
+void add_backend_options(App& app, bool* graph = nullptr) {
+  app.template add_option_function<std::string>(
+         "--conv", [](const std::string& v) { set_conv_backend(parse_conv_backend(v)); },
+         "GPU convolutions: own (our kernels, the default), cublas or cudnn")
+      ->check([](const std::string& v) { return conv_backend_error(v); });
+  app.add_flag_callback(
+      "--tf32", [] { set_math_mode(MathMode::TF32); },
+      "GPU: let cuBLAS and cuDNN use TF32 tensor cores: faster, less exact (relative error vs fp32 ~1e-3)");
+  if (graph)
+    app.add_flag("--graph,!--no-graph", *graph,
+                 "GPU: replay each step from one CUDA graph (the default); --no-graph runs eagerly, for debugging");
+}
 
 // Loads a model from a safetensors file, frozen (no parameter requires a gradient), on device.
 std::unique_ptr<Model> open_model(const std::string& weights_path, Device device);

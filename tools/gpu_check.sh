@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# tools/gpu_check.sh: the prepared check for a lent H200, in one call of the device tool.
+#
+#   here, once:   bash tools/make_gpu_kit.sh      (makes .gpukit/: dependencies + prebuilt binaries)
+#   device tool:  run(command="bash tools/gpu_check.sh", carry=[".gpukit"], timeout_s=560)
+#
+# Stages, each under `timeout` and inside one budget (GPU_CHECK_BUDGET, default 440 s, so
+# the whole run stays well under 8 minutes); a failed stage prints FAILED with its last log
+# lines and the script goes on, to the table at the end:
+#   versions   nvidia-smi, nvcc, cmake, compiler, PyTorch
+#   build      configure + build Release for sm_90 with -j16, CUDA on; with .gpukit's
+#              dependency prefix when the machine lacks the Debian dev packages; if the build
+#              fails, .gpukit's prebuilt binaries (GPU_CHECK_PREBUILT=1: use those directly)
+#   cuda tests trick_tests -tc="cuda:*": every op against its CPU twin, CUDA graphs, the
+#              attack step from a graph against the eager step
+#   inception  trick_tests -tc="gpu inception*": Inception v3 logits and input gradient, GPU
+#              against CPU, every conv backend
+#   bench      trick bench (own, cublas, cudnn in fp32; cublas, cudnn in TF32) and
+#              tools/bench_gpu.py (PyTorch eager and CUDA graphs), batch 1, 64, 256
+#   table      one table: ms, images/s, TFLOP/s, ratio against PyTorch eager
+# Logs and the table go to $OUT (the device tool brings that folder back; at most 8 files):
+#   versions.log build.log tests.log inception.log bench_trick.log bench_torch.log table.md summary.txt
+# Without a GPU (a dry run) the GPU stages fail or skip quickly and the table still prints.
+set -u -o pipefail
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$(pwd)
+OUT=${OUT:-$ROOT/gpu-check-out}
+mkdir -p "$OUT"
+BUDGET=${GPU_CHECK_BUDGET:-440}
+JOBS=${GPU_CHECK_JOBS:-16}
+BATCHES=${GPU_CHECK_BATCHES:-1,64,256}
+REPEATS=${GPU_CHECK_REPEATS:-10}
+WARMUP=${GPU_CHECK_WARMUP:-3}
+BUILD=${GPU_CHECK_BUILD_DIR:-build-gpu}
+KIT=$ROOT/.gpukit
+KIT_DIR=/tmp/trick-gpukit
+DEPS=$KIT_DIR/deps
+RESERVE=15  # seconds kept for the table
+T0=$(date +%s)
+SUMMARY=()
+export PYTHONUNBUFFERED=1
+
+elapsed() { echo $(($(date +%s) - T0)); }
+say() { echo "[$(elapsed)s] $*"; }
+
+# run_stage NAME LIMIT LOG CMD...: CMD under `timeout` (its limit, or what the budget has
+# left), output appended to LOG; prints one line, and the log's tail on failure.
+run_stage() {
+  local name=$1 limit=$2 log=$3
+  shift 3
+  local avail=$((BUDGET - $(elapsed) - RESERVE))
+  ((limit > avail)) && limit=$avail
+  if ((limit < 10)); then
+    say "$name: FAILED (no time left in the ${BUDGET}s budget)"
+    SUMMARY+=("$name: FAILED (no time left)")
+    return 124
+  fi
+  local s rc took why from
+  s=$(date +%s)
+  echo "== $name (limit ${limit}s): $*" >>"$log"
+  from=$(($(stat -c %s "$log") + 1))
+  timeout -k 10 "$limit" "$@" >>"$log" 2>&1
+  rc=$?
+  took=$(($(date +%s) - s))
+  if ((rc == 0)); then
+    say "$name: ok (${took}s)"
+    SUMMARY+=("$name: ok (${took}s)")
+  else
+    why="exit $rc"
+    ((rc == 124 || rc == 137)) && why="timed out after ${limit}s"
+    say "$name: FAILED ($why, ${took}s); end of $(basename "$log"):"
+    tail -c +"$from" "$log" | tail -n 6 | cut -c1-200 | sed 's/^/    /'
+    SUMMARY+=("$name: FAILED ($why)")
+  fi
+  return $rc
+}
+
+# --- versions ----------------------------------------------------------------------------
+{
+  echo "== nvidia-smi"; nvidia-smi 2>&1
+  echo "== nvcc"; nvcc --version 2>&1
+  echo "== cmake"; cmake --version 2>&1 | head -1
+  echo "== c++"; c++ --version 2>&1 | head -1
+  echo "== python3 / torch"
+  python3 -c "import torch, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'gpu', torch.cuda.is_available() and torch.cuda.get_device_name(0))" 2>&1
+  echo "== machine"; uname -srm; nproc; free -g 2>&1 | head -2; df -h . 2>&1 | tail -1
+} >"$OUT/versions.log" 2>&1
+say "gpu: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'none (nvidia-smi failed)')"
+say "nvcc: $(nvcc --version 2>/dev/null | grep -o 'release [0-9.]*' || echo 'not found')"
+say "torch: $(python3 -c "import torch; print(torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.is_available())" 2>/dev/null || echo 'not importable by python3')"
+
+# --- where the libraries are --------------------------------------------------------------
+if [ -f "$KIT/deps.tar.xz" ]; then
+  rm -rf "$KIT_DIR" && mkdir -p "$KIT_DIR"
+  if tar -xJf "$KIT/deps.tar.xz" -C "$KIT_DIR" && sed -i "s|@KIT@|$DEPS|g" "$DEPS"/lib/pkgconfig/*.pc; then
+    say "kit: dependency prefix unpacked in $DEPS"
+  else
+    say "kit: FAILED to unpack .gpukit/deps.tar.xz"
+    rm -rf "$DEPS"
+  fi
+else
+  say "kit: no .gpukit/deps.tar.xz (run tools/make_gpu_kit.sh here and carry .gpukit): system packages only"
+fi
+# CUDA libraries: the toolkit's, and those of PyTorch's wheels (cuDNN may only be there).
+cuda_dirs=()
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib; do
+  [ -d "$d" ] && cuda_dirs+=("$d")
+done
+wheel_roots=$(python3 -c "import nvidia, sys; print(' '.join(nvidia.__path__))" 2>/dev/null || true)
+cudnn_lib="" cudnn_inc=""
+for r in $wheel_roots; do
+  while IFS= read -r f; do
+    d=$(dirname "$f")
+    [[ " ${cuda_dirs[*]} " == *" $d "* ]] || cuda_dirs+=("$d")
+  done < <(find "$r" -name 'libcudnn.so*' -o -name 'libcublas.so*' -o -name 'libcublasLt.so*' -o -name 'libcudart.so*' 2>/dev/null)
+done
+for d in "${cuda_dirs[@]}"; do
+  [ -z "$cudnn_lib" ] && for f in "$d/libcudnn.so" "$d/libcudnn.so.9"; do [ -e "$f" ] && cudnn_lib=$f && break; done
+done
+for d in /usr/include /usr/local/cuda/include $(for r in $wheel_roots; do find "$r" -name cudnn.h -printf '%h\n' 2>/dev/null; done); do
+  [ -z "$cudnn_inc" ] && [ -f "$d/cudnn.h" ] && cudnn_inc=$d
+done
+CUDA_LD=$(IFS=:; echo "${cuda_dirs[*]}")
+RUN_LD="$CUDA_LD"
+[ -d "$DEPS/lib" ] && RUN_LD="$DEPS/lib:$RUN_LD"
+{
+  echo "== library dirs: $CUDA_LD"
+  echo "== cudnn: ${cudnn_lib:-not found} (headers: ${cudnn_inc:-not found})"
+} >>"$OUT/build.log"
+
+# --- build -----------------------------------------------------------------------------------
+BIN=""
+configure() {  # configure [kit]
+  local args=(-S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 -DTRICK_CUDA=ON)
+  command -v ninja >/dev/null && [ ! -f "$BUILD/CMakeCache.txt" ] && args+=(-G Ninja)
+  [ -n "$cudnn_lib" ] && args+=("-DCUDNN_LIBRARY=$cudnn_lib")
+  [ -n "$cudnn_inc" ] && args+=("-DCUDNN_INCLUDE_DIR=$cudnn_inc")
+  local rpath="$CUDA_LD"
+  if [ "${1:-}" = kit ]; then
+    args+=("-DCMAKE_PREFIX_PATH=$DEPS" "-DOPENBLAS_LIBRARY=$DEPS/lib/libopenblas.so"
+      "-DOPENBLAS_INCLUDE_DIR=$DEPS/include/openblas" "-DPKG_CONFIG_EXECUTABLE=$DEPS/bin/pkg-config"
+      "-DZLIB_ROOT=$DEPS")
+    rpath="$DEPS/lib:$rpath"
+  fi
+  # The binaries find the kit's and the wheels' libraries without LD_LIBRARY_PATH (doctest
+  # lists the tests by running trick_tests at build time), and the linker finds what the
+  # kit's libraries load.
+  args+=("-DCMAKE_BUILD_RPATH=${rpath//:/;}")
+  # shellcheck disable=SC2206
+  args+=(${GPU_CHECK_CMAKE_EXTRA:-})
+  cmake "${args[@]}"
+}
+if [ "${GPU_CHECK_PREBUILT:-0}" != 1 ]; then
+  ok=0
+  if [ "${GPU_CHECK_FORCE_KIT:-0}" != 1 ] && run_stage "configure" 90 "$OUT/build.log" \
+    bash -c "$(declare -f configure); $(declare -p ROOT BUILD cudnn_lib cudnn_inc CUDA_LD DEPS); configure"; then
+    ok=1
+  elif [ -d "$DEPS" ]; then
+    rm -rf "$BUILD"
+    run_stage "configure with the kit" 90 "$OUT/build.log" \
+      bash -c "$(declare -f configure); $(declare -p ROOT BUILD cudnn_lib cudnn_inc CUDA_LD DEPS); configure kit" && ok=1
+  fi
+  if ((ok)) && run_stage "build (-j$JOBS)" 300 "$OUT/build.log" \
+    cmake --build "$BUILD" -j"$JOBS" --target trick trick_tests; then
+    BIN=$ROOT/$BUILD
+  fi
+fi
+if [ -z "$BIN" ]; then
+  if [ -f "$KIT/bin.tar.xz" ] && tar -xJf "$KIT/bin.tar.xz" -C "$KIT_DIR" 2>>"$OUT/build.log"; then
+    BIN=$KIT_DIR/bin
+    say "build: using the prebuilt binaries from .gpukit/bin.tar.xz"
+  else
+    say "build: FAILED and no prebuilt binaries (.gpukit/bin.tar.xz): the trick stages are skipped"
+  fi
+fi
+trk() { LD_LIBRARY_PATH="$RUN_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"; }
+if [ -n "$BIN" ] && ! trk "$BIN/trick" --version >>"$OUT/build.log" 2>&1; then
+  say "build: FAILED: $BIN/trick does not start; missing libraries:"
+  trk ldd "$BIN/trick" 2>&1 | grep 'not found' | head -5 | sed 's/^/    /'
+  BIN=""
+fi
+
+export RUN_LD
+
+# --- tests -----------------------------------------------------------------------------------
+doctest_summary() {  # the test counts and the first failures of a doctest log
+  grep -E '^\[doctest\] (test cases|assertions)' "$1" | tail -2 | sed 's/^/    /'
+  grep -E 'ERROR:|FATAL' "$1" | head -4 | cut -c1-200 | sed 's/^/    /'
+  grep -E 'skipped: no CUDA' "$1" | head -1 | cut -c1-160 | sed 's/^/    /'
+}
+if [ -n "$BIN" ]; then
+  run_stage "cuda tests" 150 "$OUT/tests.log" env LD_LIBRARY_PATH="$RUN_LD" "$BIN/trick_tests" -tc="cuda:*"
+  doctest_summary "$OUT/tests.log"
+  run_stage "inception gpu vs cpu" 120 "$OUT/inception.log" env LD_LIBRARY_PATH="$RUN_LD" \
+    "$BIN/trick_tests" -tc="gpu inception*"
+  grep -oE 'backend [a-z]+/[a-z0-9]+: .*' "$OUT/inception.log" | head -5 | cut -c1-160 | sed 's/^/    /'
+  doctest_summary "$OUT/inception.log"
+fi
+
+# --- benchmark -------------------------------------------------------------------------------
+# Order: our main configuration, then the peer (without it there are no ratios), then the
+# other backends; when the budget runs out, the last ones are the ones cut.
+: >"$OUT/bench_trick.log"
+: >"$OUT/bench_torch.log"
+bench_fail() {  # a table row saying a configuration failed
+  echo "{\"engine\": \"trick\", \"conv\": \"$1\", \"math\": \"$2\", \"failed\": \"$3\"}" >>"$OUT/bench_trick.log"
+}
+bench_trick() {  # bench_trick CONV MATH LIMIT
+  local conv=$1 math=$2 limit=$3 extra=()
+  if [ -z "$BIN" ]; then
+    bench_fail "$conv" "$math" "no trick binary"
+    return
+  fi
+  [ "$math" = tf32 ] && extra+=(--tf32)
+  [ "$conv/$math" = own/fp32 ] && extra+=(--both)  # eager too, and graph == eager bit for bit
+  run_stage "bench trick $conv $math" "$limit" "$OUT/bench_trick.log" env LD_LIBRARY_PATH="$RUN_LD" \
+    "$BIN/trick" bench --device cuda:0 --model inception_v3 --batch "$BATCHES" --repeats "$REPEATS" \
+    --warmup "$WARMUP" --conv "$conv" "${extra[@]}" || bench_fail "$conv" "$math" "did not finish (see bench_trick.log)"
+}
+bench_trick own fp32 100
+run_stage "bench pytorch" 150 "$OUT/bench_torch.log" python3 tools/bench_gpu.py time --batch "$BATCHES" \
+  --repeats "$REPEATS" --warmup "$WARMUP" ||
+  echo '{"engine": "pytorch", "failed": "bench_gpu.py did not finish (see bench_torch.log)"}' >>"$OUT/bench_torch.log"
+bench_trick cudnn fp32 60
+bench_trick cublas fp32 60
+bench_trick cudnn tf32 60
+bench_trick cublas tf32 60
+
+# --- table -----------------------------------------------------------------------------------
+echo
+python3 tools/bench_gpu.py table "$OUT/bench_trick.log" "$OUT/bench_torch.log" --out "$OUT/table.md" ||
+  echo "table: FAILED"
+{
+  echo "gpu_check.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), ${BUDGET}s budget, $(elapsed)s used"
+  echo "binaries: ${BIN:-none}"
+  printf '%s\n' "${SUMMARY[@]}"
+} >"$OUT/summary.txt"
+echo
+printf '%s\n' "${SUMMARY[@]}" | sed 's/^/  /'
+say "done; logs and table.md in $OUT"
