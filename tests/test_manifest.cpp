@@ -2,6 +2,7 @@
 // the results table built from what is on disk.
 #include <doctest/doctest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -116,5 +117,94 @@ TEST_CASE("manifest: resume state and results.csv come from the files on disk") 
   CHECK(csv.find(rows[2].id + "," + d + "/c.png,3,pending") != std::string::npos);
   clear_row_error(out, rows[1]);
   CHECK(row_state(out, rows[1]) == RowState::Pending);
+  std::system(("rm -rf " + d).c_str());
+}
+
+// --- trick attack --manifest, end to end with the embedded model ---------------------------------
+
+namespace {
+std::string run_trick(const std::string& args, int* status) {
+  const std::string cmd = std::string(TRICK_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int st = pclose(p);
+  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+bool exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+int count_of(const std::string& text, const std::string& word) {
+  int n = 0;
+  for (size_t at = text.find(word); at != std::string::npos; at = text.find(word, at + 1)) ++n;
+  return n;
+}
+}  // namespace
+
+TEST_CASE("manifest: trick attack --manifest runs rows, records failures, resumes and shards") {
+  const std::string d = temp_dir();
+  const std::string samples = std::string(TRICK_SOURCE_DIR) + "/data/samples/fashion/";
+  write(d + "/jobs.csv",
+        "image,target,id,eps,steps\n"
+        "" + samples + "7_sneaker.png,ankle boot,sneaker,16,\n"  // reaches 99% in ~16 steps
+        "" + samples + "8_bag.png,9,bag,1,3\n"                   // cannot: 1/255, 3 steps
+        "" + samples + "5_sandal.png,no such class,,,\n"          // fails: unknown class
+        "missing.png,bag,,,\n"                                     // fails: no such file
+        "" + samples + "1_trouser.png,dress,,zero,\n");            // fails: eps is not a number
+  int status = 0;
+  std::string out = run_trick("attack --manifest " + d + "/jobs.csv --out " + d + "/out --no-animation --device cpu",
+                              &status);
+  INFO(out);
+  CHECK(status == 3);  // some rows failed or did not reach the target
+  CHECK(exists(d + "/out/sneaker/summary.json"));
+  CHECK(exists(d + "/out/sneaker/adversarial.png"));
+  CHECK(exists(d + "/out/bag/summary.json"));
+  CHECK(exists(d + "/out/00003-5_sandal/error.json"));
+  CHECK(contains(slurp(d + "/out/00003-5_sandal/error.json"), "no such class"));
+  CHECK(exists(d + "/out/00004-missing/error.json"));
+  CHECK(contains(slurp(d + "/out/00005-1_trouser/error.json"), "eps"));
+  const std::string csv = slurp(d + "/out/results.csv");
+  CHECK(contains(csv, "sneaker," + samples + "7_sneaker.png,ankle boot,done,1,1,"));
+  CHECK(contains(csv, "bag," + samples + "8_bag.png,9,done,0,0,3,"));
+  CHECK(count_of(csv, ",failed,") == 3);
+
+  // Again: the finished rows are skipped, the failed ones tried again (and fail again).
+  out = run_trick("attack --manifest " + d + "/jobs.csv --out " + d + "/out --no-animation --device cpu", &status);
+  CHECK(status == 3);
+  CHECK(contains(out, "now 0 attacked"));
+  CHECK(contains(out, "3 failed, 2 already done"));
+
+  // Two shards into a fresh folder: each takes its rows, together they cover all of them.
+  for (const char* shard : {"0/2", "1/2"}) {
+    out = run_trick("attack --manifest " + d + "/jobs.csv --out " + d + "/sh --no-animation --device cpu --shard " +
+                        shard,
+                    &status);
+    CHECK(status == 3);
+  }
+  const std::string csv2 = slurp(d + "/sh/results.csv");
+  CHECK(count_of(csv2, ",done,") == 2);
+  CHECK(count_of(csv2, ",failed,") == 3);
+  CHECK(count_of(csv2, ",pending,") == 0);
+
+  // Mistakes in the command itself: one error line, nothing written.
+  out = run_trick("attack --manifest " + d + "/jobs.csv --out " + d + "/bad --shard 2/2", &status);
+  CHECK(status == 1);
+  CHECK(contains(out, "error: --shard must be i/N"));
+  out = run_trick("attack --manifest " + d + "/nothere.csv --out " + d + "/bad", &status);
+  CHECK(status == 1);
+  CHECK(contains(out, "nothere.csv"));
+  out = run_trick("attack x.png --manifest " + d + "/jobs.csv --out " + d + "/bad", &status);
+  CHECK(status == 1);
+  CHECK(contains(out, "takes no image arguments"));
+  out = run_trick("attack " + samples + "7_sneaker.png --target bag --shard 0/2 --out " + d + "/bad", &status);
+  CHECK(status == 1);
+  CHECK(contains(out, "--shard needs --manifest"));
+  CHECK(!exists(d + "/bad"));
   std::system(("rm -rf " + d).c_str());
 }

@@ -1,11 +1,15 @@
 // trick attack IMAGE... --target T [--weights W] [--method M] [--eps E] [--step S] [--steps N]
 //              [--confidence C] [--out DIR] [--json] ...
+// trick attack --manifest jobs.csv --out DIR [--shard i/N] [settings...]: many jobs, resumable.
 // Runs the attack (attack/), streams the four-panel animation while it runs, and writes the
 // outputs (tools/lib/attack_outputs.h). eps and step are in 8-bit units (--eps 4 = 4/255).
 #include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <new>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -19,6 +23,7 @@
 #include "tools/lib/attack_outputs.h"
 #include "tools/lib/gif.h"
 #include "tools/lib/image.h"
+#include "tools/lib/manifest.h"
 #include "tools/lib/render.h"
 #include "tools/lib/run_model.h"
 
@@ -38,6 +43,7 @@ struct Options {
   bool json = false, untargeted = false, random_start = false, no_random_start = false, no_animation = false;
   uint64_t seed = 0;
   bool graph = true;  // --graph / --no-graph: the steps from one CUDA graph on a GPU
+  std::string manifest, shard;  // --manifest jobs.csv [--shard i/N] (tools/lib/manifest.h)
   std::string command_line;
 };
 
@@ -60,9 +66,8 @@ std::string short_name(const std::string& path) {
   return out.empty() ? "image" : out;
 }
 
-int run(Options o) {
-  o.command_line = command_line();
-  if (o.threads > 0) set_num_threads(o.threads);
+// The attack settings from the options (validated; errors name the option).
+AttackSettings settings_of(Options& o) {
   AttackSettings s;
   s.method = parse_attack_method(o.method);
   s.ball = parse_ball(o.norm);
@@ -90,11 +95,15 @@ int run(Options o) {
   TRICK_CHECK(o.frames >= 2 && o.frames <= 2000, "--frames must be in [2, 2000], got ", o.frames);
   TRICK_CHECK(!o.targets.empty() || o.untargeted, "--target is required (or --untargeted)");
   TRICK_CHECK(o.targets.empty() || !o.untargeted, "--untargeted takes no --target (use --true-class)");
+  return s;
+}
 
-  const Device dev = choose_device(o.device);
-  std::unique_ptr<Model> model = o.weights.empty() ? open_default_model(dev) : open_model(o.weights, dev);
+// Attacks o.images toward o.targets with `model` and writes the outputs under o.out.
+// 0: every image reached its target; 3: some did not.
+int attack_images(const Options& o, const AttackSettings& s, Model& model_ref, Device dev,
+                  const std::string& weights_hash) {
+  Model* model = &model_ref;
   const std::vector<std::string>& names = model->class_names();
-  const std::string weights_hash = o.weights.empty() ? default_model_sha256() : sha256_file(o.weights);
 
   // Pair images with labels: one target for all images, one image for all targets, or one each.
   std::vector<std::string> paths;
@@ -251,12 +260,24 @@ int run(Options o) {
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<ItemResult> results;
   try {
-    results = run_attack(*model, items, s, observer);
+    try {
+      results = run_attack(*model, items, s, observer);
+    } catch (const std::bad_alloc&) {
+      fail("out of memory: cannot allocate on the host");
+    }
   } catch (const Error& e) {
     sigaction(SIGINT, &old, nullptr);
     if (tty) std::fprintf(stderr, "\n");
     if (g_interrupted)
       fail("interrupted (Ctrl-C): nothing was written; earlier outputs in ", o.out, " are unchanged");
+    const std::string what = e.what();
+    // Out of memory: say at which batch size and what to do; the batch is never shrunk behind
+    // the user's back (that would change what was asked and how long it takes).
+    if (what.rfind("out of memory", 0) == 0)
+      fail(what, " while attacking a batch of ", items.size(), " image", items.size() == 1 ? "" : "s", " (",
+           model->input_width(), "x", model->input_height(), " on ", dev.str(), "): attack fewer images per run ",
+           "(split the command, or use --manifest, which attacks one row at a time)",
+           dev.is_cuda() ? ", free the GPU of other work, or use --device cpu" : "");
     throw;
   }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -318,11 +339,131 @@ int run(Options o) {
   return all ? 0 : 3;
 }
 
+// A copy of the command line's options for one manifest row: its image, its target (or the
+// command line's), its folder DIR/<id>, and its own settings columns.
+Options row_options(const Options& base, const ManifestRow& row) {
+  Options o = base;
+  o.images = {row.image};
+  if (!row.target.empty()) o.targets = {row.target};
+  o.out = base.out + "/" + row.id;
+  for (const auto& kv : row.settings) {
+    const std::string& k = kv.first;
+    const std::string& v = kv.second;
+    auto number = [&](double lo, double hi) {
+      char* end = nullptr;
+      const double d = std::strtod(v.c_str(), &end);
+      TRICK_CHECK(end != v.c_str() && *end == '\0' && std::isfinite(d), "column ", k, ": '", v, "' is not a number");
+      TRICK_CHECK(d >= lo && d <= hi, "column ", k, ": ", v, " is out of range [", lo, ", ", hi, "]");
+      return d;
+    };
+    auto integer = [&](double lo, double hi) {
+      const double d = number(lo, hi);
+      TRICK_CHECK(d == std::floor(d), "column ", k, ": '", v, "' is not a whole number");
+      return d;
+    };
+    if (k == "method") o.method = v;
+    else if (k == "norm") o.norm = v;
+    else if (k == "eps") o.eps = static_cast<float>(number(-1e9, 1e9));
+    else if (k == "step") o.step = static_cast<float>(number(-1e9, 1e9));
+    else if (k == "steps") o.steps = static_cast<int>(integer(-1e9, 1e9));
+    else if (k == "confidence") o.confidence = static_cast<float>(number(-1e9, 1e9));
+    else if (k == "restarts") o.restarts = static_cast<int>(integer(-1e9, 1e9));
+    else if (k == "seed") o.seed = static_cast<uint64_t>(integer(0, 9007199254740992.0));
+    else if (k == "true_class") o.true_class = v;
+    else if (k == "untargeted") {
+      TRICK_CHECK(v == "true" || v == "false" || v == "1" || v == "0", "column untargeted: '", v,
+                  "' is not true/false/1/0");
+      o.untargeted = v == "true" || v == "1";
+      if (o.untargeted && row.target.empty()) o.targets.clear();
+    } else {
+      fail("column ", k, " is not a setting");  // read_manifest refuses unknown columns; kept in step
+    }
+  }
+  return o;
+}
+
+// trick attack --manifest jobs.csv --out DIR [--shard i/N]: every row of this shard that has
+// no DIR/<id>/summary.json yet, one at a time with the model loaded once; a row that fails
+// gets DIR/<id>/error.json and the others go on; DIR/results.csv after every row.
+int run_manifest(Options& o) {
+  TRICK_CHECK(o.images.empty(), "--manifest takes no image arguments (the rows name the images), got ",
+              o.images.size());
+  TRICK_CHECK(o.targets.size() <= 1, "--manifest: --target may be given once (the default for rows without one)");
+  const std::vector<ManifestRow> rows = read_manifest(o.manifest);
+  const Shard shard = o.shard.empty() ? Shard{} : parse_shard(o.shard);
+  {  // the command line's settings are checked before anything runs
+    Options check = o;
+    check.images = {"-"};
+    if (check.targets.empty()) check.untargeted = true;
+    settings_of(check);
+  }
+  const Device dev = choose_device(o.device);
+  std::unique_ptr<Model> model = o.weights.empty() ? open_default_model(dev) : open_model(o.weights, dev);
+  const std::string weights_hash = o.weights.empty() ? default_model_sha256() : sha256_file(o.weights);
+  ensure_directory(o.out);
+  std::vector<const ManifestRow*> mine;
+  for (const ManifestRow& r : rows)
+    if (shard.contains(r)) mine.push_back(&r);
+  std::fprintf(stderr, "%s: %zu rows, %zu in shard %d/%d; outputs in %s/<id>/\n", o.manifest.c_str(), rows.size(),
+               mine.size(), shard.index, shard.count, o.out.c_str());
+  int skipped = 0, reached = 0, not_reached = 0, failed = 0;
+  for (const ManifestRow* row : mine) {
+    if (row_state(o.out, *row) == RowState::Done) {
+      ++skipped;
+      continue;
+    }
+    try {
+      Options ro = row_options(o, *row);
+      const AttackSettings s = settings_of(ro);
+      const int rc = attack_images(ro, s, *model, dev, weights_hash);
+      clear_row_error(o.out, *row);
+      (rc == 0 ? reached : not_reached) += 1;
+    } catch (const std::exception& e) {
+      if (g_interrupted) {
+        write_results(o.out, rows);
+        fail("interrupted (Ctrl-C) at row ", row->id, ": finished rows are kept; run the same command again to ",
+             "continue");
+      }
+      const std::string what = dynamic_cast<const std::bad_alloc*>(&e) ? "out of memory" : e.what();
+      std::fprintf(stderr, "failed: %s:%d (row %s): %s\n", o.manifest.c_str(), row->line, row->id.c_str(),
+                   what.c_str());
+      write_row_error(o.out, *row, what);
+      ++failed;
+    }
+    write_results(o.out, rows);
+  }
+  const ManifestCounts n = write_results(o.out, rows);
+  std::printf("manifest %s, shard %d/%d: %zu rows; now %d attacked (%d reached the target, %d did not), %d failed, "
+              "%d already done\n",
+              o.manifest.c_str(), shard.index, shard.count, mine.size(), reached + not_reached, reached,
+              not_reached, failed, skipped);
+  std::printf("all shards so far: %d done (%d reached the target), %d failed, %d pending; %s/results.csv\n", n.done,
+              n.succeeded, n.failed, n.pending, o.out.c_str());
+  return failed == 0 && not_reached == 0 ? 0 : 3;
+}
+
+int run(Options o) {
+  o.command_line = command_line();
+  if (o.threads > 0) set_num_threads(o.threads);
+  if (!o.manifest.empty()) return run_manifest(o);
+  TRICK_CHECK(o.shard.empty(), "--shard needs --manifest");
+  TRICK_CHECK(!o.images.empty(), "give the images to attack, or --manifest jobs.csv");
+  const AttackSettings s = settings_of(o);
+  const Device dev = choose_device(o.device);
+  std::unique_ptr<Model> model = o.weights.empty() ? open_default_model(dev) : open_model(o.weights, dev);
+  const std::string weights_hash = o.weights.empty() ? default_model_sha256() : sha256_file(o.weights);
+  return attack_images(o, s, *model, dev, weights_hash);
+}
+
 const bool registered = register_command(
     {"attack", "Change images until the model says the target (the main job)",
      [](CLI::App& app) {
        auto o = std::make_shared<Options>();
-       app.add_option("images", o->images, "Image files (PNG, JPEG, ...)")->required();
+       app.add_option("images", o->images, "Image files (PNG, JPEG, ...)");
+       app.add_option("--manifest", o->manifest,
+                      "CSV of jobs (image,target[,id,method,eps,step,steps,confidence,norm,restarts,seed,untargeted,"
+                      "true_class]): each row to DIR/<id>/, DIR/results.csv; rows already done are skipped");
+       app.add_option("--shard", o->shard, "With --manifest: i/N, this process takes rows p with p % N == i");
        app.add_option("--target,-t", o->targets,
                       "Target class: index or name (e.g. 341 or pig); once for all images, once per image, "
                       "or several for one image");

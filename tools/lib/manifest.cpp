@@ -201,20 +201,22 @@ ManifestCounts write_results(const std::string& out_dir, const std::vector<Manif
     os << csv_field(r.id) << ',' << csv_field(r.image) << ',' << csv_field(r.target) << ',';
     const RowState st = row_state(out_dir, r);
     if (st == RowState::Done) {
-      nlohmann::json j;
+      std::ostringstream row;
+      bool ok = false;
       try {
-        j = nlohmann::json::parse(read_file(d + "summary.json"));
+        const nlohmann::json j = nlohmann::json::parse(read_file(d + "summary.json"));
+        ok = j.at("success").at("8bit").get<bool>();
+        row << "done," << j.at("success").at("float").get<bool>() << ',' << ok << ',' << j.at("steps") << ','
+            << j.at("norms_255").at("linf") << ',' << j.at("norms_255").at("l2") << ','
+            << j.at("final_label_prob") << ',' << j.at("wall_seconds") << ",\n";
       } catch (const std::exception&) {
-        os << "unreadable,,,,,,,,summary.json does not parse\n";
+        os << "unreadable,,,,,,,,summary.json does not parse or lacks a field\n";
         ++n.failed;
         continue;
       }
-      const bool ok = j["success"]["8bit"].get<bool>();
       ++n.done;
       n.succeeded += ok;
-      os << "done," << j["success"]["float"].get<bool>() << ',' << ok << ',' << j["steps"] << ','
-         << j["norms_255"]["linf"] << ',' << j["norms_255"]["l2"] << ',' << j["final_label_prob"] << ','
-         << j["wall_seconds"] << ",\n";
+      os << row.str();
     } else if (st == RowState::Failed) {
       ++n.failed;
       std::string msg;
