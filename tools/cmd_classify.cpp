@@ -1,4 +1,4 @@
-// trick classify IMAGE... --weights W [--topk K] [--json] [--logits] [--input-size raw]
+// trick classify IMAGE... [--weights W] [--topk K] [--json] [--logits] [--input-size raw]
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -21,7 +21,7 @@ int run(const Options& o) {
   TRICK_CHECK(o.topk >= 1, "--topk must be at least 1, got ", o.topk);
   const bool raw = parse_input_size(o.input_size);
   const Device dev = choose_device(o.device);
-  std::unique_ptr<Model> model = open_model(o.weights, dev);
+  std::unique_ptr<Model> model = o.weights.empty() ? open_default_model(dev) : open_model(o.weights, dev);
   for (const std::string& path : o.images) {
     const Tensor image = load_image(path, model->input_channels());
     Tensor input;
@@ -58,7 +58,7 @@ const bool registered = register_command(
      [](CLI::App& app) {
        auto o = std::make_shared<Options>();
        app.add_option("images", o->images, "Image files (PNG, JPEG, ...)")->required();
-       app.add_option("--weights", o->weights, "Weights (.safetensors; see trick convert)")->required();
+       app.add_option("--weights", o->weights, "Weights (.safetensors; see trick convert); default: the embedded Fashion-MNIST model");
        app.add_option("--topk", o->topk, "How many classes to show");
        app.add_flag("--json", o->json, "One JSON object per image: top (index, label, prob)");
        app.add_flag("--logits", o->logits, "With --json: all raw logits too");

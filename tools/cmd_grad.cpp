@@ -1,4 +1,4 @@
-// trick grad IMAGE --weights W --target T --out G.npy [--input-size raw]: the gradient of
+// trick grad IMAGE [--weights W] --target T --out G.npy [--input-size raw]: the gradient of
 // the cross-entropy toward class T with respect to the model input (pixels in [0, 1], NHWC).
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -22,7 +22,7 @@ struct Options {
 int run(const Options& o) {
   const bool raw = parse_input_size(o.input_size);
   const Device dev = choose_device(o.device);
-  std::unique_ptr<Model> model = open_model(o.weights, dev);
+  std::unique_ptr<Model> model = o.weights.empty() ? open_default_model(dev) : open_model(o.weights, dev);
   int target = 0;
   try {
     target = resolve_class(o.target, model->class_names());
@@ -73,7 +73,7 @@ const bool registered = register_command(
      [](CLI::App& app) {
        auto o = std::make_shared<Options>();
        app.add_option("image", o->image, "Image file")->required();
-       app.add_option("--weights", o->weights, "Weights (.safetensors)")->required();
+       app.add_option("--weights", o->weights, "Weights (.safetensors); default: the embedded Fashion-MNIST model");
        app.add_option("--target,-t", o->target, "Target class: index or name (e.g. 341 or pig)")->required();
        app.add_option("--out,-o", o->out, "Output .npy file (float32, H x W x C)")->required();
        app.add_option("--input-size", o->input_size,
