@@ -64,7 +64,9 @@ void Tensor::set_contiguous_strides() {
   int64_t s = 1;
   for (int i = shape_.ndim - 1; i >= 0; --i) {
     strides_[i] = s;
-    s *= shape_.d[i];
+    // A shape read from a file may claim more elements than int64 holds (even with a 0
+    // elsewhere): refuse it here rather than overflow.
+    TRICK_CHECK(!__builtin_mul_overflow(s, shape_.d[i], &s), "shape ", shape_.str(), " has too many elements");
   }
 }
 

@@ -665,6 +665,11 @@ IDX_CASES = [
     ("idx-huge-count", lambda c: idx_dir(c, damage_one("t10k-images-idx3-ubyte",
                                                      lambda d: struct.pack(">IIII", 0x803, 2500000, 28, 28) + d[16:])),
      r"short|truncated|ends|expected|large", T10K_IMAGES),
+    # Found by fuzz_idx: no images, but each "28x28" is 2^32-1 x 2^32-1 (their product overflowed).
+    ("idx-empty-huge-dims", lambda c: idx_dir(c, damage_one("t10k-images-idx3-ubyte",
+                                                          lambda d: struct.pack(">IIII", 0x803, 0, 0xFFFFFFFF,
+                                                                                0xFFFFFFFF))),
+     r"implausibly large|too many elements", T10K_IMAGES),
     ("idx-truncated-gzip", lambda c: idx_dir(c, damage_one("t10k-images-idx3-ubyte", gzip_cut)),
      r"truncated gzip", T10K_IMAGES),
     ("idx-corrupt-gzip", lambda c: idx_dir(c, damage_one("t10k-images-idx3-ubyte", gzip_corrupt)),

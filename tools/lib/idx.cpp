@@ -125,6 +125,7 @@ Tensor read_idx_images(const std::string& path) {
   std::vector<uint32_t> dims;
   const std::vector<unsigned char> data = read_idx(path, 0x00000803, "images", &dims);
   const int64_t n = dims[0], h = dims[1], w = dims[2];
+  TRICK_CHECK(h <= 65536 && w <= 65536, path, ": images of ", h, " x ", w, " pixels are implausibly large");
   Tensor out = Tensor::empty(Shape{n, h, w, 1});
   float* p = out.data();
   for (size_t i = 0; i < data.size(); ++i) p[i] = static_cast<float>(data[i]) / 255.f;
