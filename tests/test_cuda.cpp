@@ -51,6 +51,7 @@
 #include "models/zoo.h"
 #include "tensor/graph_pool.h"
 #include "tensor/random.h"
+#include "tests/tiny_net.h"
 
 #ifdef TRICK_WITH_CUDA
 #include "kernels/cuda/graph.h"
@@ -1045,46 +1046,8 @@ TEST_CASE("cuda: a CUDA graph replays captured work on its buffers; its memory s
 }
 #endif
 
-// conv 3x3 (3->8) ReLU, conv 3x3 stride 2 (8->8) ReLU, flatten, linear (512->4): 16x16x3
-// input with its own resize + crop (from 18 to 16), random weights sharp enough that a few
-// 8-bit levels move the prediction (as tests/test_attack.cpp's).
-class GraphTestNet : public Model {
- public:
-  explicit GraphTestNet(uint64_t seed) {
-    register_module("c1", &c1);
-    register_module("c2", &c2);
-    register_module("fc", &fc);
-    Rng rng(seed);
-    c1.reset_parameters(rng);
-    c2.reset_parameters(rng);
-    fc.reset_parameters(rng);
-    Tensor& w = fc.weight.mutable_value();
-    unary(UnaryOp::Affine, w, w, 8.f, 0.f);
-    set_requires_grad(false);
-  }
-  Var forward(const Var& x) override {
-    Var h = c2.forward(c1.forward(x));
-    return fc.forward(reshape(h, Shape{h.shape()[0], 8 * 8 * 8}));
-  }
-  std::string name() const override { return "graph-test"; }
-  int input_height() const override { return 16; }
-  int input_width() const override { return 16; }
-  int input_channels() const override { return 3; }
-  Preprocess preprocess() const override { return {18, 16}; }
-  const std::vector<std::string>& class_names() const override { return names_; }
-
- private:
-  Conv2d c1{Conv2dOptions{3, 8, 3, 3, 1, 1, 1, true, true}};
-  Conv2d c2{Conv2dOptions{8, 8, 3, 3, 2, 1, 1, true, true}};
-  Linear fc{512, 4};
-  std::vector<std::string> names_{"zero", "one", "two", "three"};
-};
-
-Tensor grid_image(int h, int w, Rng& rng) {
-  Tensor t = rand_uniform(Shape{h, w, 3}, rng);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = std::round(t.data()[i] * 255.f) / 255.f;
-  return t;
-}
+using trick_test::grid_image;
+using GraphTestNet = trick_test::TinyNet;
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);

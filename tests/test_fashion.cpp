@@ -30,32 +30,15 @@
 #include "tools/lib/image.h"
 #include "tools/lib/run_model.h"
 
+#include "tests/test_util.h"
+
 using namespace trick;
+using namespace trick_test;
 
 namespace {
 
 const std::string kData = kFashionMnistDir;
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/trick-test-fashion-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { std::filesystem::remove_all(path); }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-};
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
 
 // gzip-compresses bytes with zlib's deflate (a gzip wrapper: windowBits 15 + 16).
 std::string gzip(const std::string& raw) {
@@ -124,19 +107,6 @@ std::string error_of(F f) {
   return "";
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-// stdout of a shell command, and its exit status.
-std::string run_capture(const std::string& cmd, int* status) {
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  *status = pclose(p);
-  return out;
-}
 
 // Every tensor of two safetensors files, bit for bit; `what` names the comparison.
 void require_same_tensors(const std::string& a, const std::string& b) {

@@ -2,7 +2,6 @@
 // the results table built from what is on disk.
 #include <doctest/doctest.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -13,7 +12,10 @@
 #include "tools/lib/atomic_file.h"
 #include "tools/lib/manifest.h"
 
+#include "tests/test_util.h"
+
 using namespace trick;
+using namespace trick_test;
 
 namespace {
 std::string temp_dir() {
@@ -124,18 +126,8 @@ TEST_CASE("manifest: resume state and results.csv come from the files on disk") 
 
 namespace {
 std::string run_trick(const std::string& args, int* status) {
-  const std::string cmd = std::string(TRICK_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int st = pclose(p);
-  *status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return out;
+  return run_capture(std::string(TRICK_BINARY) + " " + args + " 2>&1", status);
 }
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 bool exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
