@@ -103,7 +103,7 @@ for ((r = 1; r <= rounds; ++r)); do
     "$trick" bench --threads "$threads" --repeats "$repeats" --warmup "$warmup" | grep '^{' >> "$work/trick.jsonl"
   }
   run_torch() {
-    env ${TORCH_PASSIVE:+OMP_WAIT_POLICY=PASSIVE} "$python" "$here/tools/bench_pytorch.py" --threads "$threads" --repeats "$repeats" --warmup "$warmup" --json \
+    env ${TORCH_PASSIVE:+OMP_WAIT_POLICY=PASSIVE} "$python" "$here/tools/bench_pytorch.py" --channels-last --threads "$threads" --repeats "$repeats" --warmup "$warmup" --json \
       >> "$work/torch.jsonl"
   }
   if (( r % 2 )); then run_trick; run_torch; else run_torch; run_trick; fi
