@@ -503,6 +503,10 @@ const bool registered = register_command(
        app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
        add_backend_options(app, &o->graph);
        app.add_option("--threads", o->threads, "CPU threads (default: all cores)");
+       // Neither images nor a manifest is a command-line mistake (exit 2), caught while parsing.
+       app.parse_complete_callback([o] {
+         if (o->images.empty() && o->manifest.empty()) throw CLI::RequiredError("images (or --manifest)");
+       });
        return [o] { return run(*o); };
      },
      10});
