@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "layers/ops.h"
+#include "kernels/gemm.h"
 #include "tools/command.h"
 #include "tools/lib/image.h"
 #include "tools/lib/run_model.h"
@@ -14,12 +15,15 @@ struct Options {
   std::vector<std::string> images;
   std::string weights, input_size, device = "auto";
   int topk = 5;
+  int threads = 0;
   bool json = false, logits = false;
 };
 
 int run(const Options& o) {
   TRICK_CHECK(o.topk >= 1, "--topk must be at least 1, got ", o.topk);
   const bool raw = parse_input_size(o.input_size);
+  TRICK_CHECK(o.threads >= 0, "--threads must be >= 0, got ", o.threads);
+  if (o.threads > 0) set_num_threads(o.threads);
   const Device dev = choose_device(o.device);
   std::unique_ptr<Model> model = o.weights.empty() ? open_default_model(dev) : open_model(o.weights, dev);
   for (const std::string& path : o.images) {
@@ -66,6 +70,7 @@ const bool registered = register_command(
                       "'raw': the image already has the model's input size (no resize or crop)");
        app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N");
        add_backend_options(app);
+       app.add_option("--threads", o->threads, "CPU threads (default: all cores)");
        return [o] { return run(*o); };
      },
      20});

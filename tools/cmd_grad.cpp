@@ -6,6 +6,7 @@
 #include "layers/ops.h"
 #include "models/labels.h"
 #include "models/safetensors.h"
+#include "kernels/gemm.h"
 #include "tools/command.h"
 #include "tools/lib/image.h"
 #include "tools/lib/npy.h"
@@ -16,11 +17,14 @@ namespace {
 
 struct Options {
   std::string image, weights, target, out, input_size, device = "auto", dump_activations;
+  int threads = 0;
   bool json = false;
 };
 
 int run(const Options& o) {
   const bool raw = parse_input_size(o.input_size);
+  TRICK_CHECK(o.threads >= 0, "--threads must be >= 0, got ", o.threads);
+  if (o.threads > 0) set_num_threads(o.threads);
   const Device dev = choose_device(o.device);
   std::unique_ptr<Model> model = o.weights.empty() ? open_default_model(dev) : open_model(o.weights, dev);
   int target = 0;
@@ -80,6 +84,7 @@ const bool registered = register_command(
                       "'raw': the image already has the model's input size (no resize or crop)");
        app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N");
        add_backend_options(app);
+       app.add_option("--threads", o->threads, "CPU threads (default: all cores)");
        app.add_flag("--json", o->json, "Print a JSON object instead of text");
        app.add_option("--dump-activations", o->dump_activations,
                       "Also write every conv layer's output (after its ReLU), by layer name, as .safetensors");
