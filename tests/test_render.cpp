@@ -636,6 +636,23 @@ TEST_CASE("render: pick_frames keeps the ends, the count, and even spacing") {
     if (p.size() > 1) CHECK(hi - lo <= 1);  // as even as whole steps allow
   }
   CHECK(pick_frames(0, 10) == std::vector<int>{0});
+  // pick_frames_front: every step of the first half, then even spacing to the end.
+  for (auto [steps, maxf] : {std::pair<int, int>{300, 100}, {1000, 60}, {7, 100}, {99, 100}, {100, 100}, {5, 3},
+                             {10, 4}, {3, 2}}) {
+    CAPTURE(steps);
+    CAPTURE(maxf);
+    const std::vector<int> p = pick_frames_front(steps, maxf);
+    REQUIRE(static_cast<int>(p.size()) == std::min(steps + 1, maxf));
+    CHECK(p.front() == 0);
+    CHECK(p.back() == steps);
+    for (size_t i = 1; i < p.size(); ++i) CHECK(p[i] > p[i - 1]);
+    if (maxf >= 4)
+      for (int i = 0; i < std::min(steps + 1, maxf / 2); ++i) CHECK(p[i] == i);
+  }
+  const std::vector<int> f = pick_frames_front(300, 100);
+  CHECK(f[49] == 49);
+  CHECK(f[50] == 50);
+  CHECK(f[51] - f[50] >= 4);  // the other 50 frames over steps 50 .. 300
   CHECK_THROWS_AS(pick_frames(10, 1), Error);
   CHECK_THROWS_AS(pick_frames(-1, 10), Error);
 }

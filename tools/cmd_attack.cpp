@@ -175,7 +175,8 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model_ref, D
   std::vector<AttackItem> items;
   for (size_t i = 0; i < paths.size(); ++i) items.push_back({originals[i], labels[i]});
 
-  // The animation: frames at evenly spaced steps of the whole budget, plus the last one.
+  // The animation: every step of the first half of the frames (runs usually stop early),
+  // then evenly spaced steps of the rest of the budget, plus the last step taken.
   const int runs = s.method == AttackMethod::Cw ? s.cw_search : s.restarts;
   const int budget = (s.steps + 1) * runs;
   std::vector<Animator> anim(items.size());
@@ -210,7 +211,7 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model_ref, D
   };
   if (!o.no_animation)
     for (size_t i = 0; i < items.size(); ++i) {
-      anim[i].picked = pick_frames(budget - 1, o.frames);
+      anim[i].picked = pick_frames_front(budget - 1, o.frames);
       anim[i].gif = std::make_unique<GifWriter>(dirs[i] + "/animation.gif", ropt.width, ropt.height);
     }
 

@@ -337,4 +337,13 @@ std::vector<int> pick_frames(int steps, int max_frames) {
   return out;
 }
 
+std::vector<int> pick_frames_front(int steps, int max_frames) {
+  if (steps + 1 <= max_frames || max_frames < 4) return pick_frames(steps, max_frames);
+  const int head = max_frames / 2;  // steps 0 .. head - 1, every one
+  std::vector<int> out;
+  for (int i = 0; i < head; ++i) out.push_back(i);
+  for (int t : pick_frames(steps - head, max_frames - head)) out.push_back(head + t);
+  return out;
+}
+
 }  // namespace trick

@@ -50,6 +50,11 @@ class GifWriter {
 // (step 0 = the original image, `steps` = the final one), evenly spaced, sorted, distinct,
 // always including 0 and `steps`; min(steps + 1, max_frames) of them. max_frames >= 2.
 std::vector<int> pick_frames(int steps, int max_frames);
+// For a run that may stop early (an attack stops when it reaches its target, often long
+// before its step budget): every step while the first half of the frames last, then the other
+// half evenly over the rest of the budget. Same guarantees as pick_frames: sorted, distinct,
+// 0 and `steps` included, min(steps + 1, max_frames) of them.
+std::vector<int> pick_frames_front(int steps, int max_frames);
 
 // An 8-bit palette for one frame (<= 256 colours, exact when the frame has no more than
 // that) and each pixel's index into it. Exposed for tests and other writers.
