@@ -100,10 +100,9 @@ AttackSettings settings_of(Options& o) {
 
 // Attacks o.images toward o.targets with `model` and writes the outputs under o.out.
 // 0: every image reached its target; 3: some did not.
-int attack_images(const Options& o, const AttackSettings& s, Model& model_ref, Device dev,
+int attack_images(const Options& o, const AttackSettings& s, Model& model, Device dev,
                   const std::string& weights_hash) {
-  Model* model = &model_ref;
-  const std::vector<std::string>& names = model->class_names();
+  const std::vector<std::string>& names = model.class_names();
 
   // Pair images with labels: one target for all images, one image for all targets, or one each.
   std::vector<std::string> paths;
@@ -135,16 +134,16 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model_ref, D
   std::vector<Tensor> originals;
   for (const std::string& p : paths) {
     if (!decoded.count(p)) {
-      decoded[p] = load_image(p, model->input_channels());
+      decoded[p] = load_image(p, model.input_channels());
       if (s.raw_input)
-        TRICK_CHECK(decoded[p].dim(0) == model->input_height() && decoded[p].dim(1) == model->input_width(), p,
-                    ": --input-size raw needs a ", model->input_width(), "x", model->input_height(), " image, got ",
+        TRICK_CHECK(decoded[p].dim(0) == model.input_height() && decoded[p].dim(1) == model.input_width(), p,
+                    ": --input-size raw needs a ", model.input_width(), "x", model.input_height(), " image, got ",
                     decoded[p].dim(1), "x", decoded[p].dim(0));
     }
     originals.push_back(decoded[p]);
   }
   if (o.untargeted) {  // the true class: given, or the model's own prediction
-    const std::vector<std::vector<float>> p0 = predict(*model, originals, s.raw_input);
+    const std::vector<std::vector<float>> p0 = predict(model, originals, s.raw_input);
     for (size_t i = 0; i < paths.size(); ++i) {
       if (!o.true_class.empty()) {
         labels.push_back(resolve("--true-class", o.true_class));
@@ -262,7 +261,7 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model_ref, D
   std::vector<ItemResult> results;
   try {
     try {
-      results = run_attack(*model, items, s, observer);
+      results = run_attack(model, items, s, observer);
     } catch (const std::bad_alloc&) {
       fail("out of memory: cannot allocate on the host");
     }
@@ -276,7 +275,7 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model_ref, D
     // the user's back (that would change what was asked and how long it takes).
     if (what.rfind("out of memory", 0) == 0)
       fail(what, " while attacking a batch of ", items.size(), " image", items.size() == 1 ? "" : "s", " (",
-           model->input_width(), "x", model->input_height(), " on ", dev.str(), "): attack fewer images per run ",
+           model.input_width(), "x", model.input_height(), " on ", dev.str(), "): attack fewer images per run ",
            "(split the command, or use --manifest, which attacks one row at a time)",
            dev.is_cuda() ? ", free the GPU of other work, or use --device cpu" : "");
     throw;
@@ -307,7 +306,7 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model_ref, D
     rec.result = &results[i];
     rec.label = labels[i];
     rec.class_names = &names;
-    rec.model_name = model->name();
+    rec.model_name = model.name();
     rec.weights = o.weights.empty() ? "embedded" : o.weights;
     rec.weights_sha256 = weights_hash;
     rec.device = dev.str();
