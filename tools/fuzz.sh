@@ -11,9 +11,13 @@
 #   TRICK_FUZZ_TARGETS   which targets, space-separated (default: all five)
 #   TRICK_FUZZ_BUILD     build folder (default build-fuzz)
 #   TRICK_FUZZ_JOBS      targets run at once (default: the number of cores)
+#   TRICK_FUZZ_SEED      libFuzzer's -seed (default 1: a clean clone replays the same inputs, so
+#                        CI is not red by luck; the same seed for longer continues the same
+#                        sequence, which is how a longer local run covers CI's; 0: random)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${TRICK_FUZZ_SECONDS:-30}
+seed=${TRICK_FUZZ_SEED:-1}
 build=${TRICK_FUZZ_BUILD:-build-fuzz}
 jobs=${TRICK_FUZZ_JOBS:-$(nproc)}
 
@@ -40,7 +44,7 @@ run_one() {  # target -> its log in $build/logs/<t>.log; status of the fuzzer
   # -rss_limit_mb: a small file must not make a reader allocate gigabytes; 2.5 GB leaves room
   # for the largest image trick accepts (50 megapixels as float32 = 600 MB) under ASan.
   local status=0
-  "$build/fuzz_$t" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2560 -print_final_stats=1 \
+  "$build/fuzz_$t" -seed="$seed" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2560 -print_final_stats=1 \
     -artifact_prefix="$findings/" "$work" "tests/fuzz/corpus/$t" > "$build/logs/$t.log" 2>&1 || status=$?
   echo "$status" > "$build/logs/$t.status"
 }
