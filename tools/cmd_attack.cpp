@@ -4,6 +4,7 @@
 // Runs the attack (attack/), streams the four-panel animation while it runs, and writes the
 // outputs (tools/lib/attack_outputs.h). eps and step are in 8-bit units (--eps 4 = 4/255).
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -156,8 +157,25 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
     std::fprintf(stderr, "%s: %s %d (%s)\n", paths[i].c_str(), o.untargeted ? "moving away from" : "target",
                  labels[i], names[labels[i]].c_str());
 
-  // Output folders: DIR itself for one image, DIR/NN-name-to-label for several.
-  ensure_directory(o.out);
+  // Output folders: DIR itself for one image, DIR/NN-name-to-label for several. Folders this
+  // run creates are removed again if it fails before writing its outputs (declared before
+  // the animations, so their temporary files are gone by then).
+  struct NewFolders {
+    std::vector<std::string> made;
+    bool keep = false;
+    void ensure(const std::string& dir) {
+      struct stat st;
+      if (::stat(dir.c_str(), &st) != 0) {
+        ensure_directory(dir);
+        made.push_back(dir);
+      }
+    }
+    ~NewFolders() {
+      if (!keep)
+        for (auto it = made.rbegin(); it != made.rend(); ++it) ::rmdir(it->c_str());  // only if empty
+    }
+  } folders;
+  folders.ensure(o.out);
   std::vector<std::string> dirs;
   for (size_t i = 0; i < paths.size(); ++i) {
     if (paths.size() == 1) {
@@ -167,7 +185,7 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
       std::snprintf(prefix, sizeof prefix, "%02zu", i);
       dirs.push_back(cat(o.out, "/", prefix, "-", short_name(paths[i]), "-",
                          short_name(class_label(names, labels[i]))));
-      ensure_directory(dirs.back());
+      folders.ensure(dirs.back());
     }
   }
 
@@ -270,16 +288,12 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
     if (tty) std::fprintf(stderr, "\n");
     if (g_interrupted)
       fail("interrupted (Ctrl-C): nothing was written; earlier outputs in ", o.out, " are unchanged");
-    const std::string what = e.what();
-    // Out of memory: say at which batch size and what to do; the batch is never shrunk behind
-    // the user's back (that would change what was asked and how long it takes).
-    if (what.rfind("out of memory", 0) == 0)
-      fail(what, " while attacking a batch of ", items.size(), " image", items.size() == 1 ? "" : "s", " (",
-           model.input_width(), "x", model.input_height(), " on ", dev.str(), "): attack fewer images per run ",
-           "(split the command, or use --manifest, which attacks one row at a time)",
-           dev.is_cuda() ? ", free the GPU of other work, or use --device cpu" : "");
-    throw;
+    rethrow_out_of_memory(e, cat("attacking a batch of ", items.size(), " image", items.size() == 1 ? "" : "s", " (",
+                                 model.input_width(), "x", model.input_height(), " on ", dev.str(), ")"),
+                          dev, "attack fewer images per run (split the command, or use --manifest, which attacks "
+                               "one row at a time)");
   }
+  folders.keep = true;
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (tty) std::fprintf(stderr, "\r\033[K");
 

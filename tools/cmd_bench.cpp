@@ -14,6 +14,7 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -185,7 +186,7 @@ int run(const Options& o) {
               num_threads(), o.repeats);
   std::printf("batch  mode   forward ms       img/s  TFLOP/s  fwd+grad ms  img-steps/s  TFLOP/s\n");
   Rng rng(o.seed);
-  for (int b : o.batches) {
+  for (int b : o.batches) try {
     Work w{*model,
            rand_uniform(Shape{b, model->input_height(), model->input_width(), model->input_channels()}, rng).to(dev),
            Tensor::full(Shape{b}, 1.f).to(dev), Tensor::full(Shape{b}, 1.f).to(dev), Tensor()};
@@ -237,6 +238,10 @@ int run(const Options& o) {
       print_row(o, *model, dev, r);
     }
 #endif
+  } catch (const std::bad_alloc&) {
+    fail("out of memory: cannot allocate on the host while timing batch ", b, "; give a smaller --batch");
+  } catch (const Error& e) {
+    rethrow_out_of_memory(e, cat("timing batch ", b, " on ", dev.str()), dev, "give a smaller --batch");
   }
   return 0;
 }

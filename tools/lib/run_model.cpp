@@ -56,6 +56,12 @@ std::unique_ptr<Model> open_default_model(Device device) {
   return m;
 }
 
+void rethrow_out_of_memory(const Error& e, const std::string& doing, Device device, const std::string& smaller) {
+  const std::string what = e.what();
+  if (what.rfind("out of memory", 0) != 0) throw e;
+  fail(what, " while ", doing, ": ", smaller, device.is_cuda() ? ", free the GPU of other work, or use --device cpu" : "");
+}
+
 std::string conv_backend_error(const std::string& name) {
   try {
     parse_conv_backend(name);

@@ -39,6 +39,13 @@ void add_backend_options(App& app, bool* graph = nullptr) {
                  "GPU: replay each step from one CUDA graph (the default); --no-graph runs eagerly, for debugging");
 }
 
+// An out-of-memory error ("out of memory: ...") gets what was being done ("attacking a batch
+// of 64 images (299x299 on cuda:0)") and what to do instead (`smaller`, plus freeing the GPU
+// or the CPU when on a GPU); any other error is rethrown as it is. The batch is never shrunk
+// silently: that would change what was asked and how long it takes.
+[[noreturn]] void rethrow_out_of_memory(const Error& e, const std::string& doing, Device device,
+                                        const std::string& smaller);
+
 // Loads a model from a safetensors file, frozen (no parameter requires a gradient), on device.
 std::unique_ptr<Model> open_model(const std::string& weights_path, Device device);
 // The model embedded in the binary (the small Inception trained on Fashion-MNIST), likewise.
