@@ -11,9 +11,12 @@
 #   TRICK_FUZZ_TARGETS   which targets, space-separated (default: all five)
 #   TRICK_FUZZ_BUILD     build folder (default build-fuzz)
 #   TRICK_FUZZ_JOBS      targets run at once (default: the number of cores)
-#   TRICK_FUZZ_SEED      libFuzzer's -seed (default 1: a clean clone replays the same inputs, so
-#                        CI is not red by luck; the same seed for longer continues the same
-#                        sequence, which is how a longer local run covers CI's; 0: random)
+#   TRICK_FUZZ_SEED      libFuzzer's -seed (default 1; 0: random). A fixed seed makes runs
+#                        closer to repeatable, not identical: libFuzzer's dictionary from
+#                        runtime comparisons still varies between runs (seen here: the same
+#                        seed and clean corpus reached a finding after 47k inputs once and ran
+#                        57k inputs clean another time). Before pushing, run longer locally,
+#                        e.g. TRICK_FUZZ_SECONDS=150 TRICK_FUZZ_BUILD=/tmp/fz bash tools/fuzz.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${TRICK_FUZZ_SECONDS:-30}
