@@ -153,11 +153,11 @@ def png_bytes(w, h, seed=1, width_override=None, height_override=None):
             png_chunk(b"IEND", b""))
 
 
-def jpeg_bytes(w, h):
+def jpeg_bytes(w, h, progressive=False):
     import PIL.Image  # only the JPEG cases need PIL
     img = PIL.Image.frombytes("RGB", (w, h), png_pixels(w, h))
     out = io.BytesIO()
-    img.save(out, "JPEG", quality=90)
+    img.save(out, "JPEG", quality=90, progressive=progressive)
     return out.getvalue()
 
 
@@ -311,6 +311,18 @@ def truncated_jpeg_scan(c):
     return c.write("truncated-scan.jpg", j[:sos[1] + sos[2] + (len(j) - sos[1] - sos[2]) // 3])
 
 
+def jpeg_many_scans(c):
+    """A progressive JPEG whose first scan is repeated 600 times before EOI: libjpeg warns and
+    decodes every repeat (a pass over the whole image each); more than 500 scans are refused."""
+    j = jpeg_bytes(64, 48, progressive=True)
+    start = [s for s in jpeg_segments(j) if s[0] == 0xDA][0][1]
+    end = start + 2
+    while not (j[end] == 0xFF and j[end + 1] not in (0x00, 0xFF) and not 0xD0 <= j[end + 1] <= 0xD7):
+        end += 1  # the first scan's entropy-coded data runs to the next marker
+    eoi = j.rindex(b"\xff\xd9")
+    return c.write("many-scans.jpg", j[:eoi] + j[start:end] * 600 + j[eoi:])
+
+
 def jpeg_huge(c):
     j = bytearray(jpeg_bytes(16, 16))
     sof = [s for s in jpeg_segments(bytes(j)) if s[0] in (0xC0, 0xC2)][0]
@@ -334,7 +346,8 @@ def png_corrupt(c):
 
 def png_bad_header(c):
     p = bytearray(png_bytes(8, 8))
-    p[24] = 7  # bit depth 7 does not exist
+    p[24] = 7  # bit depth 7 does not exist; the CRC is made right, so the header's check is what fails
+    p[29:33] = struct.pack(">I", zlib.crc32(bytes(p[12:29])) & 0xFFFFFFFF)
     return c.write("bitdepth7.png", bytes(p))
 
 
@@ -342,6 +355,13 @@ def bmp_huge(c):
     b = bytearray(b"BM" + struct.pack("<IHHI", 70, 0, 0, 54) +
                   struct.pack("<IiiHHIIiiII", 40, 1 << 30, 1 << 30, 1, 24, 0, 0, 2835, 2835, 0, 0) + b"\0" * 16)
     return c.write("huge.bmp", bytes(b))
+
+
+def bmp_truncated(c):
+    """A 24-bit BMP header declaring 2000 x 1500 pixels, followed by 100 bytes of them."""
+    b = b"BM" + struct.pack("<IHHI", 54 + 100, 0, 0, 54) + \
+        struct.pack("<IiiHHIIiiII", 40, 2000, 1500, 1, 24, 0, 0, 2835, 2835, 0, 0) + rng_bytes(100, 3)
+    return c.write("truncated.bmp", b)
 
 
 def gif_huge(c):
@@ -377,12 +397,14 @@ IMAGE_CASES = [
     ("jpeg-12-bit", jpeg_bad_sof, r"corrupt JPEG|12-bit|8-bit"),
     ("jpeg-huge-size", jpeg_huge, r"declares a size of 65000x65000"),
     ("bmp-huge-size", bmp_huge, r"declares a size of"),
+    ("truncated-bmp", bmp_truncated, r"truncated or corrupt BMP file \(the pixel data ends early"),
     ("gif-huge-size", gif_huge, r"declares a size of 65535x65535"),
     ("webp", webp, r"WebP images are not supported"),
-    # Found by tools/fuzz.sh: a Huffman table stb would overflow, behind 0xFF fill bytes that hid
-    # the file from trick's JPEG checks.
-    ("jpeg-fill-bytes-huffman-overflow", committed("jpeg-fill-bytes-huffman-overflow.jpg"),
-     r"Huffman table with more than 256 codes"),
+    ("jpeg-too-many-scans", jpeg_many_scans, r"corrupt JPEG file \(progressive JPEG with more than 500 scans\)"),
+    # Found by tools/fuzz.sh when stb decoded JPEGs: a Huffman table stb would overflow, behind
+    # 0xFF fill bytes (stb took FF FF FF D8 for a JPEG). A JPEG starts with FF D8 FF, for
+    # libjpeg and PIL too: this is not one.
+    ("jpeg-fill-bytes-huffman-overflow", committed("jpeg-fill-bytes-huffman-overflow.jpg"), r"not an image"),
 ]
 
 

@@ -2,7 +2,8 @@
 # Installs the Debian packages trick builds and tests with (skips what is already there).
 #   libopenblas-openmp-dev  CPU GEMM (the OpenMP build: one thread pool with our loops)
 #   doctest-dev       unit tests
-#   libstb-dev        PNG/JPEG decode      libcli11-dev        command line
+#   libjpeg62-turbo-dev, libpng-dev   JPEG and PNG decoding (fuzzed upstream; PIL's libjpeg too)
+#   libstb-dev        GIF/BMP decode, PNG encode           libcli11-dev        command line
 #   nlohmann-json3-dev JSON (safetensors headers, traces)
 #   libcairo2-dev, fonts-dejavu-core, libgif-dev   the four-panel animation
 #   zlib1g-dev        gzip'd Fashion-MNIST IDX files    dataset-fashion-mnist  its data
@@ -11,7 +12,7 @@
 #   clang, libclang-rt-dev   the libFuzzer targets (tools/fuzz.sh): clang's -fsanitize=fuzzer
 #                     needs its compiler-rt libraries, which clang itself only recommends
 set -euo pipefail
-packages=(build-essential cmake pkg-config libopenblas-openmp-dev doctest-dev libstb-dev libcli11-dev
+packages=(build-essential cmake pkg-config libopenblas-openmp-dev doctest-dev libjpeg62-turbo-dev libpng-dev libstb-dev libcli11-dev
   nlohmann-json3-dev libcairo2-dev fonts-dejavu-core libgif-dev zlib1g-dev dataset-fashion-mnist
   python3-torch python3-torchvision python3-skimage python3-pil python3-numpy clang libclang-rt-dev)
 missing=()

@@ -82,7 +82,7 @@ def main():
     torch.save({"w": torch.ones(1)}, b, _use_new_zipfile_serialization=False)
     put("pth", "tiny_legacy.pth", b.getvalue())
 
-    # ---- images (tiny, every variant stb decodes for us)
+    # ---- images (tiny, every variant the decoders handle: libjpeg, libpng, stb for GIF/BMP)
     px = (rng.random((9, 13, 3)) * 255).astype(np.uint8)
     rgb = PIL.Image.fromarray(px, "RGB")
 
@@ -101,6 +101,7 @@ def main():
     put("image", "progressive.jpg", save(rgb, "JPEG", quality=80, progressive=True))
     put("image", "gray.jpg", save(rgb.convert("L"), "JPEG"))
     put("image", "subsampled.jpg", save(rgb.resize((17, 11)), "JPEG", subsampling=2))
+    put("image", "cmyk.jpg", save(rgb.convert("CMYK"), "JPEG"))
     put("image", "image.gif", save(rgb.convert("P"), "GIF"))
     put("image", "rgb24.bmp", save(rgb, "BMP"))
     put("image", "palette8.bmp", save(rgb.convert("P"), "BMP"))

@@ -1,5 +1,5 @@
-// Image decoding and PNG encoding with stb. This file holds the one implementation of
-// stb_image and stb_image_write in the library.
+// Image decoding (libjpeg-turbo for JPEG, libpng for PNG, stb_image for GIF and BMP) and PNG
+// encoding (stb_image_write). This file holds the one implementation of stb in the library.
 #include "tools/lib/image.h"
 
 #include <sys/stat.h>
@@ -9,16 +9,23 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <vector>
 
 #include "tools/lib/atomic_file.h"
 
+#include <csetjmp>
+// jpeglib.h needs size_t and FILE declared before it.
+#include <cstdio>
+#include <jerror.h>
+#include <jpeglib.h>
+#include <png.h>
+
 #define STB_IMAGE_IMPLEMENTATION
-// Only the formats photos come in: less decoder code exposed to untrusted files, and no
-// TGA, whose header has no signature, so random bytes are never taken for an image.
-#define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
+// stb decodes only GIF and BMP: PNG and JPEG, the formats photos come in, go through libpng
+// and libjpeg-turbo (fuzzed upstream, and what PIL decodes JPEGs with). No TGA, whose header
+// has no signature, so random bytes are never taken for an image.
 #define STBI_ONLY_GIF
 #define STBI_ONLY_BMP
 #define STB_IMAGE_WRITE_IMPLEMENTATION
@@ -27,6 +34,7 @@
 #pragma GCC diagnostic ignored "-Wunused-function"
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 #pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
 #include <stb_image.h>
 #include <stb_image_write.h>
 #pragma GCC diagnostic pop
@@ -35,11 +43,11 @@ namespace trick {
 
 namespace {
 
-// The format a file claims by its first bytes, for error messages.
+// The format a file claims by its first bytes, for error messages and to pick the decoder.
 const char* sniff_format(const std::string& b) {
   auto starts = [&](const char* magic, size_t n) { return b.size() >= n && std::memcmp(b.data(), magic, n) == 0; };
   if (starts("\x89PNG\r\n\x1a\n", 8)) return "PNG";
-  if (starts("\xff\xd8\xff", 3)) return "JPEG";
+  if (starts("\xff\xd8\xff", 3)) return "JPEG";  // PIL's test too: SOI and the next marker
   if (starts("GIF8", 4)) return "GIF";
   if (starts("BM", 2)) return "BMP";
   if (starts("RIFF", 4) && b.size() >= 12 && b.compare(8, 4, "WEBP") == 0) return "WebP";
@@ -49,14 +57,14 @@ const char* sniff_format(const std::string& b) {
 
 // stb keeps the reason of its last failure in a global that nothing resets, and some
 // failures set none: clear it before each call. Within one call, stb first tries the
-// formats before the right one, whose signature checks leave their own reasons ("bad png
-// sig" when a JPEG then fails silently); such a reason from another format is dropped.
+// formats before the right one, whose signature checks leave their own reasons ("not BMP"
+// when a GIF then fails silently); such a reason from another format is dropped.
 void clear_stb_failure() { stbi__g_failure_reason = nullptr; }
 std::string stb_reason(const char* format) {
   static const struct {
     const char* reason;
     const char* format;
-  } kSignatureFailures[] = {{"bad png sig", "PNG"}, {"not BMP", "BMP"}, {"not GIF", "GIF"}};
+  } kSignatureFailures[] = {{"not BMP", "BMP"}, {"not GIF", "GIF"}};
   const char* r = stbi_failure_reason();
   if (!r || !*r) return "stb gave no reason";
   for (const auto& f : kSignatureFailures)
@@ -68,10 +76,11 @@ std::string stb_reason(const char* format) {
 uint32_t be16(const std::string& b, size_t i) { return (uint8_t(b[i]) << 8) | uint8_t(b[i + 1]); }
 uint32_t be32(const std::string& b, size_t i) { return (be16(b, i) << 16) | be16(b, i + 2); }
 uint32_t le16(const std::string& b, size_t i) { return uint8_t(b[i]) | (uint8_t(b[i + 1]) << 8); }
+uint32_t le32(const std::string& b, size_t i) { return le16(b, i) | (le16(b, i + 2) << 16); }
 
-// The size the header of a PNG, JPEG, GIF or BMP declares, read without stb: stb's own
-// header check fails on sizes it cannot allocate and then reports no size at all, so a
-// huge declared size would read as "corrupt" instead of "too large". False if unknown.
+// The size the header of a PNG, JPEG, GIF or BMP declares, read before any decoder runs, so a
+// huge declared size reads as "too large" (not "corrupt") and nothing is allocated for it.
+// False if unknown.
 bool declared_size(const std::string& b, const char* format, int64_t* w, int64_t* h) {
   if (!format) return false;
   const std::string f = format;
@@ -84,9 +93,11 @@ bool declared_size(const std::string& b, const char* format, int64_t* w, int64_t
     return true;
   }
   if (f == "BMP" && b.size() >= 26) {
-    int32_t bw, bh;
-    std::memcpy(&bw, b.data() + 18, 4);
-    std::memcpy(&bh, b.data() + 22, 4);
+    if (le32(b, 14) == 12) {  // OS/2 BITMAPCOREHEADER: 16-bit sizes
+      *w = le16(b, 18), *h = le16(b, 20);
+      return true;
+    }
+    const int32_t bw = static_cast<int32_t>(le32(b, 18)), bh = static_cast<int32_t>(le32(b, 22));
     *w = bw < 0 ? -int64_t(bw) : bw, *h = bh < 0 ? -int64_t(bh) : bh;  // negative height: top-down
     return true;
   }
@@ -116,44 +127,30 @@ bool declared_size(const std::string& b, const char* format, int64_t* w, int64_t
   return false;
 }
 
-// stb_image 2.27 (Debian's libstb-dev) writes past its Huffman arrays when a DHT segment
-// declares more than 256 codes (fixed upstream in 2.28). Walk the JPEG's segments, skipping
-// entropy-coded data, and reject such tables before stb sees them. Returns "" if the
-// tables are sane (other damage is left to stb), else what is wrong.
-std::string check_jpeg_huffman_tables(const std::string& b) {
-  size_t i = 2;  // after SOI
-  while (i + 1 < b.size()) {
-    if (uint8_t(b[i]) != 0xff) {  // entropy-coded data: skip to the next real marker
-      ++i;
-      continue;
-    }
-    const uint8_t m = uint8_t(b[i + 1]);
-    if (m == 0xff) {  // fill byte
-      ++i;
-      continue;
-    }
-    if (m == 0x00 || m == 0x01 || (m >= 0xd0 && m <= 0xd8)) {  // stuffed zero, TEM, RSTn, SOI
-      i += 2;
-      continue;
-    }
-    if (m == 0xd9) return "";  // EOI
-    if (i + 4 > b.size()) return "";
-    const size_t len = be16(b, i + 2);
-    if (len < 2) return "segment length below 2";
-    if (m == 0xc4) {  // DHT: tables of (class/id, 16 counts, values)
-      size_t p = i + 4;
-      const size_t end = std::min(b.size(), i + 2 + len);
-      while (p < end) {
-        if (p + 17 > end) return end < i + 2 + len ? "the file ends inside a Huffman table" : "short Huffman table";
-        size_t codes = 0;
-        for (int k = 1; k <= 16; ++k) codes += uint8_t(b[p + k]);
-        if (codes > 256) return "Huffman table with more than 256 codes";
-        p += 17 + codes;
-      }
-    }
-    i += 2 + len;
-  }
-  return "";
+// A BMP of w x h pixels, read by stb as uncompressed, holds its rows at bfOffBits,
+// each padded to 4 bytes; stb reads missing bytes as zeros, so a 200-byte file declaring
+// 5000 x 5000 pixels would take seconds to "decode". "" if the file holds the rows (the
+// last row's padding may be missing), else what is short. w and h passed size_problem().
+std::string bmp_data_problem(const std::string& b, int64_t w, int64_t h) {
+  if (b.size() < 30) return "";  // stb reports the short header
+  const bool core = le32(b, 14) == 12;
+  if (!core && b.size() < 34) return "";
+  const uint32_t bpp = core ? le16(b, 24) : le16(b, 28), compression = core ? 0 : le32(b, 30);
+  // stb refuses RLE (1, 2) and reads every other compression value as uncompressed rows.
+  if (compression == 1 || compression == 2 || bpp == 0 || bpp > 32) return "";
+  const uint64_t row = (uint64_t(bpp) * w + 31) / 32 * 4, last = (uint64_t(bpp) * w + 7) / 8;
+  const uint64_t need = uint64_t(le32(b, 10)) + row * uint64_t(h - 1) + last;
+  if (b.size() >= need) return "";
+  return cat("the pixel data ends early: the file has ", b.size(), " bytes, ", w, "x", h, " pixels at ", bpp,
+             " bits need ", need);
+}
+
+// "" if an image of w x h pixels may be decoded, else why not.
+std::string size_problem(int64_t w, int64_t h) {
+  if (w <= kMaxImageSide && h <= kMaxImageSide && w * h <= kMaxImagePixels) return "";
+  return cat("the image declares a size of ", w, "x", h, " (", std::round(double(w) * h / 1e5) / 10,
+             " megapixels); images over ", kMaxImagePixels / 1000000, " megapixels or ", kMaxImageSide,
+             " pixels a side are refused");
 }
 
 // PIL's RGB -> L (Convert.c, L24): ITU-R 601-2 luma in 16-bit fixed point, rounded.
@@ -161,73 +158,308 @@ uint8_t pil_luma(const uint8_t* rgb) {
   return static_cast<uint8_t>((rgb[0] * 19595u + rgb[1] * 38470u + rgb[2] * 7471u + 0x8000u) >> 16);
 }
 
+// 8-bit pixels, `comp` interleaved channels: 1 (gray) or 3 (RGB); any alpha already dropped.
+struct Pixels {
+  int w = 0, h = 0, comp = 0;
+  std::unique_ptr<uint8_t[]> px;  // not zeroed: a truncated file fails before most pages are touched
+  void allocate(int width, int height, int channels) {
+    w = width, h = height, comp = channels;
+    px.reset(new uint8_t[size_t(w) * h * comp]);
+  }
+};
+
+// What a decoder that failed says: `size` is set when the failure is a refused size.
+struct DecodeFailure {
+  std::string reason;
+  bool size = false;
+};
+
+// --- JPEG: libjpeg-turbo, set up as PIL 9.4 sets it up (JpegDecode.c) -------------------------
+// Default DCT (islow) and fancy upsampling; YCbCr/RGB out as RGB, gray as gray, CMYK/YCCK
+// out as CMYK, which PIL reads as inverted ("CMYK;I", the Adobe convention, assumed for
+// every CMYK JPEG) and converts to RGB with cmyk2rgb. So the RGB pixels equal PIL's.
+
+// A progressive JPEG may have any number of scans, each a pass over the whole image: a
+// few-kilobyte file with thousands of scans takes minutes to decode. libjpeg-turbo's own
+// tools (djpeg -maxscans, the TurboJPEG API) refuse more than 500; so does this.
+constexpr int kMaxJpegScans = 500;
+
+struct JpegErrors {
+  jpeg_error_mgr mgr;  // first: libjpeg passes &mgr as cinfo->err
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX] = {0};
+};
+
+[[noreturn]] void jpeg_fail(j_common_ptr c) {
+  auto* e = reinterpret_cast<JpegErrors*>(c->err);
+  if (!e->message[0]) (*c->err->format_message)(c, e->message);
+  std::longjmp(e->jump, 1);
+}
+
+// Warnings (level -1) are corrupt-data notes libjpeg decodes past (as djpeg does; PIL
+// decodes past most of them too, and refuses a few such files), except the end of the data
+// before the end of the image: PIL calls that "image file is truncated" (libjpeg would fill
+// the rest with gray). Trace messages (level >= 0) are ignored.
+void jpeg_message(j_common_ptr c, int level) {
+  if (level < 0 && c->err->msg_code == JWRN_JPEG_EOF) jpeg_fail(c);
+}
+
+void jpeg_progress(j_common_ptr c) {
+  auto* d = reinterpret_cast<j_decompress_ptr>(c);
+  if (c->is_decompressor && d->progressive_mode && d->input_scan_number > kMaxJpegScans) {
+    auto* e = reinterpret_cast<JpegErrors*>(c->err);
+    std::snprintf(e->message, sizeof e->message, "progressive JPEG with more than %d scans", kMaxJpegScans);
+    std::longjmp(e->jump, 1);
+  }
+}
+
+// Everything run_jpeg's setjmp frame touches lives here, owned by the caller, so nothing
+// it reads after a longjmp is a local changed since setjmp, and no destructor is jumped over.
+struct JpegJob {
+  jpeg_decompress_struct cinfo;
+  bool created = false;
+  JpegErrors errors;
+  jpeg_progress_mgr progress{};
+  std::vector<uint8_t> cmyk_row;
+  ~JpegJob() {
+    if (created) jpeg_destroy_decompress(&cinfo);
+  }
+};
+
+// Pillow's cmyk2rgb (Convert.c) on the inverted samples libjpeg returns for an Adobe CMYK JPEG.
+void cmyk_to_rgb(const uint8_t* raw, uint8_t* rgb) {
+  const int nk = raw[3];  // 255 - k with k = 255 - raw[3]
+  for (int i = 0; i < 3; ++i) {
+    const int t = (255 - raw[i]) * nk + 128;
+    const int v = nk - (((t >> 8) + t) >> 8);
+    rgb[i] = static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v);
+  }
+}
+
+bool run_jpeg(JpegJob* job, const std::string* bytes, Pixels* out, DecodeFailure* failure) {
+  if (setjmp(job->errors.jump)) {
+    failure->reason = job->errors.message;
+    return false;
+  }
+  jpeg_decompress_struct* c = &job->cinfo;
+  jpeg_create_decompress(c);
+  job->created = true;
+  job->progress.progress_monitor = jpeg_progress;
+  c->progress = &job->progress;
+  jpeg_mem_src(c, reinterpret_cast<const unsigned char*>(bytes->data()), static_cast<unsigned long>(bytes->size()));
+  jpeg_read_header(c, TRUE);
+  failure->reason = size_problem(c->image_width, c->image_height);
+  if (!failure->reason.empty()) {
+    failure->size = true;
+    return false;
+  }
+  bool cmyk = false;
+  if (c->jpeg_color_space == JCS_GRAYSCALE) {
+    c->out_color_space = JCS_GRAYSCALE;
+  } else if (c->jpeg_color_space == JCS_CMYK || c->jpeg_color_space == JCS_YCCK) {
+    c->out_color_space = JCS_CMYK, cmyk = true;
+  } else if (c->num_components == 3) {
+    c->out_color_space = JCS_RGB;
+  } else {
+    failure->reason = cat("a JPEG with ", c->num_components, " colour components");
+    return false;
+  }
+  jpeg_start_decompress(c);
+  const size_t w = c->output_width, h = c->output_height;
+  const int comp = cmyk ? 3 : c->output_components;
+  out->allocate(static_cast<int>(w), static_cast<int>(h), comp);
+  if (cmyk) job->cmyk_row.resize(w * 4);
+  while (c->output_scanline < c->output_height) {
+    const size_t y = c->output_scanline;
+    JSAMPROW row = cmyk ? job->cmyk_row.data() : out->px.get() + y * w * comp;
+    jpeg_read_scanlines(c, &row, 1);
+    if (cmyk)
+      for (size_t x = 0; x < w; ++x) cmyk_to_rgb(job->cmyk_row.data() + 4 * x, out->px.get() + (y * w + x) * 3);
+  }
+  // Like PIL, whatever follows the last scan is not read (a missing EOI is not an error).
+  return true;
+}
+
+bool decode_jpeg(const std::string& bytes, Pixels* out, DecodeFailure* failure) {
+  JpegJob job;
+  job.cinfo.err = jpeg_std_error(&job.errors.mgr);
+  job.errors.mgr.error_exit = jpeg_fail;
+  job.errors.mgr.emit_message = jpeg_message;
+  return run_jpeg(&job, &bytes, out, failure);
+}
+
+// --- PNG: libpng, converted as PIL 9.4 converts ----------------------------------------------
+// Palette -> its colours, gray below 8 bits scaled to 0..255, 16 bits -> the high byte, alpha
+// and tRNS dropped (not composited), gamma and colour chunks ignored: PIL's convert("RGB").
+
+struct PngState {
+  std::jmp_buf jump;
+  char message[200] = {0};
+  const std::string* bytes = nullptr;
+  size_t pos = 0;
+};
+
+[[noreturn]] void png_fail(png_structp png, png_const_charp msg) {
+  auto* s = static_cast<PngState*>(png_get_error_ptr(png));
+  if (!s->message[0]) std::snprintf(s->message, sizeof s->message, "%s", msg);
+  std::longjmp(s->jump, 1);
+}
+void png_warn(png_structp, png_const_charp) {}  // ancillary-chunk trouble: skipped, as PIL does
+void png_read_bytes(png_structp png, png_bytep data, size_t n) {
+  auto* s = static_cast<PngState*>(png_get_io_ptr(png));
+  if (n > s->bytes->size() - s->pos) png_fail(png, "the file ends early");
+  std::memcpy(data, s->bytes->data() + s->pos, n);
+  s->pos += n;
+}
+
+// Everything run_png's setjmp frame touches, owned by the caller (see JpegJob).
+struct PngJob {
+  PngState state;
+  png_structp png = nullptr;
+  png_infop info = nullptr;
+  std::vector<png_bytep> rows;
+  ~PngJob() {
+    if (png) png_destroy_read_struct(&png, info ? &info : nullptr, nullptr);
+  }
+};
+
+bool run_png(PngJob* job, Pixels* out, DecodeFailure* failure) {
+  if (setjmp(job->state.jump)) {
+    failure->reason = job->state.message;
+    return false;
+  }
+  // The error handler is ours (png_fail longjmps to state.jump), from creation on.
+  job->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &job->state, png_fail, png_warn);
+  if (!job->png) throw std::bad_alloc();
+  job->info = png_create_info_struct(job->png);
+  if (!job->info) throw std::bad_alloc();
+  png_structp png = job->png;
+  png_infop info = job->info;
+  png_set_read_fn(png, &job->state, png_read_bytes);
+  png_set_user_limits(png, 0x7fffffff, 0x7fffffff);  // size_problem() is the limit
+  png_read_info(png, info);
+  const png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
+  failure->reason = size_problem(w, h);
+  if (!failure->reason.empty()) {
+    failure->size = true;
+    return false;
+  }
+  const int type = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
+  if (depth == 16) png_set_strip_16(png);  // the high byte, as PIL's "RGB;16B" unpacker
+  if (type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+  if (type == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+  png_set_strip_alpha(png);
+  png_set_interlace_handling(png);
+  png_read_update_info(png, info);
+  const int comp = png_get_channels(png, info);
+  if ((comp != 1 && comp != 3) || png_get_rowbytes(png, info) != size_t(w) * comp) {
+    failure->reason = "unexpected pixel layout after conversion to 8 bits";
+    return false;
+  }
+  out->allocate(static_cast<int>(w), static_cast<int>(h), comp);
+  job->rows.resize(h);
+  for (png_uint_32 y = 0; y < h; ++y) job->rows[y] = out->px.get() + size_t(y) * w * comp;
+  png_read_image(png, job->rows.data());
+  // Like PIL, the chunks after the image data are not read (a missing IEND is not an error).
+  return true;
+}
+
+bool decode_png(const std::string& bytes, Pixels* out, DecodeFailure* failure) {
+  PngJob job;
+  job.state.bytes = &bytes;
+  return run_png(&job, out, failure);
+}
+
+// --- GIF (first frame) and BMP: stb_image ---------------------------------------------------
+
 struct StbPixels {
   stbi_uc* p = nullptr;
   ~StbPixels() { stbi_image_free(p); }
 };
 
-}  // namespace
-
-Tensor decode_image(const std::string& file_bytes, const std::string& name, int channels) {
-  TRICK_CHECK(channels == 1 || channels == 3, name, ": images load with 1 or 3 channels, not ", channels);
-  TRICK_CHECK(!file_bytes.empty(), name, ": the file is empty (0 bytes), not an image");
-  // stb takes any run of 0xFF fill bytes before a JPEG's SOI marker (FF FF FF D8 is a JPEG to
-  // it). Drop the extra ones, for stb too, so the checks below, which look for FF D8 at offset
-  // 0, see the JPEG stb decodes: found by tests/fuzz (a Huffman overflow behind fill bytes).
-  // No other format starts with 0xFF, and what remains still does.
-  size_t fill = 0;
-  while (fill + 1 < file_bytes.size() && uint8_t(file_bytes[fill]) == 0xff && uint8_t(file_bytes[fill + 1]) == 0xff)
-    ++fill;
-  const std::string trimmed = fill ? file_bytes.substr(fill) : std::string();
-  const std::string& bytes = fill ? trimmed : file_bytes;
-  TRICK_CHECK(bytes.size() <= static_cast<size_t>(INT_MAX), name, ": the file is ", bytes.size(),
-              " bytes, too large to decode");
+bool decode_stb(const std::string& bytes, const char* format, Pixels* out, DecodeFailure* failure) {
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int len = static_cast<int>(bytes.size());
-  const char* format = sniff_format(bytes);
-
-  auto check_size = [&](int64_t w, int64_t h) {
-    TRICK_CHECK(w <= kMaxImageSide && h <= kMaxImageSide && w * h <= kMaxImagePixels, name,
-                ": the image declares a size of ", w, "x", h, " (", std::round(double(w) * h / 1e5) / 10,
-                " megapixels); images over ", kMaxImagePixels / 1000000, " megapixels or ", kMaxImageSide,
-                " pixels a side are refused");
-  };
-  int64_t dw = 0, dh = 0;
-  if (declared_size(bytes, format, &dw, &dh)) check_size(dw, dh);
-  if (format && std::strcmp(format, "JPEG") == 0) {
-    const std::string bad = check_jpeg_huffman_tables(bytes);
-    TRICK_CHECK(bad.empty(), name, ": truncated or corrupt JPEG file (", bad, ")");
-  }
-
   int w = 0, h = 0, comp = 0;
   clear_stb_failure();
   if (!stbi_info_from_memory(data, len, &w, &h, &comp)) {
-    if (format && (std::strcmp(format, "WebP") == 0 || std::strcmp(format, "TIFF") == 0))
-      fail(name, ": ", format, " images are not supported (trick reads PNG, JPEG, BMP and GIF)");
-    if (format) fail(name, ": truncated or corrupt ", format, " file (", stb_reason(format), ")");
-    fail(name, ": not an image in a format trick reads (PNG, JPEG, BMP, GIF)");
+    failure->reason = stb_reason(format);
+    return false;
   }
-  TRICK_CHECK(w >= 1 && h >= 1, name, ": the image declares an empty size ", w, "x", h);
-  check_size(w, h);  // formats declared_size does not know
-
-  // Gray sources (with or without alpha) load as gray, colour ones as RGB; stb then
-  // replicates gray and drops alpha exactly as PIL's convert does.
-  const int load_comp = (channels == 1 && comp <= 2) ? 1 : 3;
+  failure->reason = size_problem(w, h);  // formats declared_size does not know
+  if (!failure->reason.empty()) {
+    failure->size = true;
+    return false;
+  }
+  if (w < 1 || h < 1) {
+    failure->reason = cat("the image declares an empty size ", w, "x", h);
+    return false;
+  }
+  // Gray sources (with or without alpha) load as gray, colour ones as RGB; stb drops alpha
+  // as PIL's convert does.
+  const int load_comp = comp <= 2 ? 1 : 3;
   StbPixels px;
   int lw = 0, lh = 0, lcomp = 0;
   clear_stb_failure();
   px.p = stbi_load_from_memory(data, len, &lw, &lh, &lcomp, load_comp);
-  if (!px.p) fail(name, ": truncated or corrupt ", format ? format : "image", " file (", stb_reason(format), ")");
-  TRICK_CHECK(lw == w && lh == h, name, ": the decoder read ", lw, "x", lh, " pixels, the header says ", w, "x", h);
+  if (!px.p) {
+    failure->reason = stb_reason(format);
+    return false;
+  }
+  if (lw != w || lh != h) {
+    failure->reason = cat("the decoder read ", lw, "x", lh, " pixels, the header says ", w, "x", h);
+    return false;
+  }
+  out->allocate(w, h, load_comp);
+  std::memcpy(out->px.get(), px.p, size_t(w) * h * load_comp);
+  return true;
+}
 
+}  // namespace
+
+Tensor decode_image(const std::string& bytes, const std::string& name, int channels) {
+  TRICK_CHECK(channels == 1 || channels == 3, name, ": images load with 1 or 3 channels, not ", channels);
+  TRICK_CHECK(!bytes.empty(), name, ": the file is empty (0 bytes), not an image");
+  TRICK_CHECK(bytes.size() <= static_cast<size_t>(INT_MAX), name, ": the file is ", bytes.size(),
+              " bytes, too large to decode");
+  const char* format = sniff_format(bytes);
+  if (!format) fail(name, ": not an image in a format trick reads (PNG, JPEG, BMP, GIF)");
+  const std::string f = format;
+  if (f == "WebP" || f == "TIFF") fail(name, ": ", format, " images are not supported (trick reads PNG, JPEG, BMP and GIF)");
+  int64_t dw = 0, dh = 0;
+  if (declared_size(bytes, format, &dw, &dh)) {
+    const std::string big = size_problem(dw, dh);
+    TRICK_CHECK(big.empty(), name, ": ", big);
+    TRICK_CHECK(dw >= 1 && dh >= 1, name, ": the image declares an empty size ", dw, "x", dh);
+    if (f == "BMP") {
+      const std::string short_data = bmp_data_problem(bytes, dw, dh);
+      TRICK_CHECK(short_data.empty(), name, ": truncated or corrupt BMP file (", short_data, ")");
+    }
+  }
+
+  Pixels px;
+  DecodeFailure failure;
+  const bool ok = f == "JPEG"  ? decode_jpeg(bytes, &px, &failure)
+                  : f == "PNG" ? decode_png(bytes, &px, &failure)
+                               : decode_stb(bytes, format, &px, &failure);
+  if (!ok) {
+    if (failure.size) fail(name, ": ", failure.reason);
+    fail(name, ": truncated or corrupt ", format, " file (", failure.reason.empty() ? "no reason given" : failure.reason,
+         ")");
+  }
+
+  const int w = px.w, h = px.h;
   Tensor out = Tensor::empty(Shape{h, w, channels});
   float* o = out.data();
   const int64_t pixels = int64_t(w) * h;
-  if (channels == load_comp) {
+  const uint8_t* p = px.px.get();
+  if (channels == px.comp) {
     const int64_t n = pixels * channels;
-    for (int64_t i = 0; i < n; ++i) o[i] = px.p[i] / 255.f;
+    for (int64_t i = 0; i < n; ++i) o[i] = p[i] / 255.f;
+  } else if (channels == 3) {  // gray -> RGB: replicated
+    for (int64_t i = 0; i < pixels; ++i) o[3 * i] = o[3 * i + 1] = o[3 * i + 2] = p[i] / 255.f;
   } else {  // RGB -> L
-    for (int64_t i = 0; i < pixels; ++i) o[i] = pil_luma(px.p + 3 * i) / 255.f;
+    for (int64_t i = 0; i < pixels; ++i) o[i] = pil_luma(p + 3 * i) / 255.f;
   }
   return out;
 }

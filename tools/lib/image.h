@@ -1,10 +1,13 @@
 // Image files <-> float pixels in [0, 1], (H, W, C) with C = 3 (RGB) or 1 (gray).
 //
-// Decoding is stb_image (PNG, JPEG baseline/progressive, BMP, GIF first frame), converted the way PIL's convert("RGB") / convert("L") converts: gray is
-// replicated to RGB, alpha is dropped (not composited), RGB -> L is ITU-R 601-2 luma in
-// PIL's fixed point. 16-bit files keep their high byte, as PIL does for RGB. EXIF
-// orientation is ignored, as PIL and torchvision ignore it. For PNGs the pixels equal
-// PIL's exactly; JPEG decoders differ slightly (stb vs libjpeg IDCT and upsampling).
+// Decoding: JPEG (baseline, progressive, gray, CMYK) with libjpeg-turbo set up as PIL sets it
+// up, PNG with libpng, GIF (first frame) and BMP with stb_image. Pixels are converted the way
+// PIL's convert("RGB") / convert("L") converts: gray is replicated to RGB, alpha is dropped
+// (not composited), CMYK -> RGB is Pillow's cmyk2rgb, RGB -> L is ITU-R 601-2 luma in PIL's
+// fixed point. 16-bit PNGs keep their high byte, as PIL does for colour ones (PIL clips 16-bit
+// gray to 255 instead: there we differ on purpose). EXIF orientation is ignored, as PIL and
+// torchvision ignore it. For PNG and JPEG the pixels equal PIL 9.4's exactly
+// (tests/images_check.py).
 #pragma once
 #include <cstdint>
 #include <string>
