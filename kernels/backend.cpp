@@ -17,7 +17,17 @@ std::atomic<MathMode>& math_setting() {
   static std::atomic<MathMode> m{MathMode::FP32};
   return m;
 }
+std::atomic<int64_t>& im2col_cap_setting() {
+  static std::atomic<int64_t> c{int64_t{1} << 25};
+  return c;
+}
 }  // namespace
+
+void set_im2col_cap(int64_t floats) {
+  TRICK_CHECK(floats >= 1, "im2col cap: ", floats, " floats must be >= 1");
+  im2col_cap_setting().store(floats);
+}
+int64_t im2col_cap() { return im2col_cap_setting().load(); }
 
 void set_conv_backend(ConvBackend b) { backend_setting().store(b); }
 ConvBackend conv_backend() { return backend_setting().load(); }

@@ -12,6 +12,7 @@
 //   MathMode::TF32       lets cuBLAS and cuDNN use TF32 tensor cores (10-bit mantissa
 //                        inputs, fp32 accumulation); our own kernels stay fp32
 #pragma once
+#include <cstdint>
 #include <string>
 
 namespace trick {
@@ -31,6 +32,12 @@ MathMode math_mode();
 MathMode parse_math_mode(const std::string& s);
 const char* math_mode_name(MathMode m);
 
+// The largest im2col buffer (floats) the Cublas conv path uses per chunk of whole images,
+// unless one image needs more: default 2^25 (128 MiB). Tests set it small to run the
+// multi-chunk path on small shapes. Must be >= 1.
+void set_im2col_cap(int64_t floats);
+int64_t im2col_cap();
+
 // Sets a setting for the lifetime of a scope (tests, benchmarks), restoring the old one.
 class ConvBackendScope {
  public:
@@ -41,6 +48,17 @@ class ConvBackendScope {
 
  private:
   ConvBackend saved_;
+};
+
+class Im2colCapScope {
+ public:
+  explicit Im2colCapScope(int64_t floats) : saved_(im2col_cap()) { set_im2col_cap(floats); }
+  ~Im2colCapScope() { set_im2col_cap(saved_); }
+  Im2colCapScope(const Im2colCapScope&) = delete;
+  Im2colCapScope& operator=(const Im2colCapScope&) = delete;
+
+ private:
+  int64_t saved_;
 };
 
 class MathModeScope {

@@ -399,22 +399,27 @@ void Tensor::fill(float value) {
     return;
   }
 #ifdef TRICK_WITH_CUDA
-  // Captured zero fills become memset nodes (no staging copy of a host buffer).
-  cudaStream_t s = nullptr;
+  // Zero fills (+0.0f: all bits zero) are memsets: on the capture stream during a capture
+  // (a memset node), else on the legacy stream every eager op and copy is ordered on.
   uint32_t bits = 0;
   std::memcpy(&bits, &value, sizeof bits);
-  if (bits == 0 && cuda_cache().capture_stream(device_.index, &s)) {
+  if (bits == 0) {
     TRICK_CHECK(is_row_strided(), "fill: tensor of shape ", shape_.str(), " is not row-strided");
-    if (is_contiguous())
-      cuda_check(cudaMemsetAsync(data_, 0, numel() * sizeof(float), s), "cudaMemsetAsync (captured)");
-    else
-      cuda_check(cudaMemset2DAsync(data_, ld() * sizeof(float), 0, cols() * sizeof(float), rows(), s),
-                 "cudaMemset2DAsync (captured)");
+    cudaStream_t s = nullptr;
+    const bool captured = cuda_cache().capture_stream(device_.index, &s);
+    int prev = 0;
+    cudaGetDevice(&prev);
+    if (prev != device_.index) cudaSetDevice(device_.index);
+    const cudaError_t e =
+        is_contiguous() ? cudaMemsetAsync(data_, 0, numel() * sizeof(float), s)
+                        : cudaMemset2DAsync(data_, ld() * sizeof(float), 0, cols() * sizeof(float), rows(), s);
+    if (prev != device_.index) cudaSetDevice(prev);
+    cuda_check(e, captured ? "cudaMemsetAsync (captured)" : "cudaMemsetAsync");
     return;
   }
 #endif
-  // Device tensors: build the row on the host and copy it (fills are rare and off the hot
-  // path; during a capture the copy is staged and captured, see device_memcpy).
+  // Other values on a device: build them on the host and copy (rare and off the hot path;
+  // during a capture the copy is staged and captured, see device_memcpy).
   Tensor host = Tensor::full(shape_, value);
   copy_from(host);
 }

@@ -55,6 +55,7 @@
 
 #ifdef TRICK_WITH_CUDA
 #include "kernels/cuda/graph.h"
+#include "kernels/cuda/runtime.h"
 #endif
 
 namespace trick {
@@ -446,6 +447,15 @@ TEST_CASE("cuda: backend and math mode settings parse, reject and restore") {
   }
   CHECK(conv_backend() == ConvBackend::Own);
   CHECK(math_mode() == MathMode::FP32);
+  const int64_t cap = im2col_cap();
+  CHECK(cap == int64_t{1} << 25);
+  {
+    Im2colCapScope c(7);
+    CHECK(im2col_cap() == 7);
+  }
+  CHECK(im2col_cap() == cap);
+  CHECK_THROWS_WITH_AS(set_im2col_cap(0), doctest::Contains("must be >= 1"), Error);
+  CHECK(im2col_cap() == cap);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -586,6 +596,17 @@ TEST_CASE("cuda: conv2d forward, dgrad and wgrad on every backend against the CP
   Rng rng(31);
   for (ConvBackend backend : {ConvBackend::Own, ConvBackend::Cublas, ConvBackend::Cudnn})
     for (const GpuConvCase& cc : gpu_conv_cases()) run_conv_case(cc, backend, MathMode::FP32, rng);
+}
+
+TEST_CASE("cuda: conv2d on cuBLAS with one image per im2col chunk against the CPU") {
+  SKIP_WITHOUT_CUDA();
+  // The default cap holds every test shape in one chunk; a cap of one float makes every
+  // image its own chunk: the output offsets of later chunks, col2im's image index and
+  // wgrad's accumulation over chunks (beta 0 for the first, 1 after).
+  Im2colCapScope cap(1);
+  Rng rng(34);
+  for (const GpuConvCase& cc : gpu_conv_cases())
+    if (cc.shape.n > 1) run_conv_case(cc, ConvBackend::Cublas, MathMode::FP32, rng);
 }
 
 TEST_CASE("cuda: conv2d on cuBLAS and cuDNN in TF32 stays within the TF32 bound") {
@@ -971,6 +992,70 @@ TEST_CASE("cuda: separable resampling against the CPU") {
     }
 }
 
+// The same host values on both devices, contiguous (the attack's steps take whole images).
+Twin twin_of(const Tensor& host) {
+  Twin t;
+  t.host_buf = t.host = host.clone();
+  t.dev_buf = t.dev = host.to(Device::cuda());
+  return t;
+}
+
+TEST_CASE("cuda: the attack's update and projection steps against the CPU") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(111);
+  // A batch of odd-sized images, and one long vector (more than one block of the L2 norm).
+  for (Shape s : {Shape{2, 13, 17, 3}, Shape{100003}}) {
+    const std::string at = " " + s.str();
+    const int64_t n = s.numel();
+    Tensor g = rand_uniform(s, rng, -2.f, 2.f);
+    for (int64_t i = 0; i < n; i += 7) g.data()[i] = 0.f;  // sign(0) = 0: the pixel stays
+    const Tensor x0 = rand_uniform(s, rng, 0.f, 1.f);
+    const Twin gt = twin_of(g), x0t = twin_of(x0);
+
+    Twin x = twin_of(rand_uniform(s, rng, 0.f, 1.f));
+    sign_step(x.host, gt.host, 0.03f);
+    sign_step(x.dev, gt.dev, 0.03f);
+    expect_twin("sign_step" + at, x);
+
+    Twin m = twin_of(rand_uniform(s, rng, -1.f, 1.f));
+    momentum_accumulate(m.host, gt.host, 0.9f, 0.01f);
+    momentum_accumulate(m.dev, gt.dev, 0.9f, 0.01f);
+    expect_twin("momentum_accumulate" + at, m);
+
+    for (bool pixels : {true, false}) {
+      const std::string what = cat("adam_step", pixels ? " (pixels)" : " (unbounded)", at);
+      Twin xa = twin_of(rand_uniform(s, rng, 0.f, 1.f)), ma = twin_of(rand_uniform(s, rng, -0.5f, 0.5f)),
+           va = twin_of(rand_uniform(s, rng, 0.f, 1.f));
+      adam_step(xa.host, gt.host, ma.host, va.host, 0.05f, 0.9f, 0.999f, 1e-8f, 3, pixels);
+      adam_step(xa.dev, gt.dev, ma.dev, va.dev, 0.05f, 0.9f, 0.999f, 1e-8f, 3, pixels);
+      expect_twin(what + " image", xa);
+      expect_twin(what + " first moment", ma);
+      expect_twin(what + " second moment", va);
+    }
+
+    Twin xl = twin_of(rand_uniform(s, rng, -0.2f, 1.2f));
+    project_linf(xl.host, x0t.host, 0.05f);
+    project_linf(xl.dev, x0t.dev, 0.05f);
+    expect_twin("project_linf" + at, xl);
+
+    // eps 0.5: ||x - x0|| is far longer, so delta is scaled; eps 1e6: it is not.
+    for (float eps : {0.5f, 1e6f}) {
+      Twin x2 = twin_of(rand_uniform(s, rng, -0.2f, 1.2f));
+      project_l2(x2.host, x0t.host, eps);
+      project_l2(x2.dev, x0t.dev, eps);
+      expect_twin(cat("project_l2 eps ", eps, at), x2);
+    }
+
+    Tensor r = rand_uniform(s, rng, -0.1f, 1.1f);
+    for (int64_t i = 0; i < n; i += 11) r.data()[i] = (static_cast<float>(i % 255) + 0.5f) / 255.f;  // halves
+    r.data()[1] = std::nanf("");  // NaN -> 0, as save_png writes it
+    Twin xr = twin_of(r);
+    round_to_8bit(xr.host);
+    round_to_8bit(xr.dev);
+    expect_twin("round_to_8bit" + at, xr, 1e-12);  // exact: both round the same float
+  }
+}
+
 
 // ---------------------------------------------------------------------------------------
 // CUDA graphs: the capture machinery, and the attack step replayed from one graph
@@ -1086,6 +1171,43 @@ void expect_graph_equals_eager(Model& model, const std::vector<AttackItem>& item
     }
     CHECK(bad == 0);
   }
+}
+
+TEST_CASE("cuda: a workspace outgrown after a capture stays valid until the graph is gone") {
+  SKIP_WITHOUT_CUDA();
+  const Device gpu = Device::cuda(0);
+  Rng rng(41);
+  const Tensor xh = randn(Shape{3, 5000}, rng);
+  Tensor x = xh.to(gpu), y = Tensor::full(Shape{3}, std::nanf(""), gpu);
+  auto is_device_memory = [](const void* p) {
+    cudaPointerAttributes a{};
+    const cudaError_t e = cudaPointerGetAttributes(&a, p);
+    cudaGetLastError();
+    return e == cudaSuccess && a.type == cudaMemoryTypeDevice;
+  };
+  sum_per_item(x, false, y);  // eager once: the Reduce workspace exists before the capture
+  const void* recorded = cuda::workspace(cuda::Workspace::Reduce, 1);
+  {
+    cuda::Graph g;
+    g.capture(gpu, [&] { sum_per_item(x, false, y); });
+    // An eager op outside the graph needs far more: the slot grows to a new buffer ...
+    const void* grown = cuda::workspace(cuda::Workspace::Reduce, size_t{256} << 20);
+    CHECK(grown != recorded);
+    // ... and the graph's buffer is retired, not freed.
+    CHECK(is_device_memory(recorded));
+    std::vector<Tensor> reuse;  // what would take the freed memory over
+    for (int i = 0; i < 4; ++i) reuse.push_back(Tensor::full(Shape{int64_t{1} << 19}, std::nanf(""), gpu));
+    y.fill(std::nanf(""));
+    g.replay();
+    g.sync();
+    Tensor want = Tensor::empty(Shape{3});
+    sum_per_item(xh, false, want);
+    Twin t;
+    t.host_buf = t.host = want;
+    t.dev_buf = t.dev = y;
+    expect_twin("sum_per_item replayed after the workspace grew", t);
+  }
+  CHECK_FALSE(is_device_memory(recorded));  // freed with the last graph that held it
 }
 
 TEST_CASE("cuda: attack steps replayed from a CUDA graph equal the eager steps bit for bit") {

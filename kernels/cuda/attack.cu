@@ -20,7 +20,7 @@ __global__ void __launch_bounds__(1024) l2_scale_kernel(const float* x, const fl
   __shared__ double scratch[32];
   double s = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const double d = static_cast<double>(x[i]) - x0[i];
+    const double d = static_cast<double>(x[i] - x0[i]);  // the CPU twin's float difference
     s += d * d;
   }
   s = block_sum(s, scratch);

@@ -10,7 +10,7 @@
 //           buffer (whole images per chunk, the buffer cached as a workspace) and, for
 //           dgrad, a col2im gather.
 //   Cudnn   cuDNN v9 (kernels/cuda/conv_cudnn.cpp); layers it cannot describe
-//           (asymmetric padding) run on Own.
+//           (asymmetric padding, more than INT32_MAX elements) run on Own.
 //
 // Every path follows the CPU twin's semantics (kernels/cpu/conv.cpp): y is write-only;
 // dx, dw and db are write-only unless `accumulate`.
@@ -30,9 +30,6 @@ namespace cuda {
 namespace {
 
 using igemm::ConvShape;
-
-// The largest im2col buffer the Cublas path uses (floats), unless one image needs more.
-constexpr int64_t kIm2colCap = int64_t{1} << 25;  // 128 MiB
 
 // Checks that every size and product the kernels index with int fits, and builds the shape.
 ConvShape conv_shape(const char* op, const Tensor& x, const Tensor& w, const Tensor& y, const Conv2dParams& p) {
@@ -151,10 +148,11 @@ struct SplitSumF {
 
 FastDiv divider(int64_t d) { return FastDiv(static_cast<uint32_t>(d > 0 ? d : 1)); }
 
-// Whole images per im2col chunk: as many as fit in kIm2colCap floats, at least one.
+// Whole images per im2col chunk: as many as fit in im2col_cap() floats (kernels/backend.h),
+// at least one.
 int64_t images_per_chunk(const ConvShape& g) {
   const int64_t per_image = static_cast<int64_t>(g.oh) * g.ow * kcols(g);
-  return std::max<int64_t>(1, std::min<int64_t>(g.n, kIm2colCap / std::max<int64_t>(per_image, 1)));
+  return std::max<int64_t>(1, std::min<int64_t>(g.n, im2col_cap() / std::max<int64_t>(per_image, 1)));
 }
 
 float* im2col_chunk(const char* op, const Tensor& x, const ConvShape& g, int64_t n0, int64_t images) {
@@ -288,7 +286,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Con
   const ConvShape g = conv_shape("conv2d", x, w, y, p);
   if (rows_out(g) == 0 || g.o == 0) return;
   const ConvBackend backend = conv_backend();
-  if (backend == ConvBackend::Cudnn && cudnn_conv_supported(p)) {
+  if (backend == ConvBackend::Cudnn && cudnn_conv_supported(x, y, p)) {
     cudnn_conv_forward(x, w, p, y);
     bias_relu(y, b, p.relu);
   } else if (backend == ConvBackend::Cublas) {
@@ -308,7 +306,7 @@ void conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tens
     return;
   }
   const ConvBackend backend = conv_backend();
-  if (backend == ConvBackend::Cudnn && cudnn_conv_supported(p))
+  if (backend == ConvBackend::Cudnn && cudnn_conv_supported(dx, dy, p))
     cudnn_conv_dgrad(dy, w, p, dx, accumulate);
   else if (backend == ConvBackend::Cublas)
     cublas_dgrad(g, dy, w, p, dx, accumulate);
@@ -326,7 +324,7 @@ void conv2d_wgrad(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tens
     return;
   }
   const ConvBackend backend = conv_backend();
-  if (backend == ConvBackend::Cudnn && cudnn_conv_supported(p))
+  if (backend == ConvBackend::Cudnn && cudnn_conv_supported(x, dy, p))
     cudnn_conv_wgrad(x, dy, p, dw, accumulate);
   else if (backend == ConvBackend::Cublas)
     cublas_wgrad(g, x, dy, p, dw, accumulate);

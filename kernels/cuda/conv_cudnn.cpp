@@ -2,6 +2,7 @@
 #include "kernels/cuda/conv_cudnn.h"
 
 #include <array>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -322,7 +323,10 @@ void convolve(const char* op, Kind kind, const Tensor& x_side, const Tensor& w, 
 
 }  // namespace
 
-bool cudnn_conv_supported(const Conv2dParams& p) { return p.pad_top == p.pad_bottom && p.pad_left == p.pad_right; }
+bool cudnn_conv_supported(const Tensor& x_side, const Tensor& y_side, const Conv2dParams& p) {
+  auto fits_int = [](const Tensor& t) { return t.dim(0) * t.dim(1) * t.dim(2) * t.ld() <= INT32_MAX; };
+  return p.pad_top == p.pad_bottom && p.pad_left == p.pad_right && fits_int(x_side) && fits_int(y_side);
+}
 
 void cudnn_conv_forward(const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y) {
   convolve("conv2d", Kind::Forward, x, w, y, p, 0.f);

@@ -11,9 +11,11 @@
 namespace trick {
 namespace cuda {
 
-// cuDNN pads symmetrically: layers with pad_top != pad_bottom or pad_left != pad_right
-// are not expressible and stay on our own kernels.
-bool cudnn_conv_supported(const Conv2dParams& p);
+// What cuDNN can describe: symmetric padding (pad_top == pad_bottom, pad_left ==
+// pad_right) and int sizes (N*H*W*ld of the input side x_side and the output side y_side at
+// most INT32_MAX, e.g. batch < ~1,600 at 147x147x64). Other layers run on our own kernels
+// (64-bit offsets), so a large batch on --conv cudnn still runs.
+bool cudnn_conv_supported(const Tensor& x_side, const Tensor& y_side, const Conv2dParams& p);
 
 // y = conv(x, w) (no bias, no ReLU)
 void cudnn_conv_forward(const Tensor& x, const Tensor& w, const Conv2dParams& p, Tensor& y);

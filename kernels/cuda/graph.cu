@@ -19,7 +19,8 @@ Graph::Graph(Graph&& o) noexcept
       graph_(std::exchange(o.graph_, nullptr)),
       exec_(std::exchange(o.exec_, nullptr)),
       pool_(std::exchange(o.pool_, 0)),
-      nodes_(std::exchange(o.nodes_, 0)) {}
+      nodes_(std::exchange(o.nodes_, 0)),
+      holds_workspaces_(std::exchange(o.holds_workspaces_, false)) {}
 
 Graph& Graph::operator=(Graph&& o) noexcept {
   if (this != &o) {
@@ -30,6 +31,7 @@ Graph& Graph::operator=(Graph&& o) noexcept {
     exec_ = std::exchange(o.exec_, nullptr);
     pool_ = std::exchange(o.pool_, 0);
     nodes_ = std::exchange(o.nodes_, 0);
+    holds_workspaces_ = std::exchange(o.holds_workspaces_, false);
   }
   return *this;
 }
@@ -51,6 +53,8 @@ void Graph::release() noexcept {
   }
   if (stream_) cudaStreamDestroy(stream_);
   stream_ = nullptr;
+  if (holds_workspaces_) workspace_release();  // after the sync above: no replay runs any more
+  holds_workspaces_ = false;
 }
 
 void Graph::reset() { release(); }
@@ -61,6 +65,8 @@ void Graph::capture(Device device, const std::function<void()>& body) {
   TRICK_CHECK(!stream_capturing(), "cuda graph: the library stream is already being captured; captures cannot nest");
   device_ = device;
   TRICK_CUDA_CHECK(cudaStreamCreate(&stream_));  // blocking: ordered against the legacy stream
+  workspace_hold();  // the workspaces the body uses are recorded in the graph
+  holds_workspaces_ = true;
   const cudaStream_t previous = cuda::stream();
   pool_ = begin_capture_pool(device.index, stream_);
   set_stream(stream_);

@@ -60,6 +60,7 @@ class Graph {
   cudaGraphExec_t exec_ = nullptr;
   uint64_t pool_ = 0;
   size_t nodes_ = 0;
+  bool holds_workspaces_ = false;  // workspace_hold() was called for this graph
 };
 
 }  // namespace cuda

@@ -78,9 +78,35 @@ H& handle_for(int device) {
 }
 }  // namespace
 
+namespace {
+// NVIDIA's recommended cuBLAS workspace on Hopper (PyTorch's default there too).
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
+
+// One fixed workspace per device, allocated on first use and never freed or moved, so a
+// captured graph's cuBLAS calls can always use the address they recorded.
+void* cublas_workspace(int device) {
+  static std::mutex mu;
+  static auto* buffers = new std::map<int, DeviceBuffer>();  // never destroyed (see handle_for)
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = buffers->find(device);
+  if (it == buffers->end()) {
+    TRICK_CHECK(!stream_capturing(), "cublas: first use on cuda:", device,
+                " inside a CUDA graph capture (its workspace cannot be allocated then); run the work eagerly once first");
+    it = buffers->emplace(device, DeviceBuffer(kCublasWorkspaceBytes)).first;
+  }
+  return it->second.data();
+}
+}  // namespace
+
 cublasHandle_t cublas() {
-  cublasHandle_t h = handle_for<CublasHandle>(current_device()).get();
+  const int device = current_device();
+  cublasHandle_t h = handle_for<CublasHandle>(device).get();
   TRICK_CUBLAS_CHECK(cublasSetStream(h, stream()));
+  // cublasSetStream puts the handle back on cuBLAS's own workspace pool, which it serves
+  // differently during a graph capture (stream-ordered allocations) than eagerly: our fixed
+  // workspace makes captured and eager calls the same configuration, so the same kernels and
+  // the same bits, with nothing allocated inside a capture.
+  TRICK_CUBLAS_CHECK(cublasSetWorkspace(h, cublas_workspace(device), kCublasWorkspaceBytes));
   return h;
 }
 

@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <utility>
+#include <vector>
 
 namespace trick {
 namespace cuda {
@@ -105,18 +106,34 @@ void DeviceBuffer::release() {
   bytes_ = 0;
 }
 
+namespace {
+struct Workspaces {
+  std::mutex mu;
+  std::map<std::pair<int, int>, DeviceBuffer> buffers;  // (device, slot)
+  std::vector<DeviceBuffer> retired;                   // outgrown while a graph held them
+  int holds = 0;
+};
+Workspaces& workspaces() {
+  static Workspaces* w = new Workspaces();  // never destroyed: no cudaFree after the driver unloads
+  return *w;
+}
+}  // namespace
+
 void* workspace(Workspace slot, size_t bytes) {
-  static std::mutex mu;
-  static std::map<std::pair<int, int>, DeviceBuffer>* buffers = new std::map<std::pair<int, int>, DeviceBuffer>();
+  Workspaces& ws = workspaces();
   const int d = current_device();
-  std::lock_guard<std::mutex> lock(mu);
-  DeviceBuffer& b = (*buffers)[{d, static_cast<int>(slot)}];
+  std::lock_guard<std::mutex> lock(ws.mu);
+  DeviceBuffer& b = ws.buffers[{d, static_cast<int>(slot)}];
   if (b.bytes() < bytes) {
     // Inside a graph capture the old buffer may already be recorded in the graph, and
     // cudaFree cannot be captured: fail cleanly (the caller runs the step eagerly once).
     TRICK_CHECK(!stream_capturing(), "cuda: workspace ", static_cast<int>(slot), " would grow from ", b.bytes(),
                 " to ", bytes, " bytes while a CUDA graph is captured; run the work eagerly once first");
-    b = DeviceBuffer();  // free first, so the old and new buffer never coexist
+    if (ws.holds > 0) {
+      ws.retired.push_back(std::move(b));  // a live graph may still replay on it
+    } else {
+      b = DeviceBuffer();  // free first, so the old and new buffer never coexist
+    }
     // Grow by at least 1/8 so a slowly growing sequence of requests does not reallocate
     // every time; round to 2 MiB.
     size_t want = std::max(bytes, bytes + bytes / 8);
@@ -124,6 +141,22 @@ void* workspace(Workspace slot, size_t bytes) {
     b = DeviceBuffer(want);
   }
   return b.data();
+}
+
+void workspace_hold() {
+  Workspaces& ws = workspaces();
+  std::lock_guard<std::mutex> lock(ws.mu);
+  ++ws.holds;
+}
+
+void workspace_release() noexcept {
+  Workspaces& ws = workspaces();
+  std::vector<DeviceBuffer> free_now;
+  {
+    std::lock_guard<std::mutex> lock(ws.mu);
+    if (ws.holds > 0 && --ws.holds == 0) free_now.swap(ws.retired);
+  }
+  // free_now's buffers are cudaFree'd here, outside the lock.
 }
 
 void check_fits_int(const char* op, const char* what, int64_t v, int64_t limit) {

@@ -60,14 +60,21 @@ class DeviceBuffer {
 };
 
 // Scratch memory per purpose and device. A workspace only grows (to the largest request
-// seen), so steady-state steps never call cudaMalloc. The pointer is valid until the next
-// request for the same slot: a slot is used by one op at a time, stream-ordered.
+// seen), so steady-state steps never call cudaMalloc. The pointer is valid for the op that
+// asked (a slot is used by one op at a time, stream-ordered), and for any graph that
+// captured it (see workspace_hold).
 enum class Workspace { Im2col, SplitK, Cudnn, Reduce, Staging, kCount };
 void* workspace(Workspace slot, size_t bytes);
 template <typename T>
 T* workspace_as(Workspace slot, size_t count) {
   return static_cast<T*>(workspace(slot, count * sizeof(T)));
 }
+// A captured CUDA graph records workspace addresses, so they must outlive it even if an
+// eager op outside the graph later grows the slot. While any graph holds the workspaces
+// (counted: cuda::Graph calls hold when it captures and release when it is destroyed), an
+// outgrown buffer is retired instead of freed; the last release frees the retired ones.
+void workspace_hold();
+void workspace_release() noexcept;
 
 // Throws naming the op unless 0 <= v <= limit (default: what an int index can hold).
 void check_fits_int(const char* op, const char* what, int64_t v, int64_t limit = INT32_MAX);
