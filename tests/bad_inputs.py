@@ -364,6 +364,16 @@ def bmp_truncated(c):
     return c.write("truncated.bmp", b)
 
 
+def gif_truncated(c):
+    """A GIF of noise (LZW cannot shrink it) cut in the middle of its image data."""
+    import PIL.Image
+    img = PIL.Image.frombytes("RGB", (64, 48), png_pixels(64, 48)).convert("P", palette=PIL.Image.ADAPTIVE)
+    out = io.BytesIO()
+    img.save(out, "GIF")
+    g = out.getvalue()
+    return c.write("truncated.gif", g[:len(g) // 2])
+
+
 def gif_huge(c):
     g = b"GIF89a" + struct.pack("<HHBBB", 65535, 65535, 0, 0, 0) + b",\0\0\0\0" + struct.pack("<HH", 65535, 65535) + \
         b"\0\x02\x02\x44\x01\0;"
@@ -399,6 +409,9 @@ IMAGE_CASES = [
     ("bmp-huge-size", bmp_huge, r"declares a size of"),
     ("truncated-bmp", bmp_truncated, r"truncated or corrupt BMP file \(the pixel data ends early"),
     ("gif-huge-size", gif_huge, r"declares a size of 65535x65535"),
+    ("truncated-gif", gif_truncated, r"truncated or corrupt GIF file"),
+    ("gif-without-image", lambda c: c.write("empty.gif", b"GIF89a" + struct.pack("<HHBBB", 4, 4, 0, 0, 0) + b";"),
+     r"corrupt GIF file \(the file holds no image\)"),
     ("webp", webp, r"WebP images are not supported"),
     ("jpeg-too-many-scans", jpeg_many_scans, r"corrupt JPEG file \(progressive JPEG with more than 500 scans\)"),
     # Found by tools/fuzz.sh when stb decoded JPEGs: a Huffman table stb would overflow, behind

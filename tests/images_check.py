@@ -9,8 +9,10 @@ down-scaling, odd sizes), checks:
   1. decoding: our pixels equal PIL's convert("RGB") / convert("L") exactly, for the photos
      and for files made here in every layout PIL and libpng/libjpeg write: JPEG 4:2:0, 4:2:2,
      4:4:4, progressive, optimised, gray, CMYK (Adobe, inverted), noise at quality 50; PNG
-     palette (with tRNS), gray+alpha, 1- and 2-bit gray, 16-bit RGB, Adam7-interlaced. A
-     16-bit gray PNG keeps its high byte (PIL clips it to 255: a stated difference);
+     palette (with tRNS), gray+alpha, 1- and 2-bit gray, 16-bit RGB, Adam7-interlaced; GIF
+     (transparency, interlace, animation, frames inside and outside the screen, a short
+     colour table); BMP 24/32-bit, palette, gray, 1-bit. A 16-bit gray PNG keeps its high
+     byte (PIL clips it to 255: a stated difference);
   2. Resize(342) + CenterCrop(299) against PIL on 8-bit images (what torchvision does):
      Pillow rounds to 8 bits after each of its two passes and we stay in float, so small
      differences are expected: max and mean |diff| in 1/255 units are reported and bounded;
@@ -21,6 +23,7 @@ down-scaling, odd sizes), checks:
 Prints a table; exits non-zero on any failure.
 """
 import os
+import io
 import shutil
 import struct
 import subprocess
@@ -128,6 +131,41 @@ def png_file(path, w, h, depth, ctype, rows, interlace=0):
     return path
 
 
+def gif_edit(path, im, screen, offset, **kw):
+    """im saved as a GIF by PIL, then its logical screen set to `screen` (w, h) and its frame
+    moved to `offset` (x, y)."""
+    b = io.BytesIO()
+    im.save(b, "GIF", **kw)
+    g = bytearray(b.getvalue())
+    g[6:10] = struct.pack("<HH", *screen)
+    p = 13 + (3 * (2 << (g[10] & 7)) if g[10] & 0x80 else 0)  # after the global colour table
+    while g[p] == 0x21:  # extensions: introducer, label, sub-blocks
+        p += 2
+        while g[p]:
+            p += 1 + g[p]
+        p += 1
+    assert g[p] == 0x2C, "image descriptor expected"
+    g[p + 1:p + 5] = struct.pack("<HH", *offset)
+    with open(path, "wb") as f:
+        f.write(g)
+    return path
+
+
+def gif_short_palette(path):
+    """Indices 0..7 with a global colour table cut from 8 entries to 4 (PIL: (i, i, i) past it)."""
+    im = Image.fromarray((np.arange(24).reshape(4, 6) % 8).astype(np.uint8), "P")
+    im.putpalette([v for i in range(8) for v in (i * 30 + 10, 200 - i * 20, 7 * i)])
+    b = io.BytesIO()
+    im.save(b, "GIF")
+    g = bytearray(b.getvalue())
+    assert g[10] & 7 == 2
+    g[10] = (g[10] & ~7) | 1
+    del g[13 + 12:13 + 24]
+    with open(path, "wb") as f:
+        f.write(g)
+    return path
+
+
 def decode_variants(tmp):
     """Files in every layout a photo may come in, from a photo crop (odd size) and noise."""
     rng = np.random.default_rng(99)
@@ -159,6 +197,29 @@ def decode_variants(tmp):
     a16 = rng.integers(0, 65536, (20, 30, 3)).astype(">u2")
     out.append(png_file(os.path.join(tmp, "rgb16.png"), 30, 20, 16, 2, lambda x0, y0, dx, dy: b"".join(
         b"\0" + r.tobytes() for r in a16)))
+    # GIF: PIL's palettes, transparency (the colour is kept), interlace, an animation (its
+    # first frame), a gray palette; hand-edited: a frame placed inside a larger screen (with
+    # and without a transparent index: what fills the rest), a frame sticking out of the
+    # screen (the canvas grows), a colour table shorter than the indices used.
+    pal = photo.convert("P", palette=Image.ADAPTIVE)
+    save("adaptive.gif", pal)
+    save("web_palette.gif", photo.convert("P"))
+    save("transparent.gif", pal, transparency=5)
+    save("interlaced.gif", pal, interlace=True)
+    save("animation.gif", pal, save_all=True, append_images=[photo.rotate(90).convert("P", palette=Image.ADAPTIVE)])
+    save("gray.gif", photo.convert("L"))
+    small = Image.fromarray(rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)).convert("P", palette=Image.ADAPTIVE,
+                                                                                       colors=32)
+    out.append(gif_edit(os.path.join(tmp, "frame_inside.gif"), small, (10, 8), (2, 3)))
+    out.append(gif_edit(os.path.join(tmp, "frame_inside_transparent.gif"), small, (10, 8), (2, 3), transparency=2))
+    out.append(gif_edit(os.path.join(tmp, "frame_outside.gif"), small, (5, 3), (2, 1)))
+    out.append(gif_short_palette(os.path.join(tmp, "short_palette.gif")))
+    # BMP: 24-bit, palette, gray, 1-bit, RGBA (32-bit).
+    save("rgb.bmp", photo)
+    save("palette.bmp", pal)
+    save("gray.bmp", photo.convert("L"))
+    save("bilevel.bmp", photo.convert("1"))
+    save("rgba.bmp", photo.convert("RGBA"))
     a8 = np.asarray(photo)[:45, :37]
     out.append(png_file(os.path.join(tmp, "adam7.png"), 37, 45, 8, 2, lambda x0, y0, dx, dy: b"".join(
         b"\0" + a8[y, x0::dx].tobytes() for y in range(y0, 45, dy)) if x0 < 37 and y0 < 45 else b"", interlace=1))

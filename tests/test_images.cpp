@@ -245,6 +245,15 @@ TEST_CASE("images: unreadable files are errors that name the file and the proble
   CHECK(contains(error_of([&] { load_image(kSkimage + "astronaut.png", 2); }), "1 or 3 channels"));
 }
 
+TEST_CASE("images: a lower pixel limit refuses larger images before decoding") {
+  const std::string png = read_file(kSkimage + "chelsea.png");  // 451 x 300
+  CHECK(decode_image(png, "chelsea.png", 3, 451 * 300).shape() == Shape{300, 451, 3});
+  const std::string msg = error_of([&] { decode_image(png, "chelsea.png", 3, 451 * 300 - 1); });
+  CHECK(contains(msg, "chelsea.png"));
+  CHECK(contains(msg, "451x300"));
+  CHECK(contains(error_of([&] { decode_image(png, "chelsea.png", 3, 0); }), "pixel limit"));
+}
+
 TEST_CASE("images: to_8bit rounds, clamps and maps NaN to 0") {
   for (int k = 0; k <= 255; ++k) CHECK(to_8bit(k / 255.f) == k);
   CHECK(to_8bit(-0.3f) == 0);

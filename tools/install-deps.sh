@@ -3,9 +3,10 @@
 #   libopenblas-openmp-dev  CPU GEMM (the OpenMP build: one thread pool with our loops)
 #   doctest-dev       unit tests
 #   libjpeg62-turbo-dev, libpng-dev   JPEG and PNG decoding (fuzzed upstream; PIL's libjpeg too)
-#   libstb-dev        GIF/BMP decode, PNG encode           libcli11-dev        command line
+#   libstb-dev        BMP decode, PNG encode               libcli11-dev        command line
 #   nlohmann-json3-dev JSON (safetensors headers, traces)
-#   libcairo2-dev, fonts-dejavu-core, libgif-dev   the four-panel animation
+#   libcairo2-dev, fonts-dejavu-core, libgif-dev   the four-panel animation (giflib also
+#                     decodes GIF input)
 #   zlib1g-dev        gzip'd Fashion-MNIST IDX files    dataset-fashion-mnist  its data
 #   python3-torch, python3-torchvision, python3-skimage, python3-pil, python3-numpy
 #                     the PyTorch/PIL parity tests (Debian's /usr/bin/python3) and real photos

@@ -6,6 +6,11 @@
 #   TRICK_SANITIZE_BUILD        build folder (default build-asan)
 #   TRICK_SANITIZE_BAD_INPUTS   0: skip the bad-input corpus (default 1)
 #   TRICK_SANITIZE_TESTS        doctest filter for trick_tests (-tc=...), default: every test
+#   TRICK_SANITIZE_EXCLUDE      test cases left out (doctest -tce=...). Default: the two
+#                               whole-dataset Fashion-MNIST runs (training 200 steps, eval of
+#                               10,000 images): 146 of the 225 s under ASan here, and their code
+#                               (conv, batch norm, SGD, the IDX reader) is run sanitized by the
+#                               smaller tests; CTest runs them unsanitized. "" runs everything.
 #   TRICK_SANITIZE_DEBUG        1: compile with -g (file:line in reports; slower build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +45,9 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 status=0
 echo "sanitize.sh: trick_tests under ASan + UBSan"
 # From the repository root, as CTest runs them (tests read files relative to it).
-if ! "$build/trick_tests" ${TRICK_SANITIZE_TESTS:+"$TRICK_SANITIZE_TESTS"} > "$build/trick_tests.log" 2>&1; then
+exclude=${TRICK_SANITIZE_EXCLUDE-"fashion: training on a slice*,fashion: trick eval on the embedded model*"}
+if ! "$build/trick_tests" ${TRICK_SANITIZE_TESTS:+"$TRICK_SANITIZE_TESTS"} ${exclude:+"-tce=$exclude"} \
+  > "$build/trick_tests.log" 2>&1; then
   status=1
 fi
 tail -5 "$build/trick_tests.log"

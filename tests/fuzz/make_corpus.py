@@ -82,7 +82,7 @@ def main():
     torch.save({"w": torch.ones(1)}, b, _use_new_zipfile_serialization=False)
     put("pth", "tiny_legacy.pth", b.getvalue())
 
-    # ---- images (tiny, every variant the decoders handle: libjpeg, libpng, stb for GIF/BMP)
+    # ---- images (tiny, every variant the decoders handle: libjpeg, libpng, giflib, stb for BMP)
     px = (rng.random((9, 13, 3)) * 255).astype(np.uint8)
     rgb = PIL.Image.fromarray(px, "RGB")
 

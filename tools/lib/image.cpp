@@ -1,9 +1,10 @@
-// Image decoding (libjpeg-turbo for JPEG, libpng for PNG, stb_image for GIF and BMP) and PNG
-// encoding (stb_image_write). This file holds the one implementation of stb in the library.
+// Image decoding (libjpeg-turbo for JPEG, libpng for PNG, giflib for GIF, stb_image for BMP)
+// and PNG encoding (stb_image_write). This file holds the one implementation of stb in the library.
 #include "tools/lib/image.h"
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -18,15 +19,15 @@
 #include <csetjmp>
 // jpeglib.h needs size_t and FILE declared before it.
 #include <cstdio>
+#include <gif_lib.h>
 #include <jerror.h>
 #include <jpeglib.h>
 #include <png.h>
 
 #define STB_IMAGE_IMPLEMENTATION
-// stb decodes only GIF and BMP: PNG and JPEG, the formats photos come in, go through libpng
-// and libjpeg-turbo (fuzzed upstream, and what PIL decodes JPEGs with). No TGA, whose header
-// has no signature, so random bytes are never taken for an image.
-#define STBI_ONLY_GIF
+// stb decodes only BMP: PNG, JPEG and GIF go through libpng, libjpeg-turbo (what PIL
+// decodes JPEGs with) and giflib, all fuzzed upstream. No TGA, whose header has no
+// signature, so random bytes are never taken for an image.
 #define STBI_ONLY_BMP
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #pragma GCC diagnostic push
@@ -48,7 +49,7 @@ const char* sniff_format(const std::string& b) {
   auto starts = [&](const char* magic, size_t n) { return b.size() >= n && std::memcmp(b.data(), magic, n) == 0; };
   if (starts("\x89PNG\r\n\x1a\n", 8)) return "PNG";
   if (starts("\xff\xd8\xff", 3)) return "JPEG";  // PIL's test too: SOI and the next marker
-  if (starts("GIF8", 4)) return "GIF";
+  if (starts("GIF87a", 6) || starts("GIF89a", 6)) return "GIF";  // PIL's test too
   if (starts("BM", 2)) return "BMP";
   if (starts("RIFF", 4) && b.size() >= 12 && b.compare(8, 4, "WEBP") == 0) return "WebP";
   if (starts("II*\0", 4) || starts("MM\0*", 4)) return "TIFF";
@@ -57,14 +58,14 @@ const char* sniff_format(const std::string& b) {
 
 // stb keeps the reason of its last failure in a global that nothing resets, and some
 // failures set none: clear it before each call. Within one call, stb first tries the
-// formats before the right one, whose signature checks leave their own reasons ("not BMP"
-// when a GIF then fails silently); such a reason from another format is dropped.
+// formats before the right one, whose signature checks leave their own reasons; such a
+// reason from another format is dropped.
 void clear_stb_failure() { stbi__g_failure_reason = nullptr; }
 std::string stb_reason(const char* format) {
   static const struct {
     const char* reason;
     const char* format;
-  } kSignatureFailures[] = {{"not BMP", "BMP"}, {"not GIF", "GIF"}};
+  } kSignatureFailures[] = {{"not BMP", "BMP"}};
   const char* r = stbi_failure_reason();
   if (!r || !*r) return "stb gave no reason";
   for (const auto& f : kSignatureFailures)
@@ -146,10 +147,10 @@ std::string bmp_data_problem(const std::string& b, int64_t w, int64_t h) {
 }
 
 // "" if an image of w x h pixels may be decoded, else why not.
-std::string size_problem(int64_t w, int64_t h) {
-  if (w <= kMaxImageSide && h <= kMaxImageSide && w * h <= kMaxImagePixels) return "";
+std::string size_problem(int64_t w, int64_t h, int64_t max_pixels) {
+  if (w <= kMaxImageSide && h <= kMaxImageSide && w * h <= max_pixels) return "";
   return cat("the image declares a size of ", w, "x", h, " (", std::round(double(w) * h / 1e5) / 10,
-             " megapixels); images over ", kMaxImagePixels / 1000000, " megapixels or ", kMaxImageSide,
+             " megapixels); images over ", double(max_pixels) / 1e6, " megapixels or ", kMaxImageSide,
              " pixels a side are refused");
 }
 
@@ -168,8 +169,9 @@ struct Pixels {
   }
 };
 
-// What a decoder that failed says: `size` is set when the failure is a refused size.
+// In: the largest image to decode. Out, when a decoder fails: why, and whether it was the size.
 struct DecodeFailure {
+  int64_t max_pixels = kMaxImagePixels;
   std::string reason;
   bool size = false;
 };
@@ -248,7 +250,7 @@ bool run_jpeg(JpegJob* job, const std::string* bytes, Pixels* out, DecodeFailure
   c->progress = &job->progress;
   jpeg_mem_src(c, reinterpret_cast<const unsigned char*>(bytes->data()), static_cast<unsigned long>(bytes->size()));
   jpeg_read_header(c, TRUE);
-  failure->reason = size_problem(c->image_width, c->image_height);
+  failure->reason = size_problem(c->image_width, c->image_height, failure->max_pixels);
   if (!failure->reason.empty()) {
     failure->size = true;
     return false;
@@ -339,7 +341,7 @@ bool run_png(PngJob* job, Pixels* out, DecodeFailure* failure) {
   png_set_user_limits(png, 0x7fffffff, 0x7fffffff);  // size_problem() is the limit
   png_read_info(png, info);
   const png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
-  failure->reason = size_problem(w, h);
+  failure->reason = size_problem(w, h, failure->max_pixels);
   if (!failure->reason.empty()) {
     failure->size = true;
     return false;
@@ -370,7 +372,127 @@ bool decode_png(const std::string& bytes, Pixels* out, DecodeFailure* failure) {
   return run_png(&job, out, failure);
 }
 
-// --- GIF (first frame) and BMP: stb_image ---------------------------------------------------
+// --- GIF: giflib, the first frame as PIL 9.4 reads it ----------------------------------------
+// The canvas is the logical screen, grown to hold the frame if it sticks out; outside the
+// frame it holds the frame's transparent index if its graphic control block sets one, else
+// index 0. Indices map through the frame's local colour table, else the global one; an
+// index past the table is the gray (i, i, i) of PIL's default palette. Transparency is
+// otherwise ignored (convert("RGB") keeps the colour). Later frames are not read.
+
+struct GifReader {
+  const std::string* bytes;
+  size_t pos = 0;
+};
+
+int gif_read(GifFileType* gif, GifByteType* out, int n) {
+  auto* r = static_cast<GifReader*>(gif->UserData);
+  const size_t k = std::min(static_cast<size_t>(std::max(n, 0)), r->bytes->size() - r->pos);
+  std::memcpy(out, r->bytes->data() + r->pos, k);
+  r->pos += k;
+  return static_cast<int>(k);
+}
+
+struct GifFile {
+  GifFileType* gif = nullptr;
+  ~GifFile() {
+    int error = 0;
+    if (gif) DGifCloseFile(gif, &error);
+  }
+};
+
+std::string gif_error(int code) {
+  const char* s = GifErrorString(code);
+  const std::string what = s ? s : cat("giflib error ", code);
+  return code == D_GIF_ERR_READ_FAILED ? cat("the file ends early; giflib: ", what) : what;
+}
+
+bool decode_gif(const std::string& bytes, Pixels* out, DecodeFailure* failure) {
+  GifReader reader{&bytes};
+  GifFile f;
+  int error = 0;
+  f.gif = DGifOpen(&reader, gif_read, &error);
+  if (!f.gif) {
+    failure->reason = gif_error(error);
+    return false;
+  }
+  GifFileType* gif = f.gif;
+  int transparent = -1;  // from the graphic control extension before the first frame
+  for (;;) {
+    GifRecordType type = UNDEFINED_RECORD_TYPE;
+    if (DGifGetRecordType(gif, &type) == GIF_ERROR) {
+      failure->reason = gif_error(gif->Error);
+      return false;
+    }
+    if (type == TERMINATE_RECORD_TYPE) {
+      failure->reason = "the file holds no image";
+      return false;
+    }
+    if (type == EXTENSION_RECORD_TYPE) {
+      int code = 0;
+      GifByteType* block = nullptr;
+      if (DGifGetExtension(gif, &code, &block) == GIF_ERROR) {
+        failure->reason = gif_error(gif->Error);
+        return false;
+      }
+      if (code == GRAPHICS_EXT_FUNC_CODE && block && block[0] >= 4) transparent = (block[1] & 1) ? block[4] : -1;
+      while (block) {
+        if (DGifGetExtensionNext(gif, &block) == GIF_ERROR) {
+          failure->reason = gif_error(gif->Error);
+          return false;
+        }
+      }
+      continue;
+    }
+    if (type != IMAGE_DESC_RECORD_TYPE) continue;
+    if (DGifGetImageDesc(gif) == GIF_ERROR) {
+      failure->reason = gif_error(gif->Error);
+      return false;
+    }
+    const GifImageDesc& d = gif->Image;
+    const int64_t fw = d.Width, fh = d.Height, left = d.Left, top = d.Top;
+    const int64_t w = std::max<int64_t>(gif->SWidth, left + fw), h = std::max<int64_t>(gif->SHeight, top + fh);
+    failure->reason = size_problem(w, h, failure->max_pixels);
+    if (!failure->reason.empty()) {
+      failure->size = true;
+      return false;
+    }
+    if (w < 1 || h < 1 || fw < 1 || fh < 1) {
+      failure->reason = cat("an empty frame (", fw, "x", fh, " at ", left, ",", top, ")");
+      return false;
+    }
+    const int fill = transparent >= 0 ? transparent : 0;
+    std::vector<uint8_t> index(static_cast<size_t>(w * h), static_cast<uint8_t>(fill));
+    // Rows in file order: top to bottom, or the four interlace passes.
+    static const int kStart[4] = {0, 4, 2, 1}, kStep[4] = {8, 8, 4, 2};
+    const int passes = d.Interlace ? 4 : 1;
+    for (int pass = 0; pass < passes; ++pass) {
+      const int64_t start = d.Interlace ? kStart[pass] : 0, step = d.Interlace ? kStep[pass] : 1;
+      for (int64_t y = start; y < fh; y += step) {
+        GifPixelType* row = index.data() + (top + y) * w + left;
+        if (DGifGetLine(gif, row, static_cast<int>(fw)) == GIF_ERROR) {
+          failure->reason = gif_error(gif->Error);
+          return false;
+        }
+      }
+    }
+    const ColorMapObject* map = d.ColorMap ? d.ColorMap : gif->SColorMap;
+    const int colors = map ? map->ColorCount : 0;
+    out->allocate(static_cast<int>(w), static_cast<int>(h), 3);
+    uint8_t* rgb = out->px.get();
+    for (size_t i = 0; i < index.size(); ++i) {
+      const int k = index[i];
+      if (k < colors) {
+        const GifColorType& c = map->Colors[k];
+        rgb[3 * i] = c.Red, rgb[3 * i + 1] = c.Green, rgb[3 * i + 2] = c.Blue;
+      } else {
+        rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = static_cast<uint8_t>(k);
+      }
+    }
+    return true;
+  }
+}
+
+// --- BMP: stb_image ---------------------------------------------------------------------------
 
 struct StbPixels {
   stbi_uc* p = nullptr;
@@ -386,7 +508,7 @@ bool decode_stb(const std::string& bytes, const char* format, Pixels* out, Decod
     failure->reason = stb_reason(format);
     return false;
   }
-  failure->reason = size_problem(w, h);  // formats declared_size does not know
+  failure->reason = size_problem(w, h, failure->max_pixels);  // formats declared_size does not know
   if (!failure->reason.empty()) {
     failure->size = true;
     return false;
@@ -417,8 +539,10 @@ bool decode_stb(const std::string& bytes, const char* format, Pixels* out, Decod
 
 }  // namespace
 
-Tensor decode_image(const std::string& bytes, const std::string& name, int channels) {
+Tensor decode_image(const std::string& bytes, const std::string& name, int channels, int64_t max_pixels) {
   TRICK_CHECK(channels == 1 || channels == 3, name, ": images load with 1 or 3 channels, not ", channels);
+  TRICK_CHECK(max_pixels >= 1 && max_pixels <= kMaxImagePixels, name, ": a pixel limit of ", max_pixels,
+              " is outside 1..", kMaxImagePixels);
   TRICK_CHECK(!bytes.empty(), name, ": the file is empty (0 bytes), not an image");
   TRICK_CHECK(bytes.size() <= static_cast<size_t>(INT_MAX), name, ": the file is ", bytes.size(),
               " bytes, too large to decode");
@@ -428,7 +552,7 @@ Tensor decode_image(const std::string& bytes, const std::string& name, int chann
   if (f == "WebP" || f == "TIFF") fail(name, ": ", format, " images are not supported (trick reads PNG, JPEG, BMP and GIF)");
   int64_t dw = 0, dh = 0;
   if (declared_size(bytes, format, &dw, &dh)) {
-    const std::string big = size_problem(dw, dh);
+    const std::string big = size_problem(dw, dh, max_pixels);
     TRICK_CHECK(big.empty(), name, ": ", big);
     TRICK_CHECK(dw >= 1 && dh >= 1, name, ": the image declares an empty size ", dw, "x", dh);
     if (f == "BMP") {
@@ -439,8 +563,10 @@ Tensor decode_image(const std::string& bytes, const std::string& name, int chann
 
   Pixels px;
   DecodeFailure failure;
+  failure.max_pixels = max_pixels;
   const bool ok = f == "JPEG"  ? decode_jpeg(bytes, &px, &failure)
                   : f == "PNG" ? decode_png(bytes, &px, &failure)
+                  : f == "GIF" ? decode_gif(bytes, &px, &failure)
                                : decode_stb(bytes, format, &px, &failure);
   if (!ok) {
     if (failure.size) fail(name, ": ", failure.reason);

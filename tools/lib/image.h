@@ -1,12 +1,12 @@
 // Image files <-> float pixels in [0, 1], (H, W, C) with C = 3 (RGB) or 1 (gray).
 //
 // Decoding: JPEG (baseline, progressive, gray, CMYK) with libjpeg-turbo set up as PIL sets it
-// up, PNG with libpng, GIF (first frame) and BMP with stb_image. Pixels are converted the way
-// PIL's convert("RGB") / convert("L") converts: gray is replicated to RGB, alpha is dropped
-// (not composited), CMYK -> RGB is Pillow's cmyk2rgb, RGB -> L is ITU-R 601-2 luma in PIL's
-// fixed point. 16-bit PNGs keep their high byte, as PIL does for colour ones (PIL clips 16-bit
-// gray to 255 instead: there we differ on purpose). EXIF orientation is ignored, as PIL and
-// torchvision ignore it. For PNG and JPEG the pixels equal PIL 9.4's exactly
+// up, PNG with libpng, GIF (first frame) with giflib, BMP with stb_image. Pixels are converted
+// the way PIL 9.4's convert("RGB") / convert("L") converts: gray is replicated to RGB, alpha
+// and transparency are dropped (not composited), CMYK -> RGB is Pillow's cmyk2rgb, RGB -> L
+// is ITU-R 601-2 luma in PIL's fixed point. 16-bit PNGs keep their high byte, as PIL does
+// for colour ones (PIL clips 16-bit gray to 255 instead: there we differ on purpose). EXIF
+// orientation is ignored, as PIL and torchvision ignore it. The pixels equal PIL's exactly
 // (tests/images_check.py).
 #pragma once
 #include <cstdint>
@@ -24,8 +24,10 @@ constexpr int64_t kMaxImageSide = 32768;
 // Throws trick::Error naming the file: missing, empty, not an image, truncated or corrupt,
 // too large.
 Tensor load_image(const std::string& path, int channels = 3);
-// The same from bytes in memory; `name` is used in error messages.
-Tensor decode_image(const std::string& bytes, const std::string& name, int channels = 3);
+// The same from bytes in memory; `name` is used in error messages. max_pixels lowers the size
+// limit (the fuzzer uses it: a 600-byte GIF may legally declare a 50-megapixel canvas).
+Tensor decode_image(const std::string& bytes, const std::string& name, int channels = 3,
+                    int64_t max_pixels = kMaxImagePixels);
 
 // x -> round(clamp(x, 0, 1) * 255); NaN -> 0. The quantisation every saved image goes through.
 uint8_t to_8bit(float x);
