@@ -39,37 +39,19 @@ void set_im2col_cap(int64_t floats);
 int64_t im2col_cap();
 
 // Sets a setting for the lifetime of a scope (tests, benchmarks), restoring the old one.
-class ConvBackendScope {
+template <typename T, T (*Get)(), void (*Set)(T)>
+class SettingScope {
  public:
-  explicit ConvBackendScope(ConvBackend b) : saved_(conv_backend()) { set_conv_backend(b); }
-  ~ConvBackendScope() { set_conv_backend(saved_); }
-  ConvBackendScope(const ConvBackendScope&) = delete;
-  ConvBackendScope& operator=(const ConvBackendScope&) = delete;
+  explicit SettingScope(T value) : saved_(Get()) { Set(value); }
+  ~SettingScope() { Set(saved_); }
+  SettingScope(const SettingScope&) = delete;
+  SettingScope& operator=(const SettingScope&) = delete;
 
  private:
-  ConvBackend saved_;
+  T saved_;
 };
-
-class Im2colCapScope {
- public:
-  explicit Im2colCapScope(int64_t floats) : saved_(im2col_cap()) { set_im2col_cap(floats); }
-  ~Im2colCapScope() { set_im2col_cap(saved_); }
-  Im2colCapScope(const Im2colCapScope&) = delete;
-  Im2colCapScope& operator=(const Im2colCapScope&) = delete;
-
- private:
-  int64_t saved_;
-};
-
-class MathModeScope {
- public:
-  explicit MathModeScope(MathMode m) : saved_(math_mode()) { set_math_mode(m); }
-  ~MathModeScope() { set_math_mode(saved_); }
-  MathModeScope(const MathModeScope&) = delete;
-  MathModeScope& operator=(const MathModeScope&) = delete;
-
- private:
-  MathMode saved_;
-};
+using ConvBackendScope = SettingScope<ConvBackend, conv_backend, set_conv_backend>;
+using MathModeScope = SettingScope<MathMode, math_mode, set_math_mode>;
+using Im2colCapScope = SettingScope<int64_t, im2col_cap, set_im2col_cap>;
 
 }  // namespace trick
