@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <new>
 #include <numeric>
 
 #include "models/preprocess.h"
@@ -40,26 +41,43 @@ Device choose_device(const std::string& option) {
   return d;
 }
 
-std::unique_ptr<Model> open_model(const std::string& weights_path, Device device) {
-  std::unique_ptr<Model> m = load_model(weights_path);
-  m->set_requires_grad(false);
-  m->train(false);
-  m->to(device);
-  return m;
-}
-
-std::unique_ptr<Model> open_default_model(Device device) {
-  std::unique_ptr<Model> m = load_default_model();
-  m->set_requires_grad(false);
-  m->train(false);
-  m->to(device);
-  return m;
-}
-
 void rethrow_out_of_memory(const Error& e, const std::string& doing, Device device, const std::string& smaller) {
   const std::string what = e.what();
   if (what.rfind("out of memory", 0) != 0) throw e;
   fail(what, " while ", doing, ": ", smaller, device.is_cuda() ? ", free the GPU of other work, or use --device cpu" : "");
+}
+
+namespace {
+// `load` (read the weights, freeze, move to `device`), with an out-of-memory failure said in
+// terms of what was being loaded where.
+template <typename Load>
+std::unique_ptr<Model> open_frozen(const std::string& what, Device device, Load load) {
+  try {
+    std::unique_ptr<Model> m = load();
+    m->set_requires_grad(false);
+    m->train(false);
+    m->to(device);
+    return m;
+  } catch (const std::bad_alloc&) {
+    fail("out of memory: cannot allocate on the host while loading ", what,
+         ": close other programs or use a machine with more memory");
+  } catch (const Error& e) {
+    // The readers prefix their messages with the file name, so "out of memory" may be inside.
+    const std::string message = e.what();
+    if (message.find("out of memory") == std::string::npos) throw;
+    fail(message, " (while loading the model onto ", device.str(),
+         "): close other programs or use a machine with more memory",
+         device.is_cuda() ? ", free the GPU of other work, or use --device cpu" : "");
+  }
+}
+}  // namespace
+
+std::unique_ptr<Model> open_model(const std::string& weights_path, Device device) {
+  return open_frozen(weights_path, device, [&] { return load_model(weights_path); });
+}
+
+std::unique_ptr<Model> open_default_model(Device device) {
+  return open_frozen("the embedded model", device, [] { return load_default_model(); });
 }
 
 std::string conv_backend_error(const std::string& name) {
