@@ -1408,7 +1408,9 @@ TEST_CASE("gpu inception v3: logits and input gradient on the GPU match the CPU 
     run(xg, tg, logits, grad);
     const bool tf32 = c.mode == MathMode::TF32;
     const double el = rel_l2(logits, ref_logits), eg = rel_l2(grad, ref_grad), cs = cosine(grad, ref_grad);
-    MESSAGE("backend " << conv_backend_name(c.backend) << "/" << math_mode_name(c.mode) << ": logits rel L2 " << el
+    // std::string: doctest prints a const char* as a pointer.
+    MESSAGE("backend " << std::string(conv_backend_name(c.backend)) << "/" << std::string(math_mode_name(c.mode))
+                       << ": logits rel L2 " << el
                        << ", input gradient rel L2 " << eg << ", cosine " << cs);
     CHECK(el < (tf32 ? kInceptionTf32Logits : kInceptionFp32Logits));
     CHECK(eg < (tf32 ? kInceptionTf32Grad : kInceptionFp32Grad));

@@ -160,8 +160,10 @@ if [ "${GPU_CHECK_PREBUILT:-0}" != 1 ]; then
     run_stage "configure with the kit" 90 "$OUT/build.log" \
       bash -c "$(declare -f configure); $(declare -p ROOT BUILD cudnn_lib cudnn_inc CUDA_LD DEPS); configure kit" && ok=1
   fi
+  # doctest lists the tests by running trick_tests at build time: the kit's libraries load
+  # others of the kit (cairo -> pixman), which the binary's RUNPATH does not cover.
   if ((ok)) && run_stage "build (-j$JOBS)" 300 "$OUT/build.log" \
-    cmake --build "$BUILD" -j"$JOBS" --target trick trick_tests; then
+    env LD_LIBRARY_PATH="$RUN_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cmake --build "$BUILD" -j"$JOBS" --target trick trick_tests; then
     BIN=$ROOT/$BUILD
   fi
 fi
