@@ -210,6 +210,51 @@ def cmd_table(args):
     return 0
 
 
+def cmd_ncu_summary(args):
+    """Nsight Compute `--csv --page raw` output (gpu__time_duration.sum per launch) summed by
+    kernel name: total and share of the GPU time, launches, mean grid size; the top 20."""
+    import csv
+    with open(args.file, errors="replace") as f:
+        lines = [ln for ln in f if not ln.startswith("==")]
+    start = next((i for i, ln in enumerate(lines) if ln.startswith('"ID"')), None)
+    if start is None:
+        print(f"{args.file}: no ncu CSV table found")
+        return 1
+    rows = list(csv.reader(lines[start:]))
+    head, units, data = rows[0], rows[1], rows[2:]
+    col = {name: i for i, name in enumerate(head)}
+    t, g = col.get("gpu__time_duration.sum"), col.get("launch__grid_size")
+    k = col.get("Kernel Name")
+    if t is None or k is None:
+        print(f"{args.file}: no kernel name or duration column")
+        return 1
+    scale = {"ns": 1e-6, "nsecond": 1e-6, "us": 1e-3, "usecond": 1e-3, "ms": 1.0, "msecond": 1.0, "s": 1e3,
+             "second": 1e3}.get(units[t].strip(), 1e-6)
+    by = {}
+    for r in data:
+        if len(r) <= max(t, k):
+            continue
+        try:
+            ms = float(r[t].replace(",", "")) * scale
+        except ValueError:
+            continue
+        name = r[k][:70]
+        e = by.setdefault(name, [0.0, 0, 0.0])
+        e[0] += ms
+        e[1] += 1
+        if g is not None:
+            try:
+                e[2] += float(r[g].replace(",", ""))
+            except ValueError:
+                pass
+    total = sum(e[0] for e in by.values())
+    print(f"{args.file}: {sum(e[1] for e in by.values())} launches, {total:.2f} ms of kernel time")
+    print(f"{'ms':>9} {'share':>6} {'launches':>8} {'mean grid':>9}  kernel")
+    for name, (ms, n, grid) in sorted(by.items(), key=lambda kv: -kv[1][0])[:20]:
+        print(f"{ms:9.3f} {100 * ms / max(total, 1e-12):5.1f}% {n:8d} {grid / max(n, 1):9.0f}  {name}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -223,7 +268,11 @@ def main():
     tb = sub.add_parser("table")
     tb.add_argument("files", nargs="+")
     tb.add_argument("--out")
+    nc = sub.add_parser("ncu-summary")
+    nc.add_argument("file")
     args = ap.parse_args()
+    if args.cmd == "ncu-summary":
+        return cmd_ncu_summary(args)
     return cmd_time(args) if args.cmd == "time" else cmd_table(args)
 
 

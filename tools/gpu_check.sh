@@ -18,6 +18,8 @@
 #   bench      trick bench (own, cublas, cudnn in fp32; cublas, cudnn in TF32) and
 #              tools/bench_gpu.py (PyTorch eager and CUDA graphs), batch 1, 64, 256
 #   table      one table: ms, images/s, TFLOP/s, ratio against PyTorch eager
+#   GPU_CHECK_PROFILE=1: after the build, instead of tests and benchmark, Nsight Compute's
+#              per-kernel times of one eager step (own kernels at batch 1, cuDNN at 256)
 # Logs and the table go to $OUT (the device tool brings that folder back; at most 8 files):
 #   versions.log build.log tests.log inception.log bench_trick.log bench_torch.log table.md summary.txt
 # Without a GPU (a dry run) the GPU stages fail or skip quickly and the table still prints.
@@ -183,6 +185,30 @@ if [ -n "$BIN" ] && ! trk "$BIN/trick" --version >>"$OUT/build.log" 2>&1; then
 fi
 
 export RUN_LD
+
+# --- profile (GPU_CHECK_PROFILE=1: instead of the tests and the benchmark) -------------------
+# Nsight Compute's kernel durations (one pass, the card's clocks left alone) for one eager
+# step of our own kernels at batch 1 and of cuDNN at batch 256, each written as CSV to $OUT
+# and summarised by kernel name: where the time of the two slowest configurations goes.
+if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  profile() {  # profile NAME CONV BATCH
+    local name=$1 conv=$2 batch=$3
+    if [ -z "$BIN" ] || [ -z "$NCU" ]; then
+      say "profile $name: FAILED (no trick binary or no ncu)"
+      return
+    fi
+    run_stage "profile $name" 150 "$OUT/profile.log" bash -c "LD_LIBRARY_PATH='$RUN_LD' '$NCU' --clock-control none \
+      --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size --csv --page raw \
+      '$BIN/trick' bench --device cuda:0 --model inception_v3 --batch $batch --repeats 1 --warmup 0 --conv $conv \
+      --no-graph > '$OUT/ncu_$name.csv'"
+    python3 tools/bench_gpu.py ncu-summary "$OUT/ncu_$name.csv" 2>&1 | tee -a "$OUT/profile.log" | head -25
+  }
+  profile own_b1 own 1
+  profile cudnn_b256 cudnn 256
+  printf '%s\n' "${SUMMARY[@]}" | sed 's/^/  /'
+  exit 0
+fi
 
 # --- tests -----------------------------------------------------------------------------------
 doctest_summary() {  # the test counts and the first failures of a doctest log
