@@ -174,6 +174,12 @@ struct DecodeFailure {
   int64_t max_pixels = kMaxImagePixels;
   std::string reason;
   bool size = false;
+  // True (with reason and size set) when a w x h image is over the limit.
+  bool too_large(int64_t w, int64_t h) {
+    reason = size_problem(w, h, max_pixels);
+    size = !reason.empty();
+    return size;
+  }
 };
 
 // --- JPEG: libjpeg-turbo, set up as PIL 9.4 sets it up (JpegDecode.c) -------------------------
@@ -250,11 +256,7 @@ bool run_jpeg(JpegJob* job, const std::string* bytes, Pixels* out, DecodeFailure
   c->progress = &job->progress;
   jpeg_mem_src(c, reinterpret_cast<const unsigned char*>(bytes->data()), static_cast<unsigned long>(bytes->size()));
   jpeg_read_header(c, TRUE);
-  failure->reason = size_problem(c->image_width, c->image_height, failure->max_pixels);
-  if (!failure->reason.empty()) {
-    failure->size = true;
-    return false;
-  }
+  if (failure->too_large(c->image_width, c->image_height)) return false;
   bool cmyk = false;
   if (c->jpeg_color_space == JCS_GRAYSCALE) {
     c->out_color_space = JCS_GRAYSCALE;
@@ -341,11 +343,7 @@ bool run_png(PngJob* job, Pixels* out, DecodeFailure* failure) {
   png_set_user_limits(png, 0x7fffffff, 0x7fffffff);  // size_problem() is the limit
   png_read_info(png, info);
   const png_uint_32 w = png_get_image_width(png, info), h = png_get_image_height(png, info);
-  failure->reason = size_problem(w, h, failure->max_pixels);
-  if (!failure->reason.empty()) {
-    failure->size = true;
-    return false;
-  }
+  if (failure->too_large(w, h)) return false;
   const int type = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
   if (depth == 16) png_set_strip_16(png);  // the high byte, as PIL's "RGB;16B" unpacker
   if (type == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
@@ -451,11 +449,7 @@ bool decode_gif(const std::string& bytes, Pixels* out, DecodeFailure* failure) {
     const GifImageDesc& d = gif->Image;
     const int64_t fw = d.Width, fh = d.Height, left = d.Left, top = d.Top;
     const int64_t w = std::max<int64_t>(gif->SWidth, left + fw), h = std::max<int64_t>(gif->SHeight, top + fh);
-    failure->reason = size_problem(w, h, failure->max_pixels);
-    if (!failure->reason.empty()) {
-      failure->size = true;
-      return false;
-    }
+    if (failure->too_large(w, h)) return false;
     if (w < 1 || h < 1 || fw < 1 || fh < 1) {
       failure->reason = cat("an empty frame (", fw, "x", fh, " at ", left, ",", top, ")");
       return false;
@@ -508,11 +502,7 @@ bool decode_stb(const std::string& bytes, const char* format, Pixels* out, Decod
     failure->reason = stb_reason(format);
     return false;
   }
-  failure->reason = size_problem(w, h, failure->max_pixels);  // formats declared_size does not know
-  if (!failure->reason.empty()) {
-    failure->size = true;
-    return false;
-  }
+  if (failure->too_large(w, h)) return false;  // formats declared_size does not know
   if (w < 1 || h < 1) {
     failure->reason = cat("the image declares an empty size ", w, "x", h);
     return false;
