@@ -2,6 +2,7 @@
 #include "kernels/backend.h"
 
 #include <atomic>
+#include <stdexcept>
 
 #include "tensor/error.h"
 
@@ -21,7 +22,39 @@ std::atomic<int64_t>& im2col_cap_setting() {
   static std::atomic<int64_t> c{int64_t{1} << 25};
   return c;
 }
+std::atomic<SplitKPolicy>& split_k_setting() {
+  static std::atomic<SplitKPolicy> p{SplitKPolicy{}};
+  return p;
+}
+void check_split_k(const SplitKPolicy& p, const std::string& what) {
+  TRICK_CHECK(p.warps_per_sm >= 0 && p.warps_per_sm <= 64 && p.min_k >= 1, "split-K policy", what,
+              ": warps per multiprocessor must be in [0, 64] and min k >= 1");
+}
 }  // namespace
+
+void set_split_k_policy(SplitKPolicy p) {
+  check_split_k(p, cat(" ", p.warps_per_sm, ",", p.min_k));
+  split_k_setting().store(p);
+}
+SplitKPolicy split_k_policy() { return split_k_setting().load(); }
+
+SplitKPolicy parse_split_k_policy(const std::string& s) {
+  if (s == "off") return SplitKPolicy{0, 1};
+  const size_t comma = s.find(',');
+  SplitKPolicy p;
+  try {
+    if (comma == std::string::npos) throw std::invalid_argument(s);
+    const std::string w = s.substr(0, comma), k = s.substr(comma + 1);
+    size_t used_w = 0, used_k = 0;
+    p.warps_per_sm = std::stoi(w, &used_w);
+    p.min_k = std::stoi(k, &used_k);
+    if (used_w != w.size() || used_k != k.size()) throw std::invalid_argument(s);
+  } catch (const std::logic_error&) {
+    fail("split-K policy: '", s, "' is not W,K (warps per multiprocessor, min k) or off");
+  }
+  check_split_k(p, cat(" '", s, "'"));
+  return p;
+}
 
 void set_im2col_cap(int64_t floats) {
   TRICK_CHECK(floats >= 1, "im2col cap: ", floats, " floats must be >= 1");

@@ -38,6 +38,20 @@ const char* math_mode_name(MathMode m);
 void set_im2col_cap(int64_t floats);
 int64_t im2col_cap();
 
+// Split-K for our tiled kernel (kernels/cuda/igemm.h, SplitKProblem): a conv forward,
+// dgrad or GEMM whose grid gives the GPU fewer than warps_per_sm warps per multiprocessor
+// splits its reduction into ranges of at least min_k (rounded up to whole stages) and
+// adds the partial sums in a second pass, in a fixed order. warps_per_sm = 0 turns it
+// off. Default {8, 64}; tests lower min_k to split small shapes.
+struct SplitKPolicy {
+  int warps_per_sm = 8;
+  int min_k = 64;
+};
+void set_split_k_policy(SplitKPolicy p);
+SplitKPolicy split_k_policy();
+// "W,K" (warps per multiprocessor, min k) or "off"; throws trick::Error on anything else.
+SplitKPolicy parse_split_k_policy(const std::string& s);
+
 // Sets a setting for the lifetime of a scope (tests, benchmarks), restoring the old one.
 template <typename T, T (*Get)(), void (*Set)(T)>
 class SettingScope {
@@ -53,5 +67,6 @@ class SettingScope {
 using ConvBackendScope = SettingScope<ConvBackend, conv_backend, set_conv_backend>;
 using MathModeScope = SettingScope<MathMode, math_mode, set_math_mode>;
 using Im2colCapScope = SettingScope<int64_t, im2col_cap, set_im2col_cap>;
+using SplitKScope = SettingScope<SplitKPolicy, split_k_policy, set_split_k_policy>;
 
 }  // namespace trick

@@ -267,6 +267,29 @@ void replay(const P& p, const cuda::igemm::Extent& e) {
       }
 }
 
+// The split-K path of problem p (kernels/cuda/igemm.cuh, launch_split) on the host: the
+// split decided for a 132-multiprocessor GPU under policy {warps_per_sm, min_k}, the
+// SplitKProblem replayed into NaN-poisoned partials, then split_sum per output element.
+// Returns the number of splits (1: p ran whole).
+template <class P>
+int64_t replay_split(const P& p, const cuda::igemm::Extent& e, int warps_per_sm, int min_k) {
+  using namespace cuda::igemm;
+  const int64_t count = p.out_rows() * p.n_size();
+  const KSplit ks = k_split<typename P::T>(e, p.k_max(), count, 132, warps_per_sm, min_k);
+  if (ks.splits == 1) {
+    replay(p, e);
+    return 1;
+  }
+  std::vector<float> parts(static_cast<size_t>(ks.splits * count), std::nanf(""));
+  replay(split_k_problem(p, parts.data(), ks), split_extent(e, ks));
+  for (int64_t r = 0; r < p.out_rows(); ++r)
+    for (int n = 0; n < p.n_size(); ++n) {
+      float* o = p.out() + r * p.out_ld() + n;
+      *o = split_sum(parts.data() + r * p.n_size() + n, count, static_cast<int>(ks.splits), p.ep, n, o);
+    }
+  return ks.splits;
+}
+
 // Relative L2 distance over the elements of two equally shaped row-strided views;
 // `nan_mismatch` counts places where exactly one side is NaN.
 double rel_l2(const Tensor& got, const Tensor& want, int* nan_mismatch) {
@@ -336,16 +359,32 @@ void replay_conv_case(const ConvCase& cc, Rng& rng) {
   cpu::conv2d_forward(x, w, b, p, y_ref);
   replay(forward_problem<T>(g, x.data(), x.ld(), w.data(), y.data(), y.ld(), b.data(), true), forward_extent(g));
   expect_close_views(name + " forward", y, y_ref, kFp32Bound);
+  // split over k: every case is one block or a few, far below the target, so it splits
+  // wherever k allows two ranges of min_k
+  const int min_k = 8;
+  Tensor ys_split = random_view(ys, rng, cc.slice_y);
+  ys_split.fill(std::nanf(""));
+  auto fp = forward_problem<T>(g, x.data(), x.ld(), w.data(), ys_split.data(), ys_split.ld(), b.data(), true);
+  const int64_t fsplits = replay_split(fp, forward_extent(g), 8, min_k);
+  INFO("forward k " << fp.k_max() << ", splits " << fsplits);
+  CHECK((fsplits > 1 || fp.k_max() < 2 * min_k));
+  expect_close_views(name + " forward split over k", ys_split, y_ref, kFp32Bound);
 
   // dgrad, write-only and accumulating
   Tensor dy = random_view(ys, rng, cc.slice_y);
   for (bool accumulate : {false, true}) {
     Tensor dx_ref = random_view(xs, rng, cc.slice_x);
     if (!accumulate) dx_ref.fill(std::nanf(""));
-    Tensor dx = dx_ref.clone();
+    Tensor dx = dx_ref.clone(), dx_split = dx_ref.clone();
     cpu::conv2d_dgrad(dy, w, p, dx_ref, accumulate);
     replay(dgrad_problem<T>(g, dy.data(), dy.ld(), w.data(), dx.data(), dx.ld(), accumulate), dgrad_extent(g));
     expect_close_views(name + (accumulate ? " dgrad (accumulate)" : " dgrad"), dx, dx_ref, kFp32Bound);
+    auto dp = dgrad_problem<T>(g, dy.data(), dy.ld(), w.data(), dx_split.data(), dx_split.ld(), accumulate);
+    const int64_t dsplits = replay_split(dp, dgrad_extent(g), 8, min_k);
+    INFO("dgrad k " << dp.k_max() << ", splits " << dsplits);
+    CHECK((dsplits > 1 || dp.k_max() < 2 * min_k));
+    expect_close_views(name + (accumulate ? " dgrad split over k (accumulate)" : " dgrad split over k"), dx_split,
+                       dx_ref, kFp32Bound);
   }
 
   // wgrad, with the split count the launcher would pick on a 132-multiprocessor H100/H200
@@ -403,19 +442,29 @@ void replay_gemm_case(int M, int N, int K, float alpha, float beta, Rng& rng) {
   Tensor a = randn(Shape{TA ? K : M, lda}, rng), b = randn(Shape{TB ? N : K, ldb}, rng);
   Tensor c_ref = randn(Shape{M, ldc}, rng);
   if (beta == 0.f) c_ref.fill(std::nanf(""));  // write-only
-  Tensor c = c_ref.clone();
+  const Tensor c_before = c_ref.clone();
   cpu::gemm(TA, TB, M, N, K, alpha, a.data(), lda, b.data(), ldb, beta, c_ref.data(), ldc);
   cuda::igemm::Epilogue ep;
   ep.alpha = alpha, ep.beta = beta;
-  replay(cuda::igemm::gemm_problem<TA, TB, T>(M, N, K, a.data(), lda, b.data(), ldb, c.data(), ldc, ep),
-         cuda::igemm::Extent{M, N, 1});
-  expect_close_views(cat("gemm ", TA ? "T" : "N", TB ? "T" : "N", " ", M, "x", N, "x", K, " tile ", T::BM),
-                     c.slice_last(0, N), c_ref.slice_last(0, N), kFp32Bound);
-  // C's padding column (ldc = N + 1) is never written: it keeps its bits.
-  int changed = 0;
-  for (int i = 0; i < M; ++i)
-    changed += std::memcmp(c.data() + i * ldc + N, c_ref.data() + i * ldc + N, sizeof(float)) != 0;
-  CHECK(changed == 0);
+  const std::string name = cat("gemm ", TA ? "T" : "N", TB ? "T" : "N", " ", M, "x", N, "x", K, " tile ", T::BM);
+  for (bool split : {false, true}) {
+    Tensor c = c_before.clone();
+    const auto problem = cuda::igemm::gemm_problem<TA, TB, T>(M, N, K, a.data(), lda, b.data(), ldb, c.data(), ldc, ep);
+    const cuda::igemm::Extent e{M, N, 1};
+    if (split) {
+      const int64_t splits = replay_split(problem, e, 8, 8);
+      INFO("splits " << splits);
+      CHECK((splits > 1 || K < 16));
+    } else {
+      replay(problem, e);
+    }
+    expect_close_views(name + (split ? " split over k" : ""), c.slice_last(0, N), c_ref.slice_last(0, N), kFp32Bound);
+    // C's padding column (ldc = N + 1) is never written: it keeps its bits.
+    int changed = 0;
+    for (int i = 0; i < M; ++i)
+      changed += std::memcmp(c.data() + i * ldc + N, c_ref.data() + i * ldc + N, sizeof(float)) != 0;
+    CHECK(changed == 0);
+  }
 }
 
 TEST_CASE("cuda: the tiled kernel's schedule, replayed on the host, matches the CPU GEMM") {
@@ -456,6 +505,60 @@ TEST_CASE("cuda: backend and math mode settings parse, reject and restore") {
   CHECK(im2col_cap() == cap);
   CHECK_THROWS_WITH_AS(set_im2col_cap(0), doctest::Contains("must be >= 1"), Error);
   CHECK(im2col_cap() == cap);
+
+  CHECK(split_k_policy().warps_per_sm == 8);
+  CHECK(split_k_policy().min_k == 64);
+  CHECK(parse_split_k_policy("16,128").warps_per_sm == 16);
+  CHECK(parse_split_k_policy("16,128").min_k == 128);
+  CHECK(parse_split_k_policy("off").warps_per_sm == 0);
+  for (const char* bad : {"", "8", "8,", ",64", "8,64,1", "8;64", "x,64", "8,6.5", "-1,64", "65,64", "8,0", "off,1"})
+    CHECK_THROWS_WITH_AS(parse_split_k_policy(bad), doctest::Contains("split-K policy"), Error);
+  {
+    SplitKScope sk(SplitKPolicy{2, 16});
+    CHECK(split_k_policy().warps_per_sm == 2);
+    CHECK(split_k_policy().min_k == 16);
+  }
+  CHECK(split_k_policy().warps_per_sm == 8);
+  CHECK_THROWS_AS(set_split_k_policy(SplitKPolicy{8, 0}), Error);
+  CHECK(split_k_policy().min_k == 64);
+}
+
+TEST_CASE("cuda: the split-K decision fills the GPU without ranges below min k") {
+  using namespace cuda::igemm;
+  // Inception v3 at batch 1 on 132 multiprocessors, the default policy {8, 64}:
+  // Mixed_7's 3x3 conv 448 -> 384 on 8x8 (M 64, N 384, K 4032): 6 small-tile blocks.
+  KSplit ks = k_split<Small>(Extent{64, 384, 1}, 4032, 64 * 384, 132, 8, 64);
+  CHECK(ks.splits == 63);  // 528 blocks wanted; 4032 / 64 ranges at most
+  CHECK(ks.chunk == 64);
+  // the same at batch 256: 1536 blocks already, no split
+  CHECK(k_split<Small>(Extent{16384, 384, 1}, 4032, 16384 * 384, 132, 8, 64).splits == 1);
+  // policy off
+  CHECK(k_split<Small>(Extent{64, 384, 1}, 4032, 64 * 384, 132, 0, 64).splits == 1);
+  // large tiles: 8 warps a block, so one block per multiprocessor is the target
+  CHECK(k_split<Large>(Extent{1024, 1024, 1}, 4096, 1024 * 1024, 132, 8, 64).splits == 3);
+  // the partials' cap (2^25 floats) and the grid's z limit
+  CHECK(k_split<Small>(Extent{64, 64, 1}, 1 << 20, int64_t{1} << 24, 132, 64, 8).splits == 2);
+  CHECK(k_split<Small>(Extent{64, 64, 4096}, 1 << 20, 64, 1000, 64, 8).splits <= 65535 / 4096);
+  // properties over many shapes: whole stages, every k covered, no empty range, ranges >= min k
+  Rng rng(77);
+  for (int i = 0; i < 2000; ++i) {
+    const Extent e{1 + rng.below(5000), 1 + rng.below(2000), 1 + rng.below(4)};
+    const int64_t k = 1 + rng.below(20000);
+    const int min_k = 1 + static_cast<int>(rng.below(300)), warps = static_cast<int>(rng.below(33));
+    const int64_t blocks = ((e.m + 63) / 64) * ((e.n + 63) / 64) * e.z;
+    ks = k_split<Small>(e, k, e.m * e.n, 132, warps, min_k);
+    INFO("m " << e.m << " n " << e.n << " z " << e.z << " k " << k << " min_k " << min_k << " warps " << warps
+              << ": splits " << ks.splits << " chunk " << ks.chunk);
+    REQUIRE(ks.splits >= 1);
+    if (ks.splits == 1) continue;
+    CHECK(blocks < int64_t{warps} * 132 / 2);  // split only below the target
+    CHECK(ks.chunk % kBK == 0);
+    CHECK(ks.chunk >= min_k);
+    CHECK(ks.splits * ks.chunk >= k);
+    CHECK((ks.splits - 1) * ks.chunk < k);
+    CHECK(ks.splits * e.m * e.n <= int64_t{1} << 25);
+    CHECK(ks.splits * e.z <= 65535);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -596,6 +699,28 @@ TEST_CASE("cuda: conv2d forward, dgrad and wgrad on every backend against the CP
   Rng rng(31);
   for (ConvBackend backend : {ConvBackend::Own, ConvBackend::Cublas, ConvBackend::Cudnn})
     for (const GpuConvCase& cc : gpu_conv_cases()) run_conv_case(cc, backend, MathMode::FP32, rng);
+}
+
+TEST_CASE("cuda: conv2d and gemm on our kernels with split-K off and forced against the CPU") {
+  SKIP_WITHOUT_CUDA();
+  // The default policy already splits most test shapes that have k >= 128; here every
+  // shape runs whole, and split into ranges of 8 (many splits, short ranges, empty ones
+  // for the stride phases with fewer taps).
+  Rng rng(35);
+  for (SplitKPolicy policy : {SplitKPolicy{0, 1}, SplitKPolicy{64, 8}}) {
+    SplitKScope scope(policy);
+    for (const GpuConvCase& cc : gpu_conv_cases()) run_conv_case(cc, ConvBackend::Own, MathMode::FP32, rng);
+    for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1000, 2048}, {37, 45, 300}, {9, 129, 17}}) {
+      const float beta = 0.5f;
+      Twin a = make_twin(Shape{m, k}, rng, false), b = make_twin(Shape{n, k}, rng, false);
+      Twin c = make_twin(Shape{m, n}, rng, true);
+      gemm(Device::cpu(), false, true, m, n, k, 1.5f, a.host.data(), k, b.host.data(), k, beta, c.host.data(),
+           c.host.ld());
+      gemm(Device::cuda(), false, true, m, n, k, 1.5f, a.dev.data(), k, b.dev.data(), k, beta, c.dev.data(),
+           c.dev.ld());
+      expect_twin(cat("own gemm NT ", m, "x", n, "x", k, " split-K ", policy.warps_per_sm, ",", policy.min_k), c);
+    }
+  }
 }
 
 TEST_CASE("cuda: conv2d on cuBLAS with one image per im2col chunk against the CPU") {
@@ -1055,7 +1180,6 @@ TEST_CASE("cuda: the attack's update and projection steps against the CPU") {
     expect_twin("round_to_8bit" + at, xr, 1e-12);  // exact: both round the same float
   }
 }
-
 
 // ---------------------------------------------------------------------------------------
 // CUDA graphs: the capture machinery, and the attack step replayed from one graph

@@ -143,9 +143,15 @@ def cmd_time(args):
     return 0
 
 
+DEFAULT_SPLIT_K = "8,64"  # SplitKPolicy's default in kernels/backend.h
+
+
 def label(r):
     if r.get("engine") == "trick":
-        return "trick " + r.get("conv", "?")
+        name = "trick " + r.get("conv", "?")
+        if r.get("conv") == "own" and r.get("split_k", DEFAULT_SPLIT_K) != DEFAULT_SPLIT_K:
+            name += " k" + r["split_k"]  # a --split-k sweep row
+        return name
     return str(r.get("engine", "?"))
 
 
@@ -177,13 +183,13 @@ def cmd_table(args):
     order = {"pytorch": 0}
     rows.sort(key=lambda r: (r.get("math", ""), r.get("batch", 0), order.get(label(r), 1), label(r),
                              r.get("mode", "")))
-    head = (f"{'engine':14s} {'math':4s} {'mode':5s} {'batch':>5s} | {'fwd ms':>8s} {'img/s':>8s} {'TFLOP/s':>7s}"
+    head = (f"{'engine':18s} {'math':4s} {'mode':5s} {'batch':>5s} | {'fwd ms':>8s} {'img/s':>8s} {'TFLOP/s':>7s}"
             f" {'x eager':>7s} | {'step ms':>8s} {'steps/s':>8s} {'TFLOP/s':>7s} {'x eager':>7s}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if "failed" in r:
             what = " ".join(str(r.get(k, "")) for k in ("conv", "math", "mode", "batch") if k in r)
-            lines.append(f"{label(r):14s} FAILED {what}: {r['failed']}"[:len(head) + 40])
+            lines.append(f"{label(r):18s} FAILED {what}: {r['failed']}"[:len(head) + 40])
             continue
         p = peer.get((r.get("math"), r.get("batch")))
         cells = []
@@ -194,7 +200,7 @@ def cmd_table(args):
             cells.append(f"{r[key]:8.2f} {rate:8.1f} {rate * gflop / 1e3:7.1f} {ratio}" if rate else
                          f"{'-':>8s} {'-':>8s} {'-':>7s} {'-':>7s}")
         math = r.get("math", "?")
-        lines.append(f"{label(r):14s} {math:4s} {r.get('mode', '?'):5s} {r.get('batch', 0):5d} | {cells[0]} | "
+        lines.append(f"{label(r):18s} {math:4s} {r.get('mode', '?'):5s} {r.get('batch', 0):5d} | {cells[0]} | "
                      f"{cells[1]}")
     notes = ["x eager: throughput over PyTorch eager's at the same precision and batch (>1: faster).",
              "TFLOP/s: Inception v3 at 11.43 GFLOP per image forward, 22.85 per attack step (forward + input",

@@ -141,6 +141,12 @@ struct Row {
 // (kernels/cpu/sgemm_conv.h); on a GPU, the backend (kernels/backend.h).
 const char* conv_name(Device dev) { return dev.is_cpu() ? cpu::conv_engine_name() : conv_backend_name(conv_backend()); }
 
+// The split-K policy of our GPU kernels (kernels/backend.h), as --split-k takes it.
+std::string split_k_name() {
+  const SplitKPolicy p = split_k_policy();
+  return p.warps_per_sm == 0 ? std::string("off") : cat(p.warps_per_sm, ",", p.min_k);
+}
+
 void print_row(const Options& o, const Model& m, Device dev, const Row& r) {
   double gf = 0, gs = 0;
   const bool known = gflop_per_image(m, &gf, &gs);
@@ -161,10 +167,11 @@ void print_row(const Options& o, const Model& m, Device dev, const Row& r) {
       "\"mode\": \"%s\", \"batch\": %d, \"forward_ms\": %.4f, \"step_ms\": %.4f, \"threads\": %d, "
       "\"forward_cpu_ms\": %s, \"step_cpu_ms\": %s, "
       "\"gflop_forward\": %.2f, \"gflop_step\": %.2f, \"graph_vs_eager_max_abs\": %s, \"mallocs_in_loop\": %lld, "
-      "\"graph_nodes\": %zu, \"repeats\": %d}\n",
+      "\"graph_nodes\": %zu, \"repeats\": %d, \"split_k\": \"%s\"}\n",
       m.name().c_str(), dev.str().c_str(), conv_name(dev), math_mode_name(math_mode()), mode.c_str(), r.batch,
       r.fwd_ms, r.step_ms, num_threads(), ms_or_null(r.fwd_cpu_ms).c_str(), ms_or_null(r.step_cpu_ms).c_str(),
-      known ? gf : 0.0, known ? gs : 0.0, diff.c_str(), static_cast<long long>(r.mallocs), r.nodes, o.repeats);
+      known ? gf : 0.0, known ? gs : 0.0, diff.c_str(), static_cast<long long>(r.mallocs), r.nodes, o.repeats,
+      split_k_name().c_str());
   std::fflush(stdout);
 }
 
@@ -180,8 +187,9 @@ int run(const Options& o) {
   model->set_requires_grad(false);
   model->train(false);
   model->to(dev);
-  std::printf("model %s  device %s  conv %s  math %s%s  threads %d  repeats %d (median)\n", model->name().c_str(),
-              dev.str().c_str(), conv_name(dev), math_mode_name(math_mode()),
+  const std::string split_k = dev.is_cuda() && conv_backend() == ConvBackend::Own ? "  split-k " + split_k_name() : "";
+  std::printf("model %s  device %s  conv %s%s  math %s%s  threads %d  repeats %d (median)\n", model->name().c_str(),
+              dev.str().c_str(), conv_name(dev), split_k.c_str(), math_mode_name(math_mode()),
               math_mode() == MathMode::TF32 ? " (faster, less exact: relative error vs fp32 ~1e-3)" : "",
               num_threads(), o.repeats);
   std::printf("batch  mode   forward ms       img/s  TFLOP/s  fwd+grad ms  img-steps/s  TFLOP/s\n");

@@ -16,10 +16,11 @@
 #   inception  trick_tests -tc="gpu inception*": Inception v3 logits and input gradient, GPU
 #              against CPU, every conv backend
 #   bench      trick bench (own, cublas, cudnn in fp32; cublas, cudnn in TF32) and
-#              tools/bench_gpu.py (PyTorch eager and CUDA graphs), batch 1, 64, 256
+#              tools/bench_gpu.py (PyTorch eager and CUDA graphs), batch 1, 64, 256; then
+#              our kernels at batch 1 and 64 under other split-K policies (GPU_CHECK_SPLIT_K)
 #   table      one table: ms, images/s, TFLOP/s, ratio against PyTorch eager
 #   GPU_CHECK_PROFILE=1: after the build, instead of tests and benchmark, Nsight Compute's
-#              per-kernel times of one eager step (own kernels at batch 1, cuDNN at 256)
+#              per-kernel times of one eager step (own kernels at batch 1 and 256, cuDNN at 256)
 # Logs and the table go to $OUT (the device tool brings that folder back; at most 8 files):
 #   versions.log build.log tests.log inception.log bench_trick.log bench_torch.log table.md summary.txt
 # Without a GPU (a dry run) the GPU stages fail or skip quickly and the table still prints.
@@ -188,8 +189,8 @@ export RUN_LD
 
 # --- profile (GPU_CHECK_PROFILE=1: instead of the tests and the benchmark) -------------------
 # Nsight Compute's kernel durations (one pass, the card's clocks left alone) for one eager
-# step of our own kernels at batch 1 and of cuDNN at batch 256, each written as CSV to $OUT
-# and summarised by kernel name: where the time of the two slowest configurations goes.
+# step of our own kernels at batch 1 and 256 and of cuDNN at batch 256, each written as CSV
+# to $OUT and summarised by kernel name: where the time of the slowest configurations goes.
 if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   profile() {  # profile NAME CONV BATCH
@@ -205,6 +206,7 @@ if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
     python3 tools/bench_gpu.py ncu-summary "$OUT/ncu_$name.csv" 2>&1 | tee -a "$OUT/profile.log" | head -25
   }
   profile own_b1 own 1
+  profile own_b256 own 256
   profile cudnn_b256 cudnn 256
   printf '%s\n' "${SUMMARY[@]}" | sed 's/^/  /'
   exit 0
@@ -253,6 +255,13 @@ bench_trick cudnn fp32 60
 bench_trick cublas fp32 60
 bench_trick cudnn tf32 60
 bench_trick cublas tf32 60
+# Our kernels' split-K policy (kernels/backend.h), swept where it acts: small batches.
+for policy in ${GPU_CHECK_SPLIT_K:-off 4,64 16,64 8,32 8,128}; do
+  [ -z "$BIN" ] && break
+  run_stage "bench trick own split-k $policy" 30 "$OUT/bench_trick.log" env LD_LIBRARY_PATH="$RUN_LD" \
+    "$BIN/trick" bench --device cuda:0 --model inception_v3 --batch 1,64 --repeats "$REPEATS" \
+    --warmup "$WARMUP" --conv own --split-k "$policy" || bench_fail own "fp32 split-k $policy" "did not finish"
+done
 
 # --- table -----------------------------------------------------------------------------------
 echo

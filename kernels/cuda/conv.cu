@@ -177,11 +177,13 @@ void own_forward(const ConvShape& g, const Tensor& x, const Tensor& w, const Ten
   }
   const igemm::Extent e = igemm::forward_extent(g);
   if (igemm::use_large_tiles(e))
-    igemm::launch(igemm::forward_problem<igemm::Large>(g, x.data(), x.ld(), w.data(), y.data(), y.ld(), bias, p.relu),
-                  e);
+    igemm::launch_split(
+        "conv2d", igemm::forward_problem<igemm::Large>(g, x.data(), x.ld(), w.data(), y.data(), y.ld(), bias, p.relu),
+        e);
   else
-    igemm::launch(igemm::forward_problem<igemm::Small>(g, x.data(), x.ld(), w.data(), y.data(), y.ld(), bias, p.relu),
-                  e);
+    igemm::launch_split(
+        "conv2d", igemm::forward_problem<igemm::Small>(g, x.data(), x.ld(), w.data(), y.data(), y.ld(), bias, p.relu),
+        e);
 }
 
 void own_dgrad(const ConvShape& g, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx,
@@ -193,11 +195,13 @@ void own_dgrad(const ConvShape& g, const Tensor& dy, const Tensor& w, const Conv
   }
   const igemm::Extent e = igemm::dgrad_extent(g);
   if (igemm::use_large_tiles(e))
-    igemm::launch(igemm::dgrad_problem<igemm::Large>(g, dy.data(), dy.ld(), w.data(), dx.data(), dx.ld(), accumulate),
-                  e);
+    igemm::launch_split(
+        "conv2d_dgrad",
+        igemm::dgrad_problem<igemm::Large>(g, dy.data(), dy.ld(), w.data(), dx.data(), dx.ld(), accumulate), e);
   else
-    igemm::launch(igemm::dgrad_problem<igemm::Small>(g, dy.data(), dy.ld(), w.data(), dx.data(), dx.ld(), accumulate),
-                  e);
+    igemm::launch_split(
+        "conv2d_dgrad",
+        igemm::dgrad_problem<igemm::Small>(g, dy.data(), dy.ld(), w.data(), dx.data(), dx.ld(), accumulate), e);
 }
 
 template <class T>

@@ -7,6 +7,8 @@
 // The problems and their index math live in kernels/cuda/igemm.h; tests/test_cuda.cpp
 // replays this exact schedule on the host (keep the two in step).
 #pragma once
+#include "kernels/backend.h"
+#include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/igemm.h"
 #include "kernels/cuda/runtime.h"
 
@@ -112,6 +114,39 @@ void launch(const P& p, const Extent& e) {
   igemm_kernel<P><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(e.z)), P::T::NT, 0,
                     stream()>>>(p);
   TRICK_CUDA_LAUNCHED(igemm_kernel);
+}
+
+// Output element (r, c) of a split problem (kernels/cuda/igemm.h, split_sum).
+struct SplitSumF {
+  const float* parts;  // (splits, rows, n)
+  float* out;
+  int64_t ld, part_stride;
+  uint32_t n;
+  int splits;
+  Epilogue ep;
+  __device__ void operator()(uint32_t r, uint32_t c) const {
+    float* o = out + r * ld + c;
+    *o = split_sum(parts + static_cast<int64_t>(r) * n + c, part_stride, splits, ep, static_cast<int>(c), o);
+  }
+};
+
+// Launches a forward, dgrad or GEMM problem, split over k (SplitKProblem) when its grid is
+// too small for the GPU under the split-K policy (kernels/backend.h): the partials go to
+// the SplitK workspace and a second pass adds them into the output.
+template <class P>
+void launch_split(const char* op, const P& p, const Extent& e) {
+  const SplitKPolicy policy = split_k_policy();
+  const int64_t count = p.out_rows() * p.n_size();
+  const KSplit ks = k_split<typename P::T>(e, p.k_max(), count, sm_count(), policy.warps_per_sm, policy.min_k);
+  if (ks.splits == 1) {
+    launch(p, e);
+    return;
+  }
+  float* parts = workspace_as<float>(Workspace::SplitK, static_cast<size_t>(ks.splits * count));
+  launch(split_k_problem(p, parts, ks), split_extent(e, ks));
+  launch_map(op, p.out_rows(), p.n_size(),
+             SplitSumF{parts, p.out(), p.out_ld(), count, static_cast<uint32_t>(p.n_size()),
+                       static_cast<int>(ks.splits), p.ep});
 }
 
 // Large tiles when they still give every multiprocessor a block; else small ones.

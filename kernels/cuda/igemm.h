@@ -14,10 +14,13 @@
 //               B = w; no multiply by an inserted zero, whatever the stride
 //   conv wgrad  m = output channel, n = (ky, kx, c), k = output pixel p over a split-K
 //               range of N*OH*OW per blockIdx.z: A = dy^T, B = the input patch
+// and SplitKProblem runs any of the first three over k ranges when its grid is too small
+// to fill the GPU (batch 1), for split_sum to add up.
 //
 // Shared memory holds BK-deep slices of A and B as As[k][m] and Bs[k][n]; thread (ty, tx)
 // accumulates the 8 x 8 elements rows Tile::row(ty, i), cols Tile::col(tx, j).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -155,7 +158,13 @@ struct GemmProblem {
   TRICK_HD int m_size(int) const { return m; }
   TRICK_HD int n_size() const { return n; }
   TRICK_HD void k_range(int, int& k0, int& k1) const { k0 = 0, k1 = k; }
-  TRICK_HD float* row_ptr(int, int r) const { return c + static_cast<int64_t>(r) * ldc; }
+  TRICK_HD int k_max() const { return k; }
+  // The output: out_rows() rows of n_size() at out() + row * out_ld(); row r of z is out_row(z, r).
+  TRICK_HD int64_t out_rows() const { return m; }
+  TRICK_HD float* out() const { return c; }
+  TRICK_HD int64_t out_ld() const { return ldc; }
+  TRICK_HD int64_t out_row(int, int r) const { return r; }
+  TRICK_HD float* row_ptr(int z, int r) const { return c + out_row(z, r) * ldc; }
   TRICK_HD void init_a(ALoader& l, int, int row0, int k0, int k1, int tid) const {
     l.init(a, lda, m, row0, k0, k1, tid);
   }
@@ -203,7 +212,12 @@ struct ConvForwardProblem {
   TRICK_HD int m_size(int) const { return m; }
   TRICK_HD int n_size() const { return g.o; }
   TRICK_HD void k_range(int, int& k0, int& k1) const { k0 = 0, k1 = k; }
-  TRICK_HD float* row_ptr(int, int r) const { return y + static_cast<int64_t>(r) * ldy; }
+  TRICK_HD int k_max() const { return k; }
+  TRICK_HD int64_t out_rows() const { return m; }
+  TRICK_HD float* out() const { return y; }
+  TRICK_HD int64_t out_ld() const { return ldy; }
+  TRICK_HD int64_t out_row(int, int r) const { return r; }
+  TRICK_HD float* row_ptr(int z, int r) const { return y + out_row(z, r) * ldy; }
 
   TRICK_HD void init_a(ALoader& l, int, int row0, int k0, int k1, int tid) const {
     const int ohw = g.oh * g.ow;
@@ -320,11 +334,17 @@ struct ConvDgradProblem {
     const DgradPhase p = dgrad_phase(g, z);
     k0 = 0, k1 = p.nkh * p.nkw * g.o;
   }
-  TRICK_HD float* row_ptr(int z, int r) const {
+  // The most taps any phase has (phase 0's): ceil(KH / SH) * ceil(KW / SW) * O.
+  TRICK_HD int k_max() const { return ((g.kh + g.sh - 1) / g.sh) * ((g.kw + g.sw - 1) / g.sw) * g.o; }
+  TRICK_HD int64_t out_rows() const { return static_cast<int64_t>(g.n) * g.h * g.w; }
+  TRICK_HD float* out() const { return dx; }
+  TRICK_HD int64_t out_ld() const { return lddx; }
+  TRICK_HD int64_t out_row(int z, int r) const {
     int b, iy, ix;
     dgrad_pixel(g, dgrad_phase(g, z), r, b, iy, ix);
-    return dx + (static_cast<int64_t>(b * g.h + iy) * g.w + ix) * lddx;
+    return static_cast<int64_t>(b * g.h + iy) * g.w + ix;
   }
+  TRICK_HD float* row_ptr(int z, int r) const { return dx + out_row(z, r) * lddx; }
 
   TRICK_HD void init_a(ALoader& l, int z, int row0, int k0, int k1, int tid) const {
     const DgradPhase p = dgrad_phase(g, z);
@@ -491,12 +511,106 @@ struct ConvWgradProblem {
   }
 };
 
-// --- problem set-up, shared by the launchers and the host replay in the tests --------
+// --- split-K ---------------------------------------------------------------------------
 
 // The grid a problem needs: rows (the largest m_size over z), columns, and z count.
 struct Extent {
   int64_t m, n, z;
 };
+
+// A forward, dgrad or GEMM problem whose grid cannot fill the GPU (at batch 1, a few dozen
+// blocks on 132 multiprocessors, each looping over thousands of k) runs as `splits`
+// problems over consecutive k ranges of `chunk`: blockIdx.z = z * splits + s computes
+// range s of problem z's reduction and stores the plain partial sums (no epilogue) in
+// parts + s * part_stride, laid out as the output's rows (out_row) of n_size() floats.
+// split_sum then adds the partials in the order s = 0, 1, ... and applies the epilogue:
+// deterministic, no atomics. A range past the end of its problem's k is empty and stores
+// zeros, so every partial the sum reads was written.
+template <class P>
+struct SplitKProblem {
+  using T = typename P::T;
+  using AMap = typename P::AMap;
+  using BMap = typename P::BMap;
+  using ALoader = typename P::ALoader;
+  using BLoader = typename P::BLoader;
+
+  P p;
+  float* parts;  // (splits, p.out_rows(), p.n_size())
+  int64_t part_stride;
+  int splits, chunk;
+  Epilogue ep;  // the identity: alpha 1, no bias, no beta, no ReLU
+
+  TRICK_HD int m_size(int z) const { return p.m_size(z / splits); }
+  TRICK_HD int n_size() const { return p.n_size(); }
+  TRICK_HD void k_range(int z, int& k0, int& k1) const {
+    int a, b;
+    p.k_range(z / splits, a, b);
+    const int64_t lo = a + static_cast<int64_t>(z % splits) * chunk;
+    k0 = lo < b ? static_cast<int>(lo) : b;
+    k1 = b - k0 < chunk ? b : k0 + chunk;
+  }
+  TRICK_HD float* row_ptr(int z, int r) const {
+    return parts + (z % splits) * part_stride + p.out_row(z / splits, r) * p.n_size();
+  }
+  TRICK_HD void init_a(ALoader& l, int z, int row0, int k0, int k1, int tid) const {
+    p.init_a(l, z / splits, row0, k0, k1, tid);
+  }
+  TRICK_HD void init_b(BLoader& l, int z, int row0, int k0, int k1, int tid) const {
+    p.init_b(l, z / splits, row0, k0, k1, tid);
+  }
+  TRICK_HD void load_a(const ALoader& l, float* out) const { p.load_a(l, out); }
+  TRICK_HD void load_b(const BLoader& l, float* out) const { p.load_b(l, out); }
+  TRICK_HD void next_a(ALoader& l) const { p.next_a(l); }
+  TRICK_HD void next_b(BLoader& l) const { p.next_b(l); }
+};
+
+// How a problem splits its reduction. splits == 1: it runs whole.
+struct KSplit {
+  int64_t splits, chunk;
+};
+
+// Splits when the grid has fewer than warps_per_sm warps per multiprocessor: into enough
+// ranges to reach that many, each at least min_k deep and a whole number of kBK stages,
+// with the partials within 2^25 floats and the grid's z within 65535. warps_per_sm <= 0
+// never splits. The policy comes from kernels/backend.h (split_k_policy).
+template <class T>
+KSplit k_split(const Extent& e, int64_t k_max, int64_t out_count, int sm_count, int warps_per_sm, int min_k) {
+  const KSplit whole{1, k_max};
+  const int64_t blocks = ((e.m + T::BM - 1) / T::BM) * ((e.n + T::BN - 1) / T::BN) * e.z;
+  const int64_t target = int64_t{warps_per_sm} * sm_count * 32 / T::NT;
+  if (warps_per_sm <= 0 || min_k <= 0 || blocks <= 0 || blocks >= target || out_count <= 0) return whole;
+  int64_t splits = (target + blocks - 1) / blocks;
+  splits = std::min<int64_t>(splits, k_max / min_k);
+  splits = std::min<int64_t>(splits, (int64_t{1} << 25) / out_count);
+  splits = std::min<int64_t>(splits, 65535 / e.z);
+  if (splits < 2) return whole;
+  int64_t chunk = (k_max + splits - 1) / splits;
+  chunk = (chunk + kBK - 1) / kBK * kBK;
+  splits = (k_max + chunk - 1) / chunk;
+  return splits < 2 ? whole : KSplit{splits, chunk};
+}
+
+template <class P>
+SplitKProblem<P> split_k_problem(const P& p, float* parts, const KSplit& ks) {
+  SplitKProblem<P> s;
+  s.p = p;
+  s.parts = parts;
+  s.part_stride = p.out_rows() * p.n_size();
+  s.splits = static_cast<int>(ks.splits);
+  s.chunk = static_cast<int>(ks.chunk);
+  return s;
+}
+inline Extent split_extent(const Extent& e, const KSplit& ks) { return {e.m, e.n, e.z * ks.splits}; }
+
+// Output element (row, n) of a split problem: the partials at part, part + stride, ...
+// added in order, through the problem's epilogue (old: the output element itself).
+TRICK_HD float split_sum(const float* part, int64_t stride, int splits, const Epilogue& ep, int n, const float* old) {
+  float s = 0.f;
+  for (int z = 0; z < splits; ++z) s += part[z * stride];
+  return ep.apply(s, n, old);
+}
+
+// --- problem set-up, shared by the launchers and the host replay in the tests --------
 
 template <class T>
 ConvForwardProblem<T> forward_problem(const ConvShape& g, const float* x, int64_t ldx, const float* w, float* y,

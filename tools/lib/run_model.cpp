@@ -89,6 +89,15 @@ std::string conv_backend_error(const std::string& name) {
   }
 }
 
+std::string split_k_error(const std::string& value) {
+  try {
+    parse_split_k_policy(value);
+    return std::string();
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
+
 bool parse_input_size(const std::string& option) {
   if (option == "raw") return true;
   if (option.empty() || option == "model") return false;

@@ -18,11 +18,14 @@ Device choose_device(const std::string& option);
 
 // "" when `name` is a conv backend (own, cublas, cudnn), else what is wrong with it.
 std::string conv_backend_error(const std::string& name);
+// "" when `value` is a split-K policy ("W,K" or "off"), else what is wrong with it.
+std::string split_k_error(const std::string& value);
 
 // The GPU options of every command that runs a model, added in one line:
 //   --conv own|cublas|cudnn  who computes convolutions (kernels/backend.h), set as the
 //                            command line is parsed
 //   --tf32                   TF32 tensor cores in cuBLAS/cuDNN (off by default)
+//   --split-k W,K|off        our kernels' split-K policy (kernels/backend.h; default 8,64)
 //   --graph / --no-graph     only when `graph` is given: CUDA-graph replay, stored there
 // They change nothing on the CPU. A template, so this header needs no CLI11.
 template <class App>
@@ -31,6 +34,11 @@ void add_backend_options(App& app, bool* graph = nullptr) {
          "--conv", [](const std::string& v) { set_conv_backend(parse_conv_backend(v)); },
          "GPU convolutions: own (our kernels, the default), cublas or cudnn")
       ->check([](const std::string& v) { return conv_backend_error(v); });
+  app.template add_option_function<std::string>(
+         "--split-k", [](const std::string& v) { set_split_k_policy(parse_split_k_policy(v)); },
+         "GPU, our kernels: split a convolution's or GEMM's reduction when its grid gives fewer than W warps per "
+         "multiprocessor, into ranges of at least K: W,K (default 8,64) or off")
+      ->check([](const std::string& v) { return split_k_error(v); });
   app.add_flag_callback(
       "--tf32", [] { set_math_mode(MathMode::TF32); },
       "GPU: let cuBLAS and cuDNN use TF32 tensor cores: faster, less exact (relative error vs fp32 ~1e-3)");
