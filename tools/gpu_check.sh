@@ -19,6 +19,7 @@
 #              tools/bench_gpu.py (PyTorch eager and CUDA graphs), batch 1, 64, 256; then
 #              our kernels at batch 1 and 64 under other split-K policies (GPU_CHECK_SPLIT_K)
 #   table      one table: ms, images/s, TFLOP/s, ratio against PyTorch eager
+#   GPU_CHECK_QUICK=1: the tests and our own kernels' benchmark only (no peer, no table)
 #   GPU_CHECK_PROFILE=1: after the build, instead of tests and benchmark, Nsight Compute's
 #              per-kernel times of one eager step (own kernels at batch 1 and 256, cuDNN at 256)
 # Logs and the table go to $OUT (the device tool brings that folder back; at most 8 files):
@@ -205,9 +206,10 @@ if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
       --no-graph > '$OUT/ncu_$name.csv'"
     python3 tools/bench_gpu.py ncu-summary "$OUT/ncu_$name.csv" 2>&1 | tee -a "$OUT/profile.log" | head -25
   }
-  profile own_b1 own 1
-  profile own_b256 own 256
-  profile cudnn_b256 cudnn 256
+  for spec in ${GPU_CHECK_PROFILES:-own_b1:own:1 own_b256:own:256 cudnn_b256:cudnn:256}; do
+    IFS=: read -r pname pconv pbatch <<<"$spec"
+    profile "$pname" "$pconv" "$pbatch"
+  done
   printf '%s\n' "${SUMMARY[@]}" | sed 's/^/  /'
   exit 0
 fi
@@ -248,6 +250,11 @@ bench_trick() {  # bench_trick CONV MATH LIMIT
     --warmup "$WARMUP" --conv "$conv" "${extra[@]}" || bench_fail "$conv" "$math" "did not finish (see bench_trick.log)"
 }
 bench_trick own fp32 100
+if [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then  # our kernels only: a check after a change to them
+  printf '%s\n' "${SUMMARY[@]}" | sed 's/^/  /'
+  grep -E '^ +[0-9]+ +(eager|graph)' "$OUT/bench_trick.log" | sed 's/^/  /'
+  exit 0
+fi
 run_stage "bench pytorch" 150 "$OUT/bench_torch.log" python3 tools/bench_gpu.py time --batch "$BATCHES" \
   --repeats "$REPEATS" --warmup "$WARMUP" ||
   echo '{"engine": "pytorch", "failed": "bench_gpu.py did not finish (see bench_torch.log)"}' >>"$OUT/bench_torch.log"

@@ -3,7 +3,8 @@
 //   Own     implicit GEMM on our tiled kernel (kernels/cuda/igemm.{h,cuh}), no im2col
 //           buffer: forward with bias + ReLU in the epilogue, written straight into y's
 //           rows (a channel slice works: rows are ld apart); dgrad split into stride
-//           phases so a stride-2 layer multiplies no inserted zeros; wgrad as a split-K
+//           phases so a stride-2 layer multiplies no inserted zeros (with at most 4 input
+//           channels, one thread per input pixel instead); wgrad as a split-K
 //           GEMM over N*OH*OW whose partial products a second pass adds in a fixed order
 //           (deterministic, no atomics). 1x1 stride-1 layers are plain GEMMs.
 //   Cublas  cuBLAS SGEMM: 1x1 stride-1 layers directly; others through an explicit im2col
@@ -167,6 +168,83 @@ float* im2col_chunk(const char* op, const Tensor& x, const ConvShape& g, int64_t
 
 // --- Own ----------------------------------------------------------------------------------
 
+// dgrad of a layer with few input channels (the first layer: 3), where the tiled kernel
+// would fill 3 of its 64 columns: one thread per input pixel keeps its C sums in
+// registers and runs over the taps that reach it and all O, with the weights in shared
+// memory as [ky][kx][o][c]. Deterministic; adds in (ky, kx, o) order.
+constexpr int kSmallCMax = 4;
+constexpr int64_t kSmallCWeights = 8192;  // floats of w in shared memory (32 KiB)
+
+bool small_c_dgrad(const ConvShape& g) {
+  return g.c <= kSmallCMax && static_cast<int64_t>(g.kh) * g.kw * g.o * g.c <= kSmallCWeights;
+}
+
+template <int C>
+__global__ void __launch_bounds__(256)
+    dgrad_small_c_kernel(ConvShape g, const float* __restrict__ dy, int64_t lddy, const float* __restrict__ w,
+                         float* dx, int64_t lddx, bool accumulate, uint32_t pixels, FastDiv fw, FastDiv fh) {
+  extern __shared__ float ws[];
+  const int taps = g.kh * g.kw, count = taps * g.o * C;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) {  // i = ((ky*kw + kx) * O + o) * C + c
+    const int c = i % C, t = i / C, o = t % g.o, tap = t / g.o;
+    ws[i] = w[(static_cast<int64_t>(o) * taps + tap) * C + c];
+  }
+  __syncthreads();
+  const uint32_t step = gridDim.x * blockDim.x;
+  for (uint32_t pixel = blockIdx.x * blockDim.x + threadIdx.x; pixel < pixels; pixel += step) {
+    uint32_t t, ux, ub, uy;
+    fw.divmod(pixel, t, ux);
+    fh.divmod(t, ub, uy);
+    const int iy = static_cast<int>(uy), ix = static_cast<int>(ux);
+    float acc[C];
+#pragma unroll
+    for (int c = 0; c < C; ++c) acc[c] = 0.f;
+    for (int ky = 0; ky < g.kh; ++ky) {
+      const int ty = iy + g.pt - ky;
+      if (ty < 0 || ty % g.sh) continue;
+      const int oy = ty / g.sh;
+      if (oy >= g.oh) continue;
+      for (int kx = 0; kx < g.kw; ++kx) {
+        const int tx = ix + g.pl - kx;
+        if (tx < 0 || tx % g.sw) continue;
+        const int ox = tx / g.sw;
+        if (ox >= g.ow) continue;
+        const float* d = dy + ((static_cast<int64_t>(ub) * g.oh + oy) * g.ow + ox) * lddy;
+        const float* wt = ws + (ky * g.kw + kx) * g.o * C;
+        for (int o = 0; o < g.o; ++o) {
+          const float v = d[o];
+#pragma unroll
+          for (int c = 0; c < C; ++c) acc[c] = fmaf(v, wt[o * C + c], acc[c]);
+        }
+      }
+    }
+    float* out = dx + static_cast<int64_t>(pixel) * lddx;
+#pragma unroll
+    for (int c = 0; c < C; ++c) out[c] = accumulate ? out[c] + acc[c] : acc[c];
+  }
+}
+
+template <int C>
+void launch_dgrad_small_c(const ConvShape& g, const Tensor& dy, const Tensor& w, Tensor& dx, bool accumulate) {
+  const int64_t pixels = rows_in(g);
+  check_fits_int("conv2d_dgrad", "N*H*W", pixels);
+  constexpr int kThreads = 256;
+  const size_t shared = static_cast<size_t>(g.kh) * g.kw * g.o * C * sizeof(float);
+  dgrad_small_c_kernel<C><<<grid_for(pixels, kThreads), kThreads, shared, stream()>>>(
+      g, dy.data(), dy.ld(), w.data(), dx.data(), dx.ld(), accumulate, static_cast<uint32_t>(pixels), divider(g.w),
+      divider(g.h));
+  TRICK_CUDA_LAUNCHED(dgrad_small_c_kernel);
+}
+
+void dgrad_small_c(const ConvShape& g, const Tensor& dy, const Tensor& w, Tensor& dx, bool accumulate) {
+  switch (g.c) {
+    case 1: launch_dgrad_small_c<1>(g, dy, w, dx, accumulate); break;
+    case 2: launch_dgrad_small_c<2>(g, dy, w, dx, accumulate); break;
+    case 3: launch_dgrad_small_c<3>(g, dy, w, dx, accumulate); break;
+    default: launch_dgrad_small_c<4>(g, dy, w, dx, accumulate); break;
+  }
+}
+
 void own_forward(const ConvShape& g, const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
                  Tensor& y) {
   const float* bias = b.defined() ? b.data() : nullptr;
@@ -191,6 +269,10 @@ void own_dgrad(const ConvShape& g, const Tensor& dy, const Tensor& w, const Conv
   if (pointwise(g, p)) {  // dx(rows, C) (+)= dy(rows, O) * w(O, C)
     gemm_own(false, false, rows_in(g), g.c, g.o, 1.f, dy.data(), dy.ld(), w.data(), g.c, accumulate ? 1.f : 0.f,
              dx.data(), dx.ld());
+    return;
+  }
+  if (small_c_dgrad(g)) {
+    dgrad_small_c(g, dy, w, dx, accumulate);
     return;
   }
   const igemm::Extent e = igemm::dgrad_extent(g);

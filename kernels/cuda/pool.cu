@@ -73,7 +73,10 @@ struct AvgForward {
 };
 
 // dx[pixel] = sum of dy over the windows whose first maximum (row-major, the value equal
-// to the saved output, or the first NaN when the output is NaN) is this pixel.
+// to the saved output, or the first NaN when the output is NaN) is this pixel. The pixel
+// is that first maximum when it equals the window's output and no position before it in
+// the window does: one compare per window, and a scan of the earlier positions only for
+// the windows it ties.
 struct MaxBackward {
   ConstRowView x, y, dy;
   RowView dx;
@@ -86,25 +89,27 @@ struct MaxBackward {
     int oy0, oy1, ox0, ox1;
     pool_outputs_of(iy, g.kh, g.sh, g.pt, g.oh, oy0, oy1);
     pool_outputs_of(ix, g.kw, g.sw, g.pl, g.ow, ox0, ox1);
+    const float v = x.at(r, c);
     float acc = accumulate ? dx.at(r, c) : 0.f;
     for (int oy = oy0; oy <= oy1; ++oy)
       for (int ox = ox0; ox <= ox1; ++ox) {
         const int64_t orow = (static_cast<int64_t>(b) * g.oh + oy) * g.ow + ox;
         const float m = y.at(orow, c);
+        const bool nan = m != m;
+        if (!(v == m || (nan && v != v))) continue;
         const PoolWindow win = pool_window(g, oy, ox);
-        bool first = false;  // is (iy, ix) the window's first maximum?
-        for (int jy = win.y0; jy < win.y1; ++jy) {
-          int jx = win.x0;
-          for (; jx < win.x1; ++jx) {
-            const float v = x.at((static_cast<int64_t>(b) * g.h + jy) * g.w + jx, c);
-            if (v == m || (v != v && m != m)) break;
-          }
-          if (jx < win.x1) {
-            first = jy == iy && jx == ix;
-            break;
+        bool earlier = false;  // a maximum before (iy, ix) in the window's row-major order
+        for (int jy = win.y0; jy <= iy && !earlier; ++jy) {
+          const int x1 = jy == iy ? ix : win.x1;
+          for (int jx = win.x0; jx < x1; ++jx) {
+            const float u = x.at((static_cast<int64_t>(b) * g.h + jy) * g.w + jx, c);
+            if (u == m || (nan && u != u)) {
+              earlier = true;
+              break;
+            }
           }
         }
-        if (first) acc += dy.at(orow, c);
+        if (!earlier) acc += dy.at(orow, c);
       }
     dx.at(r, c) = acc;
   }
