@@ -202,7 +202,7 @@ TEST_CASE("cuda: dgrad stride phases cover every (input pixel, tap) pair exactly
 // Runs problem p over extent e exactly as igemm_kernel schedules it: per block, each
 // simulated thread initialises its loaders, stages its elements of every kBK slice into
 // the shared tiles (poisoned with NaN first, so a slot no thread writes shows up), then
-// accumulates its 8 x 8 tile and writes it through the epilogue.
+// accumulates its 8 x TN tile and writes it through the epilogue.
 template <class P>
 void replay(const P& p, const cuda::igemm::Extent& e) {
   using namespace cuda::igemm;
@@ -212,7 +212,7 @@ void replay(const P& p, const cuda::igemm::Extent& e) {
   const int64_t gx = (e.m + T::BM - 1) / T::BM, gy = (e.n + T::BN - 1) / T::BN;
   std::vector<typename P::ALoader> la(T::NT);
   std::vector<typename P::BLoader> lb(T::NT);
-  std::vector<float> as(kBK * T::BM), bs(kBK * T::BN), acc(static_cast<size_t>(T::NT) * 64);
+  std::vector<float> as(kBK * T::BM), bs(kBK * T::BN), acc(static_cast<size_t>(T::NT) * 8 * T::TN);
   for (int z = 0; z < e.z; ++z)
     for (int bx = 0; bx < gx; ++bx)
       for (int by = 0; by < gy; ++by) {
@@ -243,12 +243,12 @@ void replay(const P& p, const cuda::igemm::Extent& e) {
           }
           for (int tid = 0; tid < T::NT; ++tid) {
             const int tx = tid % T::TX, ty = tid / T::TX;
-            float* a = acc.data() + tid * 64;
+            float* a = acc.data() + tid * 8 * T::TN;
             for (int kk = 0; kk < kBK; ++kk)
               for (int i = 0; i < 8; ++i)
-                for (int j = 0; j < 8; ++j)
-                  a[i * 8 + j] =
-                      std::fmaf(as[kk * T::BM + T::row(ty, i)], bs[kk * T::BN + T::col(tx, j)], a[i * 8 + j]);
+                for (int j = 0; j < T::TN; ++j)
+                  a[i * T::TN + j] =
+                      std::fmaf(as[kk * T::BM + T::row(ty, i)], bs[kk * T::BN + T::col(tx, j)], a[i * T::TN + j]);
           }
         }
         const int n_size = p.n_size();
@@ -258,9 +258,9 @@ void replay(const P& p, const cuda::igemm::Extent& e) {
             const int m = m0 + T::row(ty, i);
             if (m >= m_size) continue;
             float* row = p.row_ptr(z, m);
-            for (int j = 0; j < 8; ++j) {
+            for (int j = 0; j < T::TN; ++j) {
               const int n = n0 + T::col(tx, j);
-              if (n < n_size) row[n] = p.ep.apply(acc[tid * 64 + i * 8 + j], n, row + n);
+              if (n < n_size) row[n] = p.ep.apply(acc[tid * 8 * T::TN + i * T::TN + j], n, row + n);
             }
           }
         }
@@ -433,6 +433,7 @@ TEST_CASE("cuda: the tiled kernel's schedule, replayed on the host, matches the 
   for (const ConvCase& cc : cases) {
     replay_conv_case<cuda::igemm::Large>(cc, rng);
     replay_conv_case<cuda::igemm::Small>(cc, rng);
+    replay_conv_case<cuda::igemm::Narrow>(cc, rng);
   }
 }
 
@@ -475,6 +476,10 @@ TEST_CASE("cuda: the tiled kernel's schedule, replayed on the host, matches the 
       replay_gemm_case<false, true, cuda::igemm::Small>(M, N, K, alpha, beta, rng);
       replay_gemm_case<true, false, cuda::igemm::Large>(M, N, K, alpha, beta, rng);
       replay_gemm_case<true, true, cuda::igemm::Small>(M, N, K, alpha, beta, rng);
+      replay_gemm_case<false, false, cuda::igemm::Narrow>(M, N, K, alpha, beta, rng);
+      replay_gemm_case<false, true, cuda::igemm::Narrow>(M, N, K, alpha, beta, rng);
+      replay_gemm_case<true, false, cuda::igemm::Narrow>(M, N, K, alpha, beta, rng);
+      replay_gemm_case<true, true, cuda::igemm::Narrow>(M, N, K, alpha, beta, rng);
     }
   }
 }
@@ -797,6 +802,11 @@ TEST_CASE("cuda: pooling against the CPU (ties, NaN, padding divisors)") {
   asym.kernel_h = 2, asym.kernel_w = 3, asym.stride_h = 2, asym.stride_w = 1;
   asym.pad_top = 1, asym.pad_bottom = 0, asym.pad_left = 0, asym.pad_right = 2;
   cases.push_back({Shape{3, 7, 8, 4}, asym, true});
+  // whole fours of channels, unsliced: the kernels' four-channels-per-thread path
+  cases.push_back({Shape{2, 17, 17, 16}, Pool2dParams::square(3, 2), false});
+  cases.push_back({Shape{2, 9, 10, 8}, Pool2dParams::square(3, 1, 1, true), false});
+  cases.push_back({Shape{1, 8, 7, 12}, Pool2dParams::square(3, 1, 1, false), false});
+  cases.push_back({Shape{3, 7, 8, 4}, asym, false});
   for (const P& c : cases)
     for (int quantised = 0; quantised < 2; ++quantised) {
       // quantised: values from {-1, 0, 1, 2}, so windows hold ties; plus a few NaN

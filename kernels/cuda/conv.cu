@@ -179,7 +179,7 @@ bool small_c_dgrad(const ConvShape& g) {
   return g.c <= kSmallCMax && static_cast<int64_t>(g.kh) * g.kw * g.o * g.c <= kSmallCWeights;
 }
 
-template <int C>
+template <int C, bool Wide>
 __global__ void __launch_bounds__(256)
     dgrad_small_c_kernel(ConvShape g, const float* __restrict__ dy, int64_t lddy, const float* __restrict__ w,
                          float* dx, int64_t lddx, bool accumulate, uint32_t pixels, FastDiv fw, FastDiv fh) {
@@ -211,10 +211,21 @@ __global__ void __launch_bounds__(256)
         if (ox >= g.ow) continue;
         const float* d = dy + ((static_cast<int64_t>(ub) * g.oh + oy) * g.ow + ox) * lddy;
         const float* wt = ws + (ky * g.kw + kx) * g.o * C;
-        for (int o = 0; o < g.o; ++o) {
-          const float v = d[o];
+        if constexpr (Wide) {  // O, lddy multiples of 4 and dy 16-byte aligned: float4 reads
+          for (int o = 0; o < g.o; o += 4) {
+            const float4 d4 = *reinterpret_cast<const float4*>(d + o);
+            const float v[4] = {d4.x, d4.y, d4.z, d4.w};
 #pragma unroll
-          for (int c = 0; c < C; ++c) acc[c] = fmaf(v, wt[o * C + c], acc[c]);
+            for (int j = 0; j < 4; ++j)
+#pragma unroll
+              for (int c = 0; c < C; ++c) acc[c] = fmaf(v[j], wt[(o + j) * C + c], acc[c]);
+          }
+        } else {
+          for (int o = 0; o < g.o; ++o) {
+            const float v = d[o];
+#pragma unroll
+            for (int c = 0; c < C; ++c) acc[c] = fmaf(v, wt[o * C + c], acc[c]);
+          }
         }
       }
     }
@@ -230,9 +241,11 @@ void launch_dgrad_small_c(const ConvShape& g, const Tensor& dy, const Tensor& w,
   check_fits_int("conv2d_dgrad", "N*H*W", pixels);
   constexpr int kThreads = 256;
   const size_t shared = static_cast<size_t>(g.kh) * g.kw * g.o * C * sizeof(float);
-  dgrad_small_c_kernel<C><<<grid_for(pixels, kThreads), kThreads, shared, stream()>>>(
-      g, dy.data(), dy.ld(), w.data(), dx.data(), dx.ld(), accumulate, static_cast<uint32_t>(pixels), divider(g.w),
-      divider(g.h));
+  const bool wide = g.o % 4 == 0 && dy.ld() % 4 == 0 && reinterpret_cast<uintptr_t>(dy.data()) % 16 == 0;
+  auto kernel = wide ? dgrad_small_c_kernel<C, true> : dgrad_small_c_kernel<C, false>;
+  kernel<<<grid_for(pixels, kThreads), kThreads, shared, stream()>>>(g, dy.data(), dy.ld(), w.data(), dx.data(),
+                                                                     dx.ld(), accumulate, static_cast<uint32_t>(pixels),
+                                                                     divider(g.w), divider(g.h));
   TRICK_CUDA_LAUNCHED(dgrad_small_c_kernel);
 }
 
@@ -254,14 +267,11 @@ void own_forward(const ConvShape& g, const Tensor& x, const Tensor& w, const Ten
     return;
   }
   const igemm::Extent e = igemm::forward_extent(g);
-  if (igemm::use_large_tiles(e))
-    igemm::launch_split(
-        "conv2d", igemm::forward_problem<igemm::Large>(g, x.data(), x.ld(), w.data(), y.data(), y.ld(), bias, p.relu),
-        e);
-  else
-    igemm::launch_split(
-        "conv2d", igemm::forward_problem<igemm::Small>(g, x.data(), x.ld(), w.data(), y.data(), y.ld(), bias, p.relu),
-        e);
+  igemm::with_tile(e, [&](auto tile) {
+    using T = decltype(tile);
+    igemm::launch_split("conv2d",
+                        igemm::forward_problem<T>(g, x.data(), x.ld(), w.data(), y.data(), y.ld(), bias, p.relu), e);
+  });
 }
 
 void own_dgrad(const ConvShape& g, const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx,
@@ -276,14 +286,11 @@ void own_dgrad(const ConvShape& g, const Tensor& dy, const Tensor& w, const Conv
     return;
   }
   const igemm::Extent e = igemm::dgrad_extent(g);
-  if (igemm::use_large_tiles(e))
-    igemm::launch_split(
-        "conv2d_dgrad",
-        igemm::dgrad_problem<igemm::Large>(g, dy.data(), dy.ld(), w.data(), dx.data(), dx.ld(), accumulate), e);
-  else
-    igemm::launch_split(
-        "conv2d_dgrad",
-        igemm::dgrad_problem<igemm::Small>(g, dy.data(), dy.ld(), w.data(), dx.data(), dx.ld(), accumulate), e);
+  igemm::with_tile(e, [&](auto tile) {
+    using T = decltype(tile);
+    igemm::launch_split("conv2d_dgrad",
+                        igemm::dgrad_problem<T>(g, dy.data(), dy.ld(), w.data(), dx.data(), dx.ld(), accumulate), e);
+  });
 }
 
 template <class T>

@@ -23,10 +23,10 @@ void run_own(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const
              int64_t ldc, const igemm::Epilogue& ep) {
   const int m = static_cast<int>(M), n = static_cast<int>(N), k = static_cast<int>(K);
   const igemm::Extent e{M, N, 1};
-  if (igemm::use_large_tiles(e))
-    igemm::launch_split("gemm", igemm::gemm_problem<TA, TB, igemm::Large>(m, n, k, A, lda, B, ldb, C, ldc, ep), e);
-  else
-    igemm::launch_split("gemm", igemm::gemm_problem<TA, TB, igemm::Small>(m, n, k, A, lda, B, ldb, C, ldc, ep), e);
+  igemm::with_tile(e, [&](auto tile) {
+    using T = decltype(tile);
+    igemm::launch_split("gemm", igemm::gemm_problem<TA, TB, T>(m, n, k, A, lda, B, ldb, C, ldc, ep), e);
+  });
 }
 
 struct ScaleF {

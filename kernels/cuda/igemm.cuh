@@ -1,6 +1,6 @@
 // The tiled (implicit-)GEMM kernel shared by cuda::gemm and the convolutions. A block
 // computes a BM x BN tile of C for one blockIdx.z (a stride phase or a split-K range);
-// each of its threads keeps 8 x 8 accumulators in registers. The reduction runs in
+// each of its threads keeps 8 x 8 (or, on narrow tiles, 8 x 4) accumulators in registers. The reduction runs in
 // kBK-deep stages through double-buffered shared memory: while the block multiplies
 // stage t, each thread already holds stage t+1's elements in registers (loaded from
 // global memory by the problem's loaders), and stores them to the other buffer after.
@@ -21,7 +21,7 @@ __global__ void __launch_bounds__(P::T::NT) igemm_kernel(const P p) {
   using T = typename P::T;
   using AMap = typename P::AMap;
   using BMap = typename P::BMap;
-  constexpr int BM = T::BM, BN = T::BN, TX = T::TX;
+  constexpr int BM = T::BM, BN = T::BN, TX = T::TX, TN = T::TN;
   __shared__ __align__(16) float as[2][kBK][BM + kPad];
   __shared__ __align__(16) float bs[2][kBK][BN + kPad];
 
@@ -38,11 +38,11 @@ __global__ void __launch_bounds__(P::T::NT) igemm_kernel(const P p) {
   p.init_a(la, z, m0, k0, k1, tid);
   p.init_b(lb, z, n0, k0, k1, tid);
   float ra[AMap::S], rb[BMap::S];
-  float acc[8][8];
+  float acc[8][TN];
   TRICK_UNROLL
   for (int i = 0; i < 8; ++i) {
     TRICK_UNROLL
-    for (int j = 0; j < 8; ++j) acc[i][j] = 0.f;
+    for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
   }
 
   const int stages = k1 > k0 ? (k1 - k0 + kBK - 1) / kBK : 0;
@@ -65,17 +65,18 @@ __global__ void __launch_bounds__(P::T::NT) igemm_kernel(const P p) {
       }
       TRICK_UNROLL
       for (int kk = 0; kk < kBK; ++kk) {
-        // Rows Tile::row(ty, 0..7) and columns Tile::col(tx, 0..7), as two float4 each.
+        // Rows Tile::row(ty, 0..7) and columns Tile::col(tx, 0..TN-1), as float4s.
         const float4 a0 = *reinterpret_cast<const float4*>(&as[cur][kk][ty * 4]);
         const float4 a1 = *reinterpret_cast<const float4*>(&as[cur][kk][BM / 2 + ty * 4]);
         const float4 b0 = *reinterpret_cast<const float4*>(&bs[cur][kk][tx * 4]);
-        const float4 b1 = *reinterpret_cast<const float4*>(&bs[cur][kk][BN / 2 + tx * 4]);
+        float4 b1 = b0;
+        if constexpr (TN == 8) b1 = *reinterpret_cast<const float4*>(&bs[cur][kk][BN / 2 + tx * 4]);
         const float a[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
         const float b[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
         TRICK_UNROLL
         for (int i = 0; i < 8; ++i) {
           TRICK_UNROLL
-          for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+          for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
         }
       }
       if (more) {
@@ -96,7 +97,7 @@ __global__ void __launch_bounds__(P::T::NT) igemm_kernel(const P p) {
     if (m >= m_size) continue;
     float* row = p.row_ptr(z, m);
     TRICK_UNROLL
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < TN; ++j) {
       const int n = n0 + T::col(tx, j);
       if (n < n_size) row[n] = p.ep.apply(acc[i][j], n, row + n);
     }
@@ -153,6 +154,18 @@ void launch_split(const char* op, const P& p, const Extent& e) {
 inline bool use_large_tiles(const Extent& e) {
   const int64_t blocks = ((e.m + Large::BM - 1) / Large::BM) * ((e.n + Large::BN - 1) / Large::BN) * e.z;
   return e.m > Small::BM && e.n > Small::BN && blocks >= sm_count();
+}
+
+// Calls f(T{}) with the tile for a problem of extent e: Large when they still give every
+// multiprocessor a block, Narrow when N fits in its 32 columns, else Small.
+template <class F>
+void with_tile(const Extent& e, F&& f) {
+  if (use_large_tiles(e))
+    f(Large{});
+  else if (e.n <= Narrow::BN)
+    f(Narrow{});
+  else
+    f(Small{});
 }
 
 }  // namespace igemm

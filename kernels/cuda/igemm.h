@@ -18,7 +18,7 @@
 // to fill the GPU (batch 1), for split_sum to add up.
 //
 // Shared memory holds BK-deep slices of A and B as As[k][m] and Bs[k][n]; thread (ty, tx)
-// accumulates the 8 x 8 elements rows Tile::row(ty, i), cols Tile::col(tx, j).
+// accumulates the 8 x TN elements rows Tile::row(ty, i), cols Tile::col(tx, j), TN 8 or 4.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -39,19 +39,20 @@ namespace igemm {
 constexpr int kBK = 8;   // reduction depth of one shared-memory stage
 constexpr int kPad = 4;  // floats after each shared row: conflict-free transposed stores, 16-byte aligned rows
 
-template <int BM_, int BN_>
+template <int BM_, int BN_, int TN_ = 8>
 struct Tile {
   static constexpr int BM = BM_, BN = BN_;
-  static constexpr int TM = 8, TN = 8;  // accumulators per thread
+  static constexpr int TM = 8, TN = TN_;  // accumulators per thread
   static constexpr int TX = BN / TN, TY = BM / TM, NT = TX * TY;
-  static_assert(BM % 8 == 0 && BN % 8 == 0, "tiles hold whole 8x8 thread blocks");
+  static_assert(BM % 8 == 0 && BN % TN == 0 && (TN == 8 || TN == 4), "tiles hold whole TM x TN thread blocks");
   // A thread's rows are two runs of four, BM/2 apart, so a warp's float4 reads of one
-  // shared row are contiguous (no bank conflicts); the same for columns.
+  // shared row are contiguous (no bank conflicts); the same for 8 columns (TN = 4: one run).
   static TRICK_HD int row(int ty, int i) { return (i < 4 ? 0 : BM / 2) + ty * 4 + (i & 3); }
   static TRICK_HD int col(int tx, int j) { return (j < 4 ? 0 : BN / 2) + tx * 4 + (j & 3); }
 };
-using Large = Tile<128, 128>;  // 256 threads
-using Small = Tile<64, 64>;    // 64 threads: for small problems, more blocks
+using Large = Tile<128, 128>;     // 256 threads
+using Small = Tile<64, 64>;       // 64 threads: for small problems, more blocks
+using Narrow = Tile<128, 32, 4>;  // 128 threads of 8 x 4: for N <= 32 (a 64-wide tile would idle half)
 
 // Which element of a BR x kBK operand slice slot j of thread tid stages.
 // KMajor: consecutive threads take consecutive k (operand contiguous along k).

@@ -1,7 +1,9 @@
-// CUDA pooling, NHWC: one thread per (pixel, channel), the channel fastest so a warp reads
-// consecutive floats. Backward passes gather over the outputs whose window holds an input
-// pixel (kernels/cuda/pool_geometry.h) instead of scattering, so they need no atomics, no
-// separate zeroing pass and add in the CPU twin's order.
+// CUDA pooling, NHWC: one thread per (pixel, channel), or per (pixel, four channels) as one
+// float4 where the views allow, the channels fastest so a warp reads consecutive floats. Backward passes gather over
+// the outputs whose window holds an input pixel (kernels/cuda/pool_geometry.h) instead of scattering, so they need no
+// atomics, no separate zeroing pass and add in the CPU twin's order.
+#include <initializer_list>
+
 #include "kernels/cuda/elementwise.cuh"
 #include "kernels/cuda/pool_geometry.h"
 #include "kernels/pool.h"
@@ -37,38 +39,85 @@ struct PixelIndex {
   }
 };
 
+// V consecutive channels of one pixel: a thread handles V = 4 with one float4 load or
+// store where every view allows it (pool_width), which divides the index math (the
+// pixel's coordinates and its windows) by four; V = 1 otherwise. Same order of adds.
+template <int V>
+struct Pack {
+  float v[V];
+};
+template <int V>
+__device__ __forceinline__ Pack<V> load(const float* p) {
+  Pack<V> r;
+  if constexpr (V == 4) {
+    const float4 t = *reinterpret_cast<const float4*>(p);
+    r.v[0] = t.x, r.v[1] = t.y, r.v[2] = t.z, r.v[3] = t.w;
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) r.v[k] = p[k];
+  }
+  return r;
+}
+template <int V>
+__device__ __forceinline__ void store(float* p, const Pack<V>& r) {
+  if constexpr (V == 4) {
+    *reinterpret_cast<float4*>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < V; ++k) p[k] = r.v[k];
+  }
+}
+__device__ __forceinline__ const float* at(const ConstRowView& t, int64_t r, int c) { return t.p + r * t.ld + c; }
+__device__ __forceinline__ float* at(const RowView& t, int64_t r, int c) { return t.p + r * t.ld + c; }
+
+template <int V>
 struct MaxForward {
   ConstRowView x;
   RowView y;
   PoolGeometry g;
   PixelIndex out;
-  __device__ void operator()(uint32_t r, uint32_t c) const {
+  __device__ void operator()(uint32_t r, uint32_t cv) const {
+    const int c = static_cast<int>(cv) * V;
     int b, oy, ox;
     out.split(r, b, oy, ox);
     const PoolWindow win = pool_window(g, oy, ox);
-    float m = -INFINITY;
+    Pack<V> m;
+#pragma unroll
+    for (int k = 0; k < V; ++k) m.v[k] = -INFINITY;
     for (int iy = win.y0; iy < win.y1; ++iy)
       for (int ix = win.x0; ix < win.x1; ++ix) {
-        const float v = x.at((static_cast<int64_t>(b) * g.h + iy) * g.w + ix, c);
-        m = (v > m || v != v) ? v : m;
+        const Pack<V> v = load<V>(at(x, (static_cast<int64_t>(b) * g.h + iy) * g.w + ix, c));
+#pragma unroll
+        for (int k = 0; k < V; ++k) m.v[k] = (v.v[k] > m.v[k] || v.v[k] != v.v[k]) ? v.v[k] : m.v[k];
       }
-    y.at(r, c) = m;
+    store<V>(at(y, r, c), m);
   }
 };
 
+template <int V>
 struct AvgForward {
   ConstRowView x;
   RowView y;
   PoolGeometry g;
   PixelIndex out;
-  __device__ void operator()(uint32_t r, uint32_t c) const {
+  __device__ void operator()(uint32_t r, uint32_t cv) const {
+    const int c = static_cast<int>(cv) * V;
     int b, oy, ox;
     out.split(r, b, oy, ox);
     const PoolWindow win = pool_window(g, oy, ox);
-    float s = 0.f;
+    Pack<V> s;
+#pragma unroll
+    for (int k = 0; k < V; ++k) s.v[k] = 0.f;
     for (int iy = win.y0; iy < win.y1; ++iy)
-      for (int ix = win.x0; ix < win.x1; ++ix) s += x.at((static_cast<int64_t>(b) * g.h + iy) * g.w + ix, c);
-    y.at(r, c) = s * (win.area > 0 ? 1.f / static_cast<float>(win.area) : 0.f);
+      for (int ix = win.x0; ix < win.x1; ++ix) {
+        const Pack<V> v = load<V>(at(x, (static_cast<int64_t>(b) * g.h + iy) * g.w + ix, c));
+#pragma unroll
+        for (int k = 0; k < V; ++k) s.v[k] += v.v[k];
+      }
+    const float inv = win.area > 0 ? 1.f / static_cast<float>(win.area) : 0.f;
+#pragma unroll
+    for (int k = 0; k < V; ++k) s.v[k] *= inv;
+    store<V>(at(y, r, c), s);
   }
 };
 
@@ -77,66 +126,111 @@ struct AvgForward {
 // is that first maximum when it equals the window's output and no position before it in
 // the window does: one compare per window, and a scan of the earlier positions only for
 // the windows it ties.
+template <int V>
 struct MaxBackward {
   ConstRowView x, y, dy;
   RowView dx;
   PoolGeometry g;
   PixelIndex in;
   bool accumulate;
-  __device__ void operator()(uint32_t r, uint32_t c) const {
+  __device__ void operator()(uint32_t r, uint32_t cv) const {
+    const int c = static_cast<int>(cv) * V;
     int b, iy, ix;
     in.split(r, b, iy, ix);
     int oy0, oy1, ox0, ox1;
     pool_outputs_of(iy, g.kh, g.sh, g.pt, g.oh, oy0, oy1);
     pool_outputs_of(ix, g.kw, g.sw, g.pl, g.ow, ox0, ox1);
-    const float v = x.at(r, c);
-    float acc = accumulate ? dx.at(r, c) : 0.f;
+    const Pack<V> v = load<V>(at(x, r, c));
+    Pack<V> acc;
+    if (accumulate) {
+      acc = load<V>(at(dx, r, c));
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) acc.v[k] = 0.f;
+    }
     for (int oy = oy0; oy <= oy1; ++oy)
       for (int ox = ox0; ox <= ox1; ++ox) {
         const int64_t orow = (static_cast<int64_t>(b) * g.oh + oy) * g.ow + ox;
-        const float m = y.at(orow, c);
-        const bool nan = m != m;
-        if (!(v == m || (nan && v != v))) continue;
+        const Pack<V> m = load<V>(at(y, orow, c));
+        bool mine[V], any = false;  // mine: this pixel ties the window's output (so far)
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          mine[k] = v.v[k] == m.v[k] || (m.v[k] != m.v[k] && v.v[k] != v.v[k]);
+          any = any || mine[k];
+        }
+        if (!any) continue;
         const PoolWindow win = pool_window(g, oy, ox);
-        bool earlier = false;  // a maximum before (iy, ix) in the window's row-major order
-        for (int jy = win.y0; jy <= iy && !earlier; ++jy) {
+        for (int jy = win.y0; jy <= iy && any; ++jy) {  // a maximum before (iy, ix) takes it
           const int x1 = jy == iy ? ix : win.x1;
-          for (int jx = win.x0; jx < x1; ++jx) {
-            const float u = x.at((static_cast<int64_t>(b) * g.h + jy) * g.w + jx, c);
-            if (u == m || (nan && u != u)) {
-              earlier = true;
-              break;
+          for (int jx = win.x0; jx < x1 && any; ++jx) {
+            const Pack<V> u = load<V>(at(x, (static_cast<int64_t>(b) * g.h + jy) * g.w + jx, c));
+            any = false;
+#pragma unroll
+            for (int k = 0; k < V; ++k) {
+              mine[k] = mine[k] && !(u.v[k] == m.v[k] || (m.v[k] != m.v[k] && u.v[k] != u.v[k]));
+              any = any || mine[k];
             }
           }
         }
-        if (!earlier) acc += dy.at(orow, c);
+        if (!any) continue;
+        const Pack<V> d = load<V>(at(dy, orow, c));
+#pragma unroll
+        for (int k = 0; k < V; ++k)
+          if (mine[k]) acc.v[k] += d.v[k];
       }
-    dx.at(r, c) = acc;
+    store<V>(at(dx, r, c), acc);
   }
 };
 
+template <int V>
 struct AvgBackward {
   ConstRowView dy;
   RowView dx;
   PoolGeometry g;
   PixelIndex in;
   bool accumulate;
-  __device__ void operator()(uint32_t r, uint32_t c) const {
+  __device__ void operator()(uint32_t r, uint32_t cv) const {
+    const int c = static_cast<int>(cv) * V;
     int b, iy, ix;
     in.split(r, b, iy, ix);
     int oy0, oy1, ox0, ox1;
     pool_outputs_of(iy, g.kh, g.sh, g.pt, g.oh, oy0, oy1);
     pool_outputs_of(ix, g.kw, g.sw, g.pl, g.ow, ox0, ox1);
-    float acc = accumulate ? dx.at(r, c) : 0.f;
+    Pack<V> acc;
+    if (accumulate) {
+      acc = load<V>(at(dx, r, c));
+    } else {
+#pragma unroll
+      for (int k = 0; k < V; ++k) acc.v[k] = 0.f;
+    }
     for (int oy = oy0; oy <= oy1; ++oy)
       for (int ox = ox0; ox <= ox1; ++ox) {
         const PoolWindow win = pool_window(g, oy, ox);
         const float inv = win.area > 0 ? 1.f / static_cast<float>(win.area) : 0.f;
-        acc += dy.at((static_cast<int64_t>(b) * g.oh + oy) * g.ow + ox, c) * inv;
+        const Pack<V> d = load<V>(at(dy, (static_cast<int64_t>(b) * g.oh + oy) * g.ow + ox, c));
+#pragma unroll
+        for (int k = 0; k < V; ++k) acc.v[k] += d.v[k] * inv;
       }
-    dx.at(r, c) = acc;
+    store<V>(at(dx, r, c), acc);
   }
 };
+
+// Four channels per thread when every view's channels start 16-byte aligned and come in
+// whole fours (cols and ld multiples of 4): a branch's slice of a block output usually is.
+bool four_wide(std::initializer_list<const Tensor*> ts) {
+  for (const Tensor* t : ts)
+    if (t->cols() % 4 != 0 || t->ld() % 4 != 0 || reinterpret_cast<uintptr_t>(t->data()) % 16 != 0) return false;
+  return true;
+}
+
+// Runs F<4> over (rows, cols / 4) or F<1> over (rows, cols), with the same arguments.
+template <template <int> class F, class... Args>
+void launch_pool(const char* op, int64_t rows, int64_t cols, bool wide, Args... args) {
+  if (wide)
+    launch_map(op, rows, cols / 4, F<4>{args...});
+  else
+    launch_map(op, rows, cols, F<1>{args...});
+}
 
 struct GlobalAvgForward {
   ConstRowView x;
@@ -167,28 +261,30 @@ struct GlobalAvgBackward {
 void max_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y) {
   DeviceGuard guard(x.device());
   const PoolGeometry g = geometry(x, y, p);
-  launch_map("max_pool2d", y.rows(), y.cols(), MaxForward{cview(x), view(y), g, PixelIndex(g.oh, g.ow)});
+  launch_pool<MaxForward>("max_pool2d", y.rows(), y.cols(), four_wide({&x, &y}), cview(x), view(y), g,
+                          PixelIndex(g.oh, g.ow));
 }
 
 void max_pool2d_backward(const Tensor& x, const Tensor& y, const Tensor& dy, const Pool2dParams& p, Tensor& dx,
                          bool accumulate) {
   DeviceGuard guard(x.device());
   const PoolGeometry g = geometry(x, y, p);
-  launch_map("max_pool2d_backward", dx.rows(), dx.cols(),
-             MaxBackward{cview(x), cview(y), cview(dy), view(dx), g, PixelIndex(g.h, g.w), accumulate});
+  launch_pool<MaxBackward>("max_pool2d_backward", dx.rows(), dx.cols(), four_wide({&x, &y, &dy, &dx}), cview(x),
+                           cview(y), cview(dy), view(dx), g, PixelIndex(g.h, g.w), accumulate);
 }
 
 void avg_pool2d_forward(const Tensor& x, const Pool2dParams& p, Tensor& y) {
   DeviceGuard guard(x.device());
   const PoolGeometry g = geometry(x, y, p);
-  launch_map("avg_pool2d", y.rows(), y.cols(), AvgForward{cview(x), view(y), g, PixelIndex(g.oh, g.ow)});
+  launch_pool<AvgForward>("avg_pool2d", y.rows(), y.cols(), four_wide({&x, &y}), cview(x), view(y), g,
+                          PixelIndex(g.oh, g.ow));
 }
 
 void avg_pool2d_backward(const Tensor& dy, const Pool2dParams& p, Tensor& dx, bool accumulate) {
   DeviceGuard guard(dy.device());
   const PoolGeometry g = geometry(dx, dy, p);
-  launch_map("avg_pool2d_backward", dx.rows(), dx.cols(),
-             AvgBackward{cview(dy), view(dx), g, PixelIndex(g.h, g.w), accumulate});
+  launch_pool<AvgBackward>("avg_pool2d_backward", dx.rows(), dx.cols(), four_wide({&dy, &dx}), cview(dy), view(dx), g,
+                           PixelIndex(g.h, g.w), accumulate);
 }
 
 void global_avg_pool_forward(const Tensor& x, Tensor& y) {
