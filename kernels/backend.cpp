@@ -22,6 +22,10 @@ std::atomic<int64_t>& im2col_cap_setting() {
   static std::atomic<int64_t> c{int64_t{1} << 25};
   return c;
 }
+std::atomic<CudnnAlgo>& cudnn_algo_setting() {
+  static std::atomic<CudnnAlgo> a{CudnnAlgo::Measure};
+  return a;
+}
 std::atomic<SplitKPolicy>& split_k_setting() {
   static std::atomic<SplitKPolicy> p{SplitKPolicy{}};
   return p;
@@ -55,6 +59,17 @@ SplitKPolicy parse_split_k_policy(const std::string& s) {
   check_split_k(p, cat(" '", s, "'"));
   return p;
 }
+
+void set_cudnn_algo(CudnnAlgo a) { cudnn_algo_setting().store(a); }
+CudnnAlgo cudnn_algo() { return cudnn_algo_setting().load(); }
+
+CudnnAlgo parse_cudnn_algo(const std::string& s) {
+  if (s == "measure") return CudnnAlgo::Measure;
+  if (s == "heuristic") return CudnnAlgo::Heuristic;
+  fail("cuDNN algorithm choice: unknown '", s, "' (expected measure or heuristic)");
+}
+
+const char* cudnn_algo_name(CudnnAlgo a) { return a == CudnnAlgo::Heuristic ? "heuristic" : "measure"; }
 
 void set_im2col_cap(int64_t floats) {
   TRICK_CHECK(floats >= 1, "im2col cap: ", floats, " floats must be >= 1");

@@ -52,6 +52,19 @@ SplitKPolicy split_k_policy();
 // "W,K" (warps per multiprocessor, min k) or "off"; throws trick::Error on anything else.
 SplitKPolicy parse_split_k_policy(const std::string& s);
 
+// How the cuDNN backend chooses an algorithm for a layer shape, once per shape:
+//   Measure    times cuDNN's candidates (cudnnFind*, as PyTorch's cudnn.benchmark) and
+//              takes the fastest; the default. Not while a CUDA graph is being captured
+//              (Heuristic then), and Heuristic when cuDNN cannot measure.
+//   Heuristic  the first of cuDNN's ranking (cudnnGet*_v7), nothing run.
+// Either way only deterministic algorithms that fit the math mode and a 1 GiB workspace.
+enum class CudnnAlgo { Measure, Heuristic };
+void set_cudnn_algo(CudnnAlgo a);
+CudnnAlgo cudnn_algo();
+// "measure" or "heuristic"; throws trick::Error on anything else.
+CudnnAlgo parse_cudnn_algo(const std::string& s);
+const char* cudnn_algo_name(CudnnAlgo a);
+
 // Sets a setting for the lifetime of a scope (tests, benchmarks), restoring the old one.
 template <typename T, T (*Get)(), void (*Set)(T)>
 class SettingScope {
@@ -68,5 +81,6 @@ using ConvBackendScope = SettingScope<ConvBackend, conv_backend, set_conv_backen
 using MathModeScope = SettingScope<MathMode, math_mode, set_math_mode>;
 using Im2colCapScope = SettingScope<int64_t, im2col_cap, set_im2col_cap>;
 using SplitKScope = SettingScope<SplitKPolicy, split_k_policy, set_split_k_policy>;
+using CudnnAlgoScope = SettingScope<CudnnAlgo, cudnn_algo, set_cudnn_algo>;
 
 }  // namespace trick

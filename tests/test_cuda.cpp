@@ -511,6 +511,16 @@ TEST_CASE("cuda: backend and math mode settings parse, reject and restore") {
   CHECK_THROWS_WITH_AS(set_im2col_cap(0), doctest::Contains("must be >= 1"), Error);
   CHECK(im2col_cap() == cap);
 
+  CHECK(cudnn_algo() == CudnnAlgo::Measure);
+  CHECK(parse_cudnn_algo("heuristic") == CudnnAlgo::Heuristic);
+  CHECK(parse_cudnn_algo("measure") == CudnnAlgo::Measure);
+  CHECK_THROWS_WITH_AS(parse_cudnn_algo("fastest"), doctest::Contains("expected measure or heuristic"), Error);
+  {
+    CudnnAlgoScope a(CudnnAlgo::Heuristic);
+    CHECK(cudnn_algo() == CudnnAlgo::Heuristic);
+  }
+  CHECK(cudnn_algo() == CudnnAlgo::Measure);
+
   CHECK(split_k_policy().warps_per_sm == 8);
   CHECK(split_k_policy().min_k == 64);
   CHECK(parse_split_k_policy("16,128").warps_per_sm == 16);
@@ -726,6 +736,14 @@ TEST_CASE("cuda: conv2d and gemm on our kernels with split-K off and forced agai
       expect_twin(cat("own gemm NT ", m, "x", n, "x", k, " split-K ", policy.warps_per_sm, ",", policy.min_k), c);
     }
   }
+}
+
+TEST_CASE("cuda: conv2d on cuDNN with its heuristic algorithm choice against the CPU") {
+  SKIP_WITHOUT_CUDA();
+  // The other cuDNN cases run with the default, measured choice (cudnnFind*).
+  CudnnAlgoScope algo(CudnnAlgo::Heuristic);
+  Rng rng(36);
+  for (const GpuConvCase& cc : gpu_conv_cases()) run_conv_case(cc, ConvBackend::Cudnn, MathMode::FP32, rng);
 }
 
 TEST_CASE("cuda: conv2d on cuBLAS with one image per im2col chunk against the CPU") {

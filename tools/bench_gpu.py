@@ -151,6 +151,8 @@ def label(r):
         name = "trick " + r.get("conv", "?")
         if r.get("conv") == "own" and r.get("split_k", DEFAULT_SPLIT_K) != DEFAULT_SPLIT_K:
             name += " k" + r["split_k"]  # a --split-k sweep row
+        if r.get("conv") == "cudnn" and r.get("cudnn_algo", "measure") != "measure":
+            name += " " + r["cudnn_algo"][:5]  # --cudnn-algo heuristic
         return name
     return str(r.get("engine", "?"))
 

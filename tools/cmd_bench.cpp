@@ -167,11 +167,11 @@ void print_row(const Options& o, const Model& m, Device dev, const Row& r) {
       "\"mode\": \"%s\", \"batch\": %d, \"forward_ms\": %.4f, \"step_ms\": %.4f, \"threads\": %d, "
       "\"forward_cpu_ms\": %s, \"step_cpu_ms\": %s, "
       "\"gflop_forward\": %.2f, \"gflop_step\": %.2f, \"graph_vs_eager_max_abs\": %s, \"mallocs_in_loop\": %lld, "
-      "\"graph_nodes\": %zu, \"repeats\": %d, \"split_k\": \"%s\"}\n",
+      "\"graph_nodes\": %zu, \"repeats\": %d, \"split_k\": \"%s\", \"cudnn_algo\": \"%s\"}\n",
       m.name().c_str(), dev.str().c_str(), conv_name(dev), math_mode_name(math_mode()), mode.c_str(), r.batch,
       r.fwd_ms, r.step_ms, num_threads(), ms_or_null(r.fwd_cpu_ms).c_str(), ms_or_null(r.step_cpu_ms).c_str(),
       known ? gf : 0.0, known ? gs : 0.0, diff.c_str(), static_cast<long long>(r.mallocs), r.nodes, o.repeats,
-      split_k_name().c_str());
+      split_k_name().c_str(), cudnn_algo_name(cudnn_algo()));
   std::fflush(stdout);
 }
 
@@ -187,9 +187,11 @@ int run(const Options& o) {
   model->set_requires_grad(false);
   model->train(false);
   model->to(dev);
-  const std::string split_k = dev.is_cuda() && conv_backend() == ConvBackend::Own ? "  split-k " + split_k_name() : "";
+  std::string detail;  // the backend's own setting
+  if (dev.is_cuda() && conv_backend() == ConvBackend::Own) detail = "  split-k " + split_k_name();
+  if (dev.is_cuda() && conv_backend() == ConvBackend::Cudnn) detail = cat("  cudnn-algo ", cudnn_algo_name(cudnn_algo()));
   std::printf("model %s  device %s  conv %s%s  math %s%s  threads %d  repeats %d (median)\n", model->name().c_str(),
-              dev.str().c_str(), conv_name(dev), split_k.c_str(), math_mode_name(math_mode()),
+              dev.str().c_str(), conv_name(dev), detail.c_str(), math_mode_name(math_mode()),
               math_mode() == MathMode::TF32 ? " (faster, less exact: relative error vs fp32 ~1e-3)" : "",
               num_threads(), o.repeats);
   std::printf("batch  mode   forward ms       img/s  TFLOP/s  fwd+grad ms  img-steps/s  TFLOP/s\n");

@@ -17,7 +17,8 @@
 #              against CPU, every conv backend
 #   bench      trick bench (own, cublas, cudnn in fp32; cublas, cudnn in TF32) and
 #              tools/bench_gpu.py (PyTorch eager and CUDA graphs), batch 1, 64, 256; then
-#              our kernels at batch 1 and 64 under other split-K policies (GPU_CHECK_SPLIT_K)
+#              cuDNN at 256 with --cudnn-algo heuristic, and our kernels at batch 1 and 64
+#              under other split-K policies (GPU_CHECK_SPLIT_K)
 #   table      one table: ms, images/s, TFLOP/s, ratio against PyTorch eager
 #   GPU_CHECK_QUICK=1: the tests and our own kernels' benchmark only (no peer, no table)
 #   GPU_CHECK_PROFILE=1: after the build, instead of tests and benchmark, Nsight Compute's
@@ -262,6 +263,10 @@ bench_trick cudnn fp32 60
 bench_trick cublas fp32 60
 bench_trick cudnn tf32 60
 bench_trick cublas tf32 60
+# cuDNN's heuristic choice (what trick used before measuring), where it went wrong.
+[ -n "$BIN" ] && { run_stage "bench trick cudnn fp32 heuristic" 45 "$OUT/bench_trick.log" env LD_LIBRARY_PATH="$RUN_LD" \
+  "$BIN/trick" bench --device cuda:0 --model inception_v3 --batch 256 --repeats 5 --warmup 1 --conv cudnn \
+  --cudnn-algo heuristic || bench_fail cudnn "fp32 heuristic" "did not finish"; }
 # Our kernels' split-K policy (kernels/backend.h), swept where it acts: small batches.
 for policy in ${GPU_CHECK_SPLIT_K:-off 4,64 16,64 8,32 8,128}; do
   [ -z "$BIN" ] && break

@@ -65,11 +65,12 @@ struct Plan {
   size_t workspace = 0;
 };
 
-using Key = std::array<int64_t, 18>;
+using Key = std::array<int64_t, 19>;
 
 Key key_of(Kind kind, const Geometry& g, MathMode mode) {
   const int64_t dev = current_device(), k = static_cast<int64_t>(kind), m = static_cast<int64_t>(mode);
-  return {dev, k, m, g.n, g.h, g.w, g.c, g.oh, g.ow, g.o, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.ldx, g.ldy};
+  const int64_t choice = static_cast<int64_t>(cudnn_algo());
+  return {dev, k, m, choice, g.n, g.h, g.w, g.c, g.oh, g.ow, g.o, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.ldx, g.ldy};
 }
 
 bool refused(cudnnStatus_t s) {
@@ -114,40 +115,53 @@ std::unique_ptr<Plan> build_plan(Kind kind, const Geometry& g, MathMode mode, cu
     why = CUDNN_STATUS_BAD_PARAM_SHAPE_MISMATCH;
     return nullptr;
   }
-  // Take the first algorithm in cuDNN's ranking that succeeded, fits the math mode and
-  // needs at most kMaxWorkspace; then ask for its exact workspace.
+  // Take the first algorithm in cuDNN's list (fastest first when measured, else its
+  // heuristic ranking) that succeeded, is deterministic, fits the math mode and needs at
+  // most kMaxWorkspace; then ask for its exact workspace.
   auto pick = [&](auto* perf, int count, cudnnMathType_t& math) {
     for (int i = 0; i < count; ++i)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && math_allowed(perf[i].mathType, mode) &&
-          perf[i].memory <= kMaxWorkspace) {
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
+          math_allowed(perf[i].mathType, mode) && perf[i].memory <= kMaxWorkspace) {
         math = perf[i].mathType;
         return static_cast<int>(perf[i].algo);
       }
     return -1;
   };
+  // Measuring runs the candidates (allocating their buffers), so never inside a capture.
+  const bool measure = cudnn_algo() == CudnnAlgo::Measure && !stream_capturing();
   int count = 0, algo = -1;
   cudnnMathType_t math = CUDNN_FMA_MATH;
   switch (kind) {
     case Kind::Forward: {
       cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-      TRICK_TRY(cudnnGetConvolutionForwardAlgorithm_v7(h, plan->x.get(), plan->w.get(), plan->conv.get(), plan->y.get(),
-                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf));
+      if (!measure ||
+          cudnnFindConvolutionForwardAlgorithm(h, plan->x.get(), plan->w.get(), plan->conv.get(), plan->y.get(),
+                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf) != CUDNN_STATUS_SUCCESS)
+        TRICK_TRY(cudnnGetConvolutionForwardAlgorithm_v7(h, plan->x.get(), plan->w.get(), plan->conv.get(),
+                                                         plan->y.get(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count,
+                                                         perf));
       algo = pick(perf, count, math);
       break;
     }
     case Kind::Dgrad: {
       cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-      TRICK_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, plan->w.get(), plan->y.get(), plan->conv.get(),
-                                                            plan->x.get(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                                                            &count, perf));
+      if (!measure || cudnnFindConvolutionBackwardDataAlgorithm(h, plan->w.get(), plan->y.get(), plan->conv.get(),
+                                                                plan->x.get(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                                                &count, perf) != CUDNN_STATUS_SUCCESS)
+        TRICK_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, plan->w.get(), plan->y.get(), plan->conv.get(),
+                                                              plan->x.get(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                                              &count, perf));
       algo = pick(perf, count, math);
       break;
     }
     case Kind::Wgrad: {
       cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-      TRICK_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, plan->x.get(), plan->y.get(), plan->conv.get(),
-                                                              plan->w.get(), CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                                                              &count, perf));
+      if (!measure || cudnnFindConvolutionBackwardFilterAlgorithm(
+                          h, plan->x.get(), plan->y.get(), plan->conv.get(), plan->w.get(),
+                          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf) != CUDNN_STATUS_SUCCESS)
+        TRICK_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, plan->x.get(), plan->y.get(), plan->conv.get(),
+                                                                plan->w.get(), CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+                                                                &count, perf));
       algo = pick(perf, count, math);
       break;
     }

@@ -2,9 +2,11 @@
 // when conv_backend() is Cudnn. Tensors are described as NHWC with their real row stride
 // (cudnnSetTensor4dDescriptorEx), so channel slices are passed in place; when cuDNN
 // refuses a strided layout the data goes through packed copies instead. Per shape the
-// algorithm (cudnnGet*Algorithm_v7, the first one cuDNN ranks that fits the math mode
-// and a 1 GiB workspace) and its descriptors are chosen once and cached; the workspace is
-// a grow-only buffer. Bias and ReLU are the caller's (our epilogue kernel).
+// algorithm and its descriptors are chosen once and cached: measured (cudnnFind*, the
+// fastest) or from cuDNN's heuristic ranking (cudnnGet*_v7) as cudnn_algo() says
+// (kernels/backend.h), always deterministic and within the math mode and a 1 GiB
+// workspace; the workspace is a grow-only buffer. Bias and ReLU are the caller's (our
+// epilogue kernel).
 #pragma once
 #include "kernels/conv.h"
 

@@ -26,6 +26,7 @@ std::string split_k_error(const std::string& value);
 //                            command line is parsed
 //   --tf32                   TF32 tensor cores in cuBLAS/cuDNN (off by default)
 //   --split-k W,K|off        our kernels' split-K policy (kernels/backend.h; default 8,64)
+//   --cudnn-algo measure|heuristic  how the cuDNN backend picks algorithms (default measure)
 //   --graph / --no-graph     only when `graph` is given: CUDA-graph replay, stored there
 // They change nothing on the CPU. A template, so this header needs no CLI11.
 template <class App>
@@ -39,6 +40,13 @@ void add_backend_options(App& app, bool* graph = nullptr) {
          "GPU, our kernels: split a convolution's or GEMM's reduction when its grid gives fewer than W warps per "
          "multiprocessor, into ranges of at least K: W,K (default 8,64) or off")
       ->check([](const std::string& v) { return split_k_error(v); });
+  app.template add_option_function<std::string>(
+         "--cudnn-algo", [](const std::string& v) { set_cudnn_algo(parse_cudnn_algo(v)); },
+         "GPU, --conv cudnn: choose each layer's algorithm by timing cuDNN's candidates once (measure, the default, "
+         "as PyTorch's cudnn.benchmark) or by cuDNN's heuristic ranking (heuristic)")
+      ->check([](const std::string& v) {
+        return v == "measure" || v == "heuristic" ? std::string() : "must be measure or heuristic, got '" + v + "'";
+      });
   app.add_flag_callback(
       "--tf32", [] { set_math_mode(MathMode::TF32); },
       "GPU: let cuBLAS and cuDNN use TF32 tensor cores: faster, less exact (relative error vs fp32 ~1e-3)");
