@@ -69,6 +69,15 @@ __device__ __forceinline__ void store(float* p, const Pack<V>& r) {
 }
 __device__ __forceinline__ const float* at(const ConstRowView& t, int64_t r, int c) { return t.p + r * t.ld + c; }
 __device__ __forceinline__ float* at(const RowView& t, int64_t r, int c) { return t.p + r * t.ld + c; }
+// A backward pass's starting sums: dx as it is when accumulating, else zeros.
+template <int V>
+__device__ __forceinline__ Pack<V> start(const RowView& dx, int64_t r, int c, bool accumulate) {
+  Pack<V> acc;
+  if (accumulate) return load<V>(at(dx, r, c));
+#pragma unroll
+  for (int k = 0; k < V; ++k) acc.v[k] = 0.f;
+  return acc;
+}
 
 template <int V>
 struct MaxForward {
@@ -141,13 +150,7 @@ struct MaxBackward {
     pool_outputs_of(iy, g.kh, g.sh, g.pt, g.oh, oy0, oy1);
     pool_outputs_of(ix, g.kw, g.sw, g.pl, g.ow, ox0, ox1);
     const Pack<V> v = load<V>(at(x, r, c));
-    Pack<V> acc;
-    if (accumulate) {
-      acc = load<V>(at(dx, r, c));
-    } else {
-#pragma unroll
-      for (int k = 0; k < V; ++k) acc.v[k] = 0.f;
-    }
+    Pack<V> acc = start<V>(dx, r, c, accumulate);
     for (int oy = oy0; oy <= oy1; ++oy)
       for (int ox = ox0; ox <= ox1; ++ox) {
         const int64_t orow = (static_cast<int64_t>(b) * g.oh + oy) * g.ow + ox;
@@ -196,13 +199,7 @@ struct AvgBackward {
     int oy0, oy1, ox0, ox1;
     pool_outputs_of(iy, g.kh, g.sh, g.pt, g.oh, oy0, oy1);
     pool_outputs_of(ix, g.kw, g.sw, g.pl, g.ow, ox0, ox1);
-    Pack<V> acc;
-    if (accumulate) {
-      acc = load<V>(at(dx, r, c));
-    } else {
-#pragma unroll
-      for (int k = 0; k < V; ++k) acc.v[k] = 0.f;
-    }
+    Pack<V> acc = start<V>(dx, r, c, accumulate);
     for (int oy = oy0; oy <= oy1; ++oy)
       for (int ox = ox0; ox <= ox1; ++ox) {
         const PoolWindow win = pool_window(g, oy, ox);
