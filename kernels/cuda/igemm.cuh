@@ -1,9 +1,10 @@
 // The tiled (implicit-)GEMM kernel shared by cuda::gemm and the convolutions. A block
 // computes a BM x BN tile of C for one blockIdx.z (a stride phase or a split-K range);
-// each of its threads keeps 8 x 8 (or, on narrow tiles, 8 x 4) accumulators in registers. The reduction runs in
-// kBK-deep stages through double-buffered shared memory: while the block multiplies
-// stage t, each thread already holds stage t+1's elements in registers (loaded from
-// global memory by the problem's loaders), and stores them to the other buffer after.
+// each of its threads keeps 8 x 8 (narrow tiles: 8 x 4) accumulators in registers. The
+// reduction runs in kBK-deep stages through double-buffered shared memory: while the
+// block multiplies stage t, each thread already holds stage t+1's elements in registers
+// (loaded from global memory by the problem's loaders), and stores them to the other
+// buffer after.
 // The problems and their index math live in kernels/cuda/igemm.h; tests/test_cuda.cpp
 // replays this exact schedule on the host (keep the two in step).
 #pragma once
