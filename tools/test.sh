@@ -17,6 +17,8 @@ ctest --test-dir build --output-on-failure -j"$jobs" --timeout 1500
 part "ctest"
 bash tools/sanitize.sh
 part "sanitize.sh"
-TRICK_FUZZ_SECONDS=${TRICK_FUZZ_SECONDS:-30} bash tools/fuzz.sh
+# 20 s per target keeps CI under 20 minutes (it measured 1196 s with 30); longer runs by hand:
+# TRICK_FUZZ_SECONDS=150 bash tools/fuzz.sh
+TRICK_FUZZ_SECONDS=${TRICK_FUZZ_SECONDS:-20} bash tools/fuzz.sh
 part "fuzz.sh"
 echo "test.sh: all passed in $SECONDS s"
