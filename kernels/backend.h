@@ -9,8 +9,9 @@
 //                        cuda::gemm goes to cuBLAS
 //
 //   MathMode::FP32       fp32 inputs, fp32 accumulation (the reference; the default)
-//   MathMode::TF32       lets cuBLAS and cuDNN use TF32 tensor cores (10-bit mantissa
-//                        inputs, fp32 accumulation); our own kernels stay fp32
+//   MathMode::TF32       TF32 tensor cores (10-bit mantissa inputs, fp32 accumulation) in
+//                        cuBLAS, cuDNN and our tiled kernel (conv forward, dgrad, wgrad
+//                        and GEMMs: igemm_tc_kernel); our other kernels stay fp32
 #pragma once
 #include <cstdint>
 #include <string>

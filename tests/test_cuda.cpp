@@ -14,10 +14,8 @@
 // Inception v3 logits and input gradients on the GPU against the CPU, every backend.
 //
 // Always, GPU or not: the index math the kernels share with the host (fast division,
-// pooling windows, dgrad stride phases) against brute force, and a replay of the tiled
-// implicit-GEMM kernel's exact schedule on the host (kernels/cuda/igemm.h: which thread
-// stages which element, the shared-memory layout, the 8x8 register tiles, the epilogue,
-// the split-K reduction) against the CPU convolution and GEMM.
+// pooling windows, dgrad stride phases, the split-K decision) against brute force. The
+// host replay of the tiled kernels' exact schedules is in tests/test_igemm_replay.cpp.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -51,6 +49,7 @@
 #include "models/zoo.h"
 #include "tensor/graph_pool.h"
 #include "tensor/random.h"
+#include "tests/cuda_common.h"
 #include "tests/tiny_net.h"
 
 #ifdef TRICK_WITH_CUDA
@@ -61,11 +60,6 @@
 namespace trick {
 namespace {
 
-constexpr double kFp32Bound = 1e-5;
-// TF32 rounds inputs to a 10-bit mantissa (relative error up to 2^-11 ~ 4.9e-4 per
-// operand); over a few hundred random-sign products the relative L2 error of a GEMM is a
-// few 1e-4, so 5e-3 passes TF32 and still fails on a wrong index or a missing term.
-constexpr double kTf32Bound = 5e-3;
 
 std::string no_cuda_reason() {
 #ifdef TRICK_WITH_CUDA
@@ -195,303 +189,6 @@ TEST_CASE("cuda: dgrad stride phases cover every (input pixel, tap) pair exactly
   }
 }
 
-// ---------------------------------------------------------------------------------------
-// Host replay of the tiled kernel (kernels/cuda/igemm.cuh) on host pointers
-// ---------------------------------------------------------------------------------------
-
-// Runs problem p over extent e exactly as igemm_kernel schedules it: per block, each
-// simulated thread initialises its loaders, stages its elements of every kBK slice into
-// the shared tiles (poisoned with NaN first, so a slot no thread writes shows up), then
-// accumulates its 8 x TN tile and writes it through the epilogue.
-template <class P>
-void replay(const P& p, const cuda::igemm::Extent& e) {
-  using namespace cuda::igemm;
-  using T = typename P::T;
-  using AMap = typename P::AMap;
-  using BMap = typename P::BMap;
-  const int64_t gx = (e.m + T::BM - 1) / T::BM, gy = (e.n + T::BN - 1) / T::BN;
-  std::vector<typename P::ALoader> la(T::NT);
-  std::vector<typename P::BLoader> lb(T::NT);
-  std::vector<float> as(kBK * T::BM), bs(kBK * T::BN), acc(static_cast<size_t>(T::NT) * 8 * T::TN);
-  for (int z = 0; z < e.z; ++z)
-    for (int bx = 0; bx < gx; ++bx)
-      for (int by = 0; by < gy; ++by) {
-        const int m0 = bx * T::BM, n0 = by * T::BN;
-        const int m_size = p.m_size(z);
-        if (m0 >= m_size) continue;
-        int k0, k1;
-        p.k_range(z, k0, k1);
-        for (int tid = 0; tid < T::NT; ++tid) {
-          p.init_a(la[tid], z, m0, k0, k1, tid);
-          p.init_b(lb[tid], z, n0, k0, k1, tid);
-        }
-        std::fill(acc.begin(), acc.end(), 0.f);
-        const int stages = k1 > k0 ? (k1 - k0 + kBK - 1) / kBK : 0;
-        for (int t = 0; t < stages; ++t) {
-          std::fill(as.begin(), as.end(), std::nanf(""));
-          std::fill(bs.begin(), bs.end(), std::nanf(""));
-          for (int tid = 0; tid < T::NT; ++tid) {
-            if (t > 0) {
-              p.next_a(la[tid]);
-              p.next_b(lb[tid]);
-            }
-            float ra[AMap::S], rb[BMap::S];
-            p.load_a(la[tid], ra);
-            p.load_b(lb[tid], rb);
-            for (int j = 0; j < AMap::S; ++j) as[AMap::kk(tid, j) * T::BM + AMap::row(tid, j)] = ra[j];
-            for (int j = 0; j < BMap::S; ++j) bs[BMap::kk(tid, j) * T::BN + BMap::row(tid, j)] = rb[j];
-          }
-          for (int tid = 0; tid < T::NT; ++tid) {
-            const int tx = tid % T::TX, ty = tid / T::TX;
-            float* a = acc.data() + tid * 8 * T::TN;
-            for (int kk = 0; kk < kBK; ++kk)
-              for (int i = 0; i < 8; ++i)
-                for (int j = 0; j < T::TN; ++j)
-                  a[i * T::TN + j] =
-                      std::fmaf(as[kk * T::BM + T::row(ty, i)], bs[kk * T::BN + T::col(tx, j)], a[i * T::TN + j]);
-          }
-        }
-        const int n_size = p.n_size();
-        for (int tid = 0; tid < T::NT; ++tid) {
-          const int tx = tid % T::TX, ty = tid / T::TX;
-          for (int i = 0; i < 8; ++i) {
-            const int m = m0 + T::row(ty, i);
-            if (m >= m_size) continue;
-            float* row = p.row_ptr(z, m);
-            for (int j = 0; j < T::TN; ++j) {
-              const int n = n0 + T::col(tx, j);
-              if (n < n_size) row[n] = p.ep.apply(acc[tid * 8 * T::TN + i * T::TN + j], n, row + n);
-            }
-          }
-        }
-      }
-}
-
-// The split-K path of problem p (kernels/cuda/igemm.cuh, launch_split) on the host: the
-// split decided for a 132-multiprocessor GPU under policy {warps_per_sm, min_k}, the
-// SplitKProblem replayed into NaN-poisoned partials, then split_sum per output element.
-// Returns the number of splits (1: p ran whole).
-template <class P>
-int64_t replay_split(const P& p, const cuda::igemm::Extent& e, int warps_per_sm, int min_k) {
-  using namespace cuda::igemm;
-  const int64_t count = p.out_rows() * p.n_size();
-  const KSplit ks = k_split<typename P::T>(e, p.k_max(), count, 132, warps_per_sm, min_k);
-  if (ks.splits == 1) {
-    replay(p, e);
-    return 1;
-  }
-  std::vector<float> parts(static_cast<size_t>(ks.splits * count), std::nanf(""));
-  replay(split_k_problem(p, parts.data(), ks), split_extent(e, ks));
-  for (int64_t r = 0; r < p.out_rows(); ++r)
-    for (int n = 0; n < p.n_size(); ++n) {
-      float* o = p.out() + r * p.out_ld() + n;
-      *o = split_sum(parts.data() + r * p.n_size() + n, count, static_cast<int>(ks.splits), p.ep, n, o);
-    }
-  return ks.splits;
-}
-
-// Relative L2 distance over the elements of two equally shaped row-strided views;
-// `nan_mismatch` counts places where exactly one side is NaN.
-double rel_l2(const Tensor& got, const Tensor& want, int* nan_mismatch) {
-  const std::vector<float> g = got.to_vector(), w = want.to_vector();
-  double num = 0, den = 0;
-  int bad = 0;
-  for (size_t i = 0; i < g.size(); ++i) {
-    const bool gn = std::isnan(g[i]), wn = std::isnan(w[i]);
-    if (gn || wn) {
-      bad += gn != wn;
-      continue;
-    }
-    num += (static_cast<double>(g[i]) - w[i]) * (static_cast<double>(g[i]) - w[i]);
-    den += static_cast<double>(w[i]) * w[i];
-  }
-  if (nan_mismatch) *nan_mismatch = bad;
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-void expect_close_views(const std::string& what, const Tensor& got, const Tensor& want, double bound) {
-  int nan_mismatch = 0;
-  const double err = rel_l2(got, want, &nan_mismatch);
-  INFO(what << ": relative L2 error " << err << ", NaN mismatches " << nan_mismatch);
-  CHECK(nan_mismatch == 0);
-  CHECK(err < bound);
-}
-
-cuda::igemm::ConvShape shape_of(const Shape& x, const Shape& w, const Shape& y, const Conv2dParams& p) {
-  cuda::igemm::ConvShape g;
-  g.n = static_cast<int>(x[0]), g.h = static_cast<int>(x[1]), g.w = static_cast<int>(x[2]),
-  g.c = static_cast<int>(x[3]);
-  g.oh = static_cast<int>(y[1]), g.ow = static_cast<int>(y[2]), g.o = static_cast<int>(y[3]);
-  g.kh = static_cast<int>(w[1]), g.kw = static_cast<int>(w[2]);
-  g.sh = p.stride_h, g.sw = p.stride_w, g.pt = p.pad_top, g.pl = p.pad_left;
-  return g;
-}
-
-struct ConvCase {
-  int n, h, w, c, o, kh, kw, sh, sw, pt, pb, pl, pr;
-  bool slice_x, slice_y;
-};
-
-// A channel slice [2, 2 + c) of a wider random tensor, or a plain random tensor.
-Tensor random_view(const Shape& s, Rng& rng, bool sliced) {
-  if (!sliced) return randn(s, rng);
-  Shape wide = s;
-  wide.d[s.ndim - 1] += 5;
-  return randn(wide, rng).slice_last(2, 2 + s[s.ndim - 1]);
-}
-
-template <class T>
-void replay_conv_case(const ConvCase& cc, Rng& rng) {
-  using namespace cuda::igemm;
-  Conv2dParams p;
-  p.stride_h = cc.sh, p.stride_w = cc.sw, p.pad_top = cc.pt, p.pad_bottom = cc.pb, p.pad_left = cc.pl,
-  p.pad_right = cc.pr, p.relu = true;
-  const Shape xs{cc.n, cc.h, cc.w, cc.c}, ws{cc.o, cc.kh, cc.kw, cc.c};
-  const Shape ys = conv2d_output_shape(xs, ws, p);
-  const ConvShape g = shape_of(xs, ws, ys, p);
-  const std::string name = cat("conv ", xs.str(), " w ", ws.str(), " stride ", cc.sh, "x", cc.sw, " pads ", cc.pt,
-                               cc.pb, cc.pl, cc.pr, " tile ", T::BM, "x", T::BN);
-  Tensor x = random_view(xs, rng, cc.slice_x), w = randn(ws, rng), b = randn(Shape{cc.o}, rng);
-
-  // forward with bias and ReLU into a (possibly sliced) output
-  Tensor y_ref = random_view(ys, rng, cc.slice_y), y = random_view(ys, rng, cc.slice_y);
-  y_ref.fill(std::nanf("")), y.fill(std::nanf(""));
-  cpu::conv2d_forward(x, w, b, p, y_ref);
-  replay(forward_problem<T>(g, x.data(), x.ld(), w.data(), y.data(), y.ld(), b.data(), true), forward_extent(g));
-  expect_close_views(name + " forward", y, y_ref, kFp32Bound);
-  // split over k: every case is one block or a few, far below the target, so it splits
-  // wherever k allows two ranges of min_k. Not on large tiles: the launchers pick those only
-  // with a block per multiprocessor, which the default policy never splits (and the split
-  // wrapper is the same for every tile; leaving them out halves this file's compile time).
-  constexpr bool kSplits = !std::is_same_v<T, Large>;
-  const int min_k = 8;
-  if constexpr (kSplits) {
-    Tensor ys_split = random_view(ys, rng, cc.slice_y);
-    ys_split.fill(std::nanf(""));
-    auto fp = forward_problem<T>(g, x.data(), x.ld(), w.data(), ys_split.data(), ys_split.ld(), b.data(), true);
-    const int64_t fsplits = replay_split(fp, forward_extent(g), 8, min_k);
-    INFO("forward k " << fp.k_max() << ", splits " << fsplits);
-    CHECK((fsplits > 1 || fp.k_max() < 2 * min_k));
-    expect_close_views(name + " forward split over k", ys_split, y_ref, kFp32Bound);
-  }
-
-  // dgrad, write-only and accumulating
-  Tensor dy = random_view(ys, rng, cc.slice_y);
-  for (bool accumulate : {false, true}) {
-    Tensor dx_ref = random_view(xs, rng, cc.slice_x);
-    if (!accumulate) dx_ref.fill(std::nanf(""));
-    Tensor dx = dx_ref.clone(), dx_split = dx_ref.clone();
-    cpu::conv2d_dgrad(dy, w, p, dx_ref, accumulate);
-    replay(dgrad_problem<T>(g, dy.data(), dy.ld(), w.data(), dx.data(), dx.ld(), accumulate), dgrad_extent(g));
-    expect_close_views(name + (accumulate ? " dgrad (accumulate)" : " dgrad"), dx, dx_ref, kFp32Bound);
-    if constexpr (kSplits) {
-      auto dp = dgrad_problem<T>(g, dy.data(), dy.ld(), w.data(), dx_split.data(), dx_split.ld(), accumulate);
-      const int64_t dsplits = replay_split(dp, dgrad_extent(g), 8, min_k);
-      INFO("dgrad k " << dp.k_max() << ", splits " << dsplits);
-      CHECK((dsplits > 1 || dp.k_max() < 2 * min_k));
-      expect_close_views(name + (accumulate ? " dgrad split over k (accumulate)" : " dgrad split over k"), dx_split,
-                         dx_ref, kFp32Bound);
-    }
-  }
-
-  // wgrad, with the split count the launcher would pick on a 132-multiprocessor H100/H200
-  // (on the tiles own_wgrad uses: large and small)
-  if constexpr (!std::is_same_v<T, cuda::igemm::Narrow>) for (bool accumulate : {false, true}) {
-    Tensor dw_ref = randn(ws, rng);
-    if (!accumulate) dw_ref.fill(std::nanf(""));
-    Tensor dw = dw_ref.clone(), no_db;
-    cpu::conv2d_wgrad(x, dy, p, dw_ref, no_db, accumulate);
-    const WgradSplit split = wgrad_split<T>(g, 132);
-    const int64_t count = ws.numel();
-    std::vector<float> parts(static_cast<size_t>(split.splits * count), std::nanf(""));
-    if (split.splits == 1) {
-      replay(
-          wgrad_problem<T>(g, x.data(), x.ld(), dy.data(), dy.ld(), dw.data(), 0, split.chunk, accumulate ? 1.f : 0.f),
-          wgrad_extent(g, 1));
-    } else {
-      replay(wgrad_problem<T>(g, x.data(), x.ld(), dy.data(), dy.ld(), parts.data(), count, split.chunk, 0.f),
-             wgrad_extent(g, split.splits));
-      for (int64_t i = 0; i < count; ++i) {  // the SplitSumF pass
-        float s = accumulate ? dw.data()[i] : 0.f;
-        for (int64_t z = 0; z < split.splits; ++z) s += parts[z * count + i];
-        dw.data()[i] = s;
-      }
-    }
-    INFO("wgrad splits " << split.splits << ", chunk " << split.chunk);
-    expect_close_views(name + (accumulate ? " wgrad (accumulate)" : " wgrad"), dw, dw_ref, kFp32Bound);
-  }
-}
-
-TEST_CASE("cuda: the tiled kernel's schedule, replayed on the host, matches the CPU convolution") {
-  Rng rng(21);
-  const std::vector<ConvCase> cases = {
-      // n, h, w, c, o, kh, kw, sh, sw, pt, pb, pl, pr, slice_x, slice_y
-      {2, 9, 11, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1, true, true},     // 3x3 same, sliced in and out
-      {2, 13, 12, 6, 9, 3, 3, 2, 2, 0, 0, 0, 0, false, true},   // stride 2, no padding (reduction block)
-      {1, 10, 9, 4, 5, 3, 3, 2, 2, 1, 1, 1, 1, true, false},    // stride 2 with padding
-      {2, 7, 9, 3, 6, 1, 7, 1, 1, 0, 0, 3, 3, false, false},    // 1x7
-      {1, 9, 6, 5, 4, 7, 1, 1, 1, 3, 3, 0, 0, true, true},      // 7x1
-      {2, 5, 6, 3, 4, 1, 3, 1, 1, 0, 0, 1, 1, false, false},    // 1x3
-      {1, 6, 5, 3, 4, 3, 1, 1, 1, 1, 1, 0, 0, false, true},     // 3x1
-      {2, 7, 8, 9, 10, 1, 1, 2, 2, 0, 0, 0, 0, true, false},    // 1x1 stride 2: phases without taps
-      {1, 8, 7, 3, 5, 5, 5, 1, 1, 2, 1, 2, 0, false, false},    // 5x5, asymmetric padding
-      {1, 11, 10, 2, 3, 3, 3, 3, 2, 1, 2, 0, 1, false, true},   // strides 3x2
-      {2, 12, 12, 40, 72, 3, 3, 1, 1, 1, 1, 1, 1, true, true},  // several k stages and N tiles
-  };
-  for (const ConvCase& cc : cases) {
-    replay_conv_case<cuda::igemm::Large>(cc, rng);
-    replay_conv_case<cuda::igemm::Small>(cc, rng);
-    replay_conv_case<cuda::igemm::Narrow>(cc, rng);
-  }
-}
-
-template <bool TA, bool TB, class T>
-void replay_gemm_case(int M, int N, int K, float alpha, float beta, Rng& rng) {
-  const int64_t lda = (TA ? M : K) + 3, ldb = (TB ? K : N) + 2, ldc = N + 1;
-  Tensor a = randn(Shape{TA ? K : M, lda}, rng), b = randn(Shape{TB ? N : K, ldb}, rng);
-  Tensor c_ref = randn(Shape{M, ldc}, rng);
-  if (beta == 0.f) c_ref.fill(std::nanf(""));  // write-only
-  const Tensor c_before = c_ref.clone();
-  cpu::gemm(TA, TB, M, N, K, alpha, a.data(), lda, b.data(), ldb, beta, c_ref.data(), ldc);
-  cuda::igemm::Epilogue ep;
-  ep.alpha = alpha, ep.beta = beta;
-  const std::string name = cat("gemm ", TA ? "T" : "N", TB ? "T" : "N", " ", M, "x", N, "x", K, " tile ", T::BM);
-  constexpr bool kSplits = !std::is_same_v<T, cuda::igemm::Large>;  // as in replay_conv_case
-  for (int split = 0; split <= (kSplits ? 1 : 0); ++split) {
-    Tensor c = c_before.clone();
-    const auto problem = cuda::igemm::gemm_problem<TA, TB, T>(M, N, K, a.data(), lda, b.data(), ldb, c.data(), ldc, ep);
-    const cuda::igemm::Extent e{M, N, 1};
-    if constexpr (kSplits) {
-      if (split) {
-        const int64_t splits = replay_split(problem, e, 8, 8);
-        INFO("splits " << splits);
-        CHECK((splits > 1 || K < 16));
-      }
-    }
-    if (!split) replay(problem, e);
-    expect_close_views(name + (split ? " split over k" : ""), c.slice_last(0, N), c_ref.slice_last(0, N), kFp32Bound);
-    // C's padding column (ldc = N + 1) is never written: it keeps its bits.
-    int changed = 0;
-    for (int i = 0; i < M; ++i)
-      changed += std::memcmp(c.data() + i * ldc + N, c_ref.data() + i * ldc + N, sizeof(float)) != 0;
-    CHECK(changed == 0);
-  }
-}
-
-TEST_CASE("cuda: the tiled kernel's schedule, replayed on the host, matches the CPU GEMM") {
-  Rng rng(5);
-  for (auto [M, N, K] : {std::tuple<int, int, int>{1, 1, 1}, {7, 129, 33}, {130, 65, 9}, {64, 64, 64}, {3, 200, 0}}) {
-    for (auto [alpha, beta] : {std::pair<float, float>{1.f, 0.f}, {0.5f, 0.25f}}) {
-      replay_gemm_case<false, false, cuda::igemm::Large>(M, N, K, alpha, beta, rng);
-      replay_gemm_case<false, true, cuda::igemm::Small>(M, N, K, alpha, beta, rng);
-      replay_gemm_case<true, false, cuda::igemm::Large>(M, N, K, alpha, beta, rng);
-      replay_gemm_case<true, true, cuda::igemm::Small>(M, N, K, alpha, beta, rng);
-      replay_gemm_case<false, false, cuda::igemm::Narrow>(M, N, K, alpha, beta, rng);
-      replay_gemm_case<false, true, cuda::igemm::Narrow>(M, N, K, alpha, beta, rng);
-    }
-  }
-}
-
 TEST_CASE("cuda: backend and math mode settings parse, reject and restore") {
   CHECK(parse_conv_backend("own") == ConvBackend::Own);
   CHECK(parse_conv_backend("cublas") == ConvBackend::Cublas);
@@ -614,7 +311,7 @@ Twin make_twin(const Shape& s, Rng& rng, bool sliced, Init init = Init::Random, 
 
 // The device result against the host reference: relative L2 error inside the view, exact
 // bits outside it, NaN exactly where the reference has NaN.
-void expect_twin(const std::string& what, const Twin& t, double bound = kFp32Bound) {
+double expect_twin(const std::string& what, const Twin& t, double bound = kFp32Bound) {
   const std::vector<float> want = t.host_buf.to_vector(), got = t.dev_buf.to_vector();
   REQUIRE(want.size() == got.size());
   const int64_t wide = t.host_buf.cols(), c0 = t.sliced ? 2 : 0, c1 = t.sliced ? 2 + t.host.cols() : wide;
@@ -649,6 +346,7 @@ void expect_twin(const std::string& what, const Twin& t, double bound = kFp32Bou
   CHECK(nan_bad == 0);
   CHECK(outside_bad == 0);
   CHECK(err < bound);
+  return err;
 }
 
 const char* yes_no(bool b) { return b ? "yes" : "no"; }
@@ -770,6 +468,40 @@ TEST_CASE("cuda: conv2d on cuBLAS and cuDNN in TF32 stays within the TF32 bound"
   Rng rng(32);
   for (ConvBackend backend : {ConvBackend::Cublas, ConvBackend::Cudnn})
     for (size_t i : {1, 2, 8}) run_conv_case(gpu_conv_cases()[i], backend, MathMode::TF32, rng);
+}
+
+TEST_CASE("cuda: conv2d and gemm on our TF32 tensor-core kernel stay within the TF32 bound") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(37);
+  // Every conv case, whole and split over k, and the large tiles.
+  for (SplitKPolicy policy : {SplitKPolicy{}, SplitKPolicy{0, 1}, SplitKPolicy{64, 8}}) {
+    SplitKScope scope(policy);
+    for (const GpuConvCase& cc : gpu_conv_cases()) run_conv_case(cc, ConvBackend::Own, MathMode::TF32, rng);
+  }
+  run_conv_case({{8, 35, 35, 64, 160, 3, 3, 1, 1, 1, 1, 1, 1, true, false}, true, true}, ConvBackend::Own,
+                MathMode::TF32, rng);
+  run_conv_case({{8, 35, 35, 96, 144, 3, 3, 2, 2, 0, 0, 0, 0, false, false}, false, true}, ConvBackend::Own,
+                MathMode::TF32, rng);
+  // The GEMMs, and proof that TF32 is what ran: its error against the fp32 CPU product is
+  // TF32's (above 1e-5), not fp32's (about 1e-7).
+  ConvBackendScope backend(ConvBackend::Own);
+  MathModeScope mode(MathMode::TF32);
+  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1000, 2048}, {300, 257, 65}, {1000, 10, 500}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1;
+        Twin a = make_twin(Shape{ta ? k : m, lda}, rng, false);
+        Twin b = make_twin(Shape{tb ? n : k, ldb}, rng, false);
+        Twin c = make_twin(Shape{m, n}, rng, true, Init::Poison);
+        gemm(Device::cpu(), ta, tb, m, n, k, 1.f, a.host.data(), lda, b.host.data(), ldb, 0.f, c.host.data(),
+             c.host.ld());
+        gemm(Device::cuda(), ta, tb, m, n, k, 1.f, a.dev.data(), lda, b.dev.data(), ldb, 0.f, c.dev.data(),
+             c.dev.ld());
+        const std::string name = cat("own/tf32 gemm ", ta ? "T" : "N", tb ? "T" : "N", " ", m, "x", n, "x", k);
+        const double err = expect_twin(name, c, kTf32Bound);
+        INFO(name << ": relative L2 error against fp32 " << err);
+        CHECK(err > 1e-5);
+      }
 }
 
 TEST_CASE("cuda: a large conv runs on our kernels with large tiles and wgrad split-K") {
@@ -1432,6 +1164,9 @@ TEST_CASE("cuda: the Inception v3 attack step from a CUDA graph equals the eager
     ConvBackendScope scope(b);
     expect_graph_equals_eager(*model, items, s, cat("inception v3, pgd, ", conv_backend_name(b)));
   }
+  ConvBackendScope own(ConvBackend::Own);  // our tensor-core kernel: no atomics either
+  MathModeScope tf32(MathMode::TF32);
+  expect_graph_equals_eager(*model, items, s, "inception v3, pgd, own/tf32");
 }
 
 TEST_CASE("cuda: the graph step captures again when the active set changes, and matches eager ops") {
@@ -1560,8 +1295,8 @@ TEST_CASE("gpu inception v3: logits and input gradient on the GPU match the CPU 
     MathMode mode;
   };
   for (const Config c : {Config{ConvBackend::Own, MathMode::FP32}, Config{ConvBackend::Cublas, MathMode::FP32},
-                         Config{ConvBackend::Cudnn, MathMode::FP32}, Config{ConvBackend::Cublas, MathMode::TF32},
-                         Config{ConvBackend::Cudnn, MathMode::TF32}}) {
+                         Config{ConvBackend::Cudnn, MathMode::FP32}, Config{ConvBackend::Own, MathMode::TF32},
+                         Config{ConvBackend::Cublas, MathMode::TF32}, Config{ConvBackend::Cudnn, MathMode::TF32}}) {
     ConvBackendScope scope_backend(c.backend);
     MathModeScope scope_mode(c.mode);
     std::vector<float> logits, grad;

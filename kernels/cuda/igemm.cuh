@@ -105,16 +105,150 @@ __global__ void __launch_bounds__(P::T::NT) igemm_kernel(const P p) {
   }
 }
 
-// Launches problem p over the grid of extent e (kernels/cuda/igemm.h builds both). The
-// caller checked that sizes fit in int.
+// One m16n8k8 TF32 tensor-core product of a warp: d += a * b (fragments as in MmaTf32).
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  __trap();  // launch() refuses TF32 below compute capability 8.0
+#endif
+}
+
+// igemm_kernel on TF32 tensor cores (MathMode::TF32; kernels/cuda/igemm.h, TcTile): the
+// same loaders, staging TcTile::KS stages of kBK per barrier, each element rounded to TF32
+// as it is stored; warp w multiplies rows warp_m0(w) + [0, WM) by columns warp_n0(w) +
+// [0, WN) of the tile. tests/test_cuda.cpp replays this schedule on the host too.
+template <class P>
+__global__ void __launch_bounds__(P::T::NT) igemm_tc_kernel(const P p) {
+  using T = typename P::T;
+  using L = TcTile<T>;
+  using AMap = typename P::AMap;
+  using BMap = typename P::BMap;
+  constexpr int BM = T::BM, BN = T::BN, KS = L::KS, MF = L::MF, NF = L::NF;
+  __shared__ __align__(16) float as[2][L::BK][BM + kPadTc];
+  __shared__ __align__(16) float bs[2][L::BK][BN + kPadTc];
+
+  const int z = blockIdx.z;
+  const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+  const int m_size = p.m_size(z);
+  if (m0 >= m_size) return;
+  int k0, k1;
+  p.k_range(z, k0, k1);
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int wm0 = L::warp_m0(warp), wn0 = L::warp_n0(warp);
+
+  typename P::ALoader la;
+  typename P::BLoader lb;
+  p.init_a(la, z, m0, k0, k1, tid);
+  p.init_b(lb, z, n0, k0, k1, tid);
+  float ra[KS][AMap::S], rb[KS][BMap::S];
+  float acc[MF][NF][4];
+  TRICK_UNROLL
+  for (int i = 0; i < MF; ++i) {
+    TRICK_UNROLL
+    for (int j = 0; j < NF; ++j) {
+      TRICK_UNROLL
+      for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
+    }
+  }
+
+  // Stages t*KS .. t*KS+KS-1 into registers (the loaders step once per kBK stage; past k1
+  // they load zeros), then into buffer `buf`, rounded.
+  auto fetch = [&](bool first) {
+    TRICK_UNROLL
+    for (int s = 0; s < KS; ++s) {
+      if (!first || s > 0) {
+        p.next_a(la);
+        p.next_b(lb);
+      }
+      p.load_a(la, ra[s]);
+      p.load_b(lb, rb[s]);
+    }
+  };
+  auto store = [&](int buf) {
+    TRICK_UNROLL
+    for (int s = 0; s < KS; ++s) {
+      TRICK_UNROLL
+      for (int j = 0; j < AMap::S; ++j) as[buf][s * kBK + AMap::kk(tid, j)][AMap::row(tid, j)] = round_tf32(ra[s][j]);
+      TRICK_UNROLL
+      for (int j = 0; j < BMap::S; ++j) bs[buf][s * kBK + BMap::kk(tid, j)][BMap::row(tid, j)] = round_tf32(rb[s][j]);
+    }
+  };
+
+  const int stages = k1 > k0 ? (k1 - k0 + L::BK - 1) / L::BK : 0;
+  if (stages > 0) {
+    fetch(true);
+    store(0);
+    __syncthreads();
+    for (int t = 0; t < stages; ++t) {
+      const int cur = t & 1;
+      const bool more = t + 1 < stages;
+      if (more) fetch(false);  // global loads of the next KS stages, in flight during the math below
+      TRICK_UNROLL
+      for (int kb = 0; kb < L::BK; kb += kBK) {
+        uint32_t a[MF][4], b[NF][2];
+        TRICK_UNROLL
+        for (int i = 0; i < MF; ++i) {
+          TRICK_UNROLL
+          for (int r = 0; r < 4; ++r)
+            a[i][r] = __float_as_uint(as[cur][kb + MmaTf32::a_k(lane, r)][wm0 + i * 16 + MmaTf32::a_row(lane, r)]);
+        }
+        TRICK_UNROLL
+        for (int j = 0; j < NF; ++j) {
+          TRICK_UNROLL
+          for (int r = 0; r < 2; ++r)
+            b[j][r] = __float_as_uint(bs[cur][kb + MmaTf32::b_k(lane, r)][wn0 + j * 8 + MmaTf32::b_col(lane)]);
+        }
+        TRICK_UNROLL
+        for (int i = 0; i < MF; ++i) {
+          TRICK_UNROLL
+          for (int j = 0; j < NF; ++j) mma_tf32(acc[i][j], a[i], b[j]);
+        }
+      }
+      if (more) store(cur ^ 1);  // the other buffer was last read in stage t-1, before the barrier that ended it
+      __syncthreads();
+    }
+  }
+
+  const int n_size = p.n_size();
+  TRICK_UNROLL
+  for (int i = 0; i < MF; ++i) {
+    TRICK_UNROLL
+    for (int r = 0; r < 4; ++r) {
+      const int m = m0 + wm0 + i * 16 + MmaTf32::c_row(lane, r);
+      if (m >= m_size) continue;
+      float* row = p.row_ptr(z, m);
+      TRICK_UNROLL
+      for (int j = 0; j < NF; ++j) {
+        const int n = n0 + wn0 + j * 8 + MmaTf32::c_col(lane, r);
+        if (n < n_size) row[n] = p.ep.apply(acc[i][j][r], n, row + n);
+      }
+    }
+  }
+}
+
+// Launches problem p over the grid of extent e (kernels/cuda/igemm.h builds both): on
+// TF32 tensor cores under MathMode::TF32 (kernels/backend.h), else in fp32. The caller
+// checked that sizes fit in int.
 template <class P>
 void launch(const P& p, const Extent& e) {
   if (e.m <= 0 || e.n <= 0 || e.z <= 0) return;
   const int64_t gx = (e.m + P::T::BM - 1) / P::T::BM, gy = (e.n + P::T::BN - 1) / P::T::BN;
   TRICK_CHECK(gx <= INT32_MAX && gy <= 65535 && e.z <= 65535, "igemm: grid (", gx, ", ", gy, ", ", e.z,
               ") exceeds the CUDA grid limits");
-  igemm_kernel<P><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(e.z)), P::T::NT, 0,
-                    stream()>>>(p);
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(e.z));
+  if (math_mode() == MathMode::TF32) {
+    TRICK_CHECK(compute_capability() >= 80,
+                "igemm: TF32 tensor cores need compute capability 8.0 or later (this GPU: ", compute_capability() / 10,
+                ".", compute_capability() % 10, "); run without --tf32");
+    igemm_tc_kernel<P><<<grid, P::T::NT, 0, stream()>>>(p);
+    TRICK_CUDA_LAUNCHED(igemm_tc_kernel);
+    return;
+  }
+  igemm_kernel<P><<<grid, P::T::NT, 0, stream()>>>(p);
   TRICK_CUDA_LAUNCHED(igemm_kernel);
 }
 

@@ -22,6 +22,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "kernels/cuda/fast_div.h"
@@ -71,6 +72,72 @@ struct RowMajor {
   static TRICK_HD int row(int tid, int) { return tid % BR; }
   static TRICK_HD int kk(int tid, int j) { return tid / BR + j * (NT / BR); }
   static TRICK_HD int koff(int j) { return j * (NT / BR); }  // kk(tid, j) - kk(tid, 0)
+};
+
+// --- tensor cores (MathMode::TF32) ---------------------------------------------------
+//
+// igemm_tc_kernel runs the same problems, loaders and shared-memory staging on TF32 tensor
+// cores: every element is rounded to TF32 (round_tf32) as it is stored to shared memory,
+// and each warp multiplies its WM x WN part of the block's tile as MF x NF fragments of
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, accumulating in fp32.
+
+constexpr int kPadTc = 8;  // rows of BM + 8 floats (= 8 mod 32 banks): a warp's fragment reads hit 32 banks
+
+// x rounded to TF32's 10-bit mantissa, to nearest with ties away from zero (what PTX's
+// cvt.rna.tf32.f32 does), as a float whose low 13 bits are zero; Inf and NaN unchanged.
+// The same bit operations on host and device, so the host replay rounds as the GPU does.
+TRICK_HD float round_tf32(float x) {
+#if defined(__CUDA_ARCH__)
+  uint32_t u = __float_as_uint(x);
+#else
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+#endif
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float r;
+  std::memcpy(&r, &u, sizeof r);
+  return r;
+#endif
+}
+
+// Where lane = 4 * g + t of a warp keeps the elements of the fragments of
+// mma.sync.aligned.m16n8k8 with .tf32 operands (PTX ISA, "Matrix fragments for mma.m16n8k8"):
+//   A (16 x 8):  a[r] at row g + 8 * (r & 1),  k t + 4 * (r >> 1)
+//   B (8 x 8):   b[r] at k t + 4 * r,          column g
+//   C (16 x 8):  c[r] at row g + 8 * (r >> 1), column 2 * t + (r & 1)
+struct MmaTf32 {
+  static TRICK_HD int a_row(int lane, int r) { return lane / 4 + 8 * (r & 1); }
+  static TRICK_HD int a_k(int lane, int r) { return lane % 4 + 4 * (r >> 1); }
+  static TRICK_HD int b_k(int lane, int r) { return lane % 4 + 4 * r; }
+  static TRICK_HD int b_col(int lane) { return lane / 4; }
+  static TRICK_HD int c_row(int lane, int r) { return lane / 4 + 8 * (r >> 1); }
+  static TRICK_HD int c_col(int lane, int r) { return 2 * (lane % 4) + (r & 1); }
+};
+
+// How a tile's warps share it on tensor cores: WARPS_M x WARPS_N warps of WM x WN, a warp
+// at most 32 columns wide (Large: 2 x 4 warps of 64 x 32; Small: 1 x 2 of 64 x 32; Narrow:
+// 4 x 1 of 32 x 32), so each thread holds as many accumulators as on the fp32 kernel.
+template <class T>
+struct TcTile {
+  static constexpr int kWarps = T::NT / 32;
+  static constexpr int WARPS_N = T::BN / 32 < kWarps ? T::BN / 32 : kWarps;
+  static constexpr int WARPS_M = kWarps / WARPS_N;
+  static constexpr int WM = T::BM / WARPS_M, WN = T::BN / WARPS_N;
+  static constexpr int MF = WM / 16, NF = WN / 8;  // m16n8k8 fragments per warp and k step
+  static_assert(T::NT % 32 == 0 && WARPS_N >= 1 && kWarps % WARPS_N == 0 && WARPS_M * WM == T::BM &&
+                    WARPS_N * WN == T::BN && WM % 16 == 0 && WN % 8 == 0,
+                "warps must tile the block's tile in whole fragments");
+  // kBK stages per barrier: 2 where both operands, double-buffered, fit in 48 KiB of static
+  // shared memory (all three tiles). 4 pushed the small tiles to 255 registers (ptxas -v).
+  static constexpr int kStageBytes = 2 * kBK * (T::BM + T::BN + 2 * kPadTc) * static_cast<int>(sizeof(float));
+  static constexpr int KS = 2 * kStageBytes <= 48 * 1024 ? 2 : 1;
+  static constexpr int BK = KS * kBK;
+  // The warp's first row and column in the block's tile.
+  static TRICK_HD int warp_m0(int warp) { return (warp / WARPS_N) * WM; }
+  static TRICK_HD int warp_n0(int warp) { return (warp % WARPS_N) * WN; }
 };
 
 // What is written: v = alpha * acc (+ bias[n]) (+ beta * old, read only when beta != 0),

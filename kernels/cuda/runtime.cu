@@ -59,17 +59,27 @@ int current_device() {
   return d;
 }
 
-int sm_count() {
+namespace {
+// A device attribute of the current device, read once per device and attribute.
+int cached_attribute(cudaDeviceAttr attr) {
   static std::mutex mu;
-  static std::map<int, int> counts;
+  static std::map<std::pair<int, int>, int> values;
   const int d = current_device();
   std::lock_guard<std::mutex> lock(mu);
-  auto it = counts.find(d);
-  if (it != counts.end()) return it->second;
-  int n = 0;
-  TRICK_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, d));
-  counts[d] = std::max(n, 1);
-  return counts[d];
+  const std::pair<int, int> key{d, static_cast<int>(attr)};
+  auto it = values.find(key);
+  if (it != values.end()) return it->second;
+  int v = 0;
+  TRICK_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, d));
+  values[key] = v;
+  return v;
+}
+}  // namespace
+
+int sm_count() { return std::max(cached_attribute(cudaDevAttrMultiProcessorCount), 1); }
+
+int compute_capability() {
+  return 10 * cached_attribute(cudaDevAttrComputeCapabilityMajor) + cached_attribute(cudaDevAttrComputeCapabilityMinor);
 }
 
 DeviceBuffer::DeviceBuffer(size_t bytes) {

@@ -38,7 +38,8 @@ class DeviceGuard {
 };
 
 int current_device();
-int sm_count();  // multiprocessors of the current device (cached)
+int sm_count();            // multiprocessors of the current device (cached)
+int compute_capability();  // of the current device, as 10 * major + minor: 90 on an H100/H200 (cached)
 
 // Device memory owned by a move-only handle; freed on destruction.
 class DeviceBuffer {

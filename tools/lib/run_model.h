@@ -24,7 +24,7 @@ std::string split_k_error(const std::string& value);
 // The GPU options of every command that runs a model, added in one line:
 //   --conv own|cublas|cudnn  who computes convolutions (kernels/backend.h), set as the
 //                            command line is parsed
-//   --tf32                   TF32 tensor cores in cuBLAS/cuDNN (off by default)
+//   --tf32                   TF32 tensor cores in convolutions and GEMMs, every backend (off by default)
 //   --split-k W,K|off        our kernels' split-K policy (kernels/backend.h; default 8,64)
 //   --cudnn-algo measure|heuristic  how the cuDNN backend picks algorithms (default measure)
 //   --graph / --no-graph     only when `graph` is given: CUDA-graph replay, stored there
@@ -49,7 +49,8 @@ void add_backend_options(App& app, bool* graph = nullptr) {
       });
   app.add_flag_callback(
       "--tf32", [] { set_math_mode(MathMode::TF32); },
-      "GPU: let cuBLAS and cuDNN use TF32 tensor cores: faster, less exact (relative error vs fp32 ~1e-3)");
+      "GPU: TF32 tensor cores for convolutions and GEMMs (our kernels, cuBLAS or cuDNN): faster, less exact "
+      "(relative error vs fp32 ~1e-3)");
   if (graph)
     app.add_flag("--graph,!--no-graph", *graph,
                  "GPU: replay each step from one CUDA graph (the default); --no-graph runs eagerly, for debugging");
