@@ -31,6 +31,41 @@
 namespace trick {
 namespace {
 
+// Calls f(z, m0, n0, m_size) for every block of problem p's grid over extent e that has
+// rows (the kernels' other blocks leave at once), after each simulated thread tid has set
+// up its loaders la[tid] and lb[tid] for the block's k range [k0, k1).
+template <class P, class F>
+void for_each_block(const P& p, const cuda::igemm::Extent& e, std::vector<typename P::ALoader>& la,
+                    std::vector<typename P::BLoader>& lb, int& k0, int& k1, F&& f) {
+  using T = typename P::T;
+  const int64_t gx = (e.m + T::BM - 1) / T::BM, gy = (e.n + T::BN - 1) / T::BN;
+  for (int z = 0; z < e.z; ++z)
+    for (int bx = 0; bx < gx; ++bx)
+      for (int by = 0; by < gy; ++by) {
+        const int m0 = bx * T::BM, n0 = by * T::BN;
+        const int m_size = p.m_size(z);
+        if (m0 >= m_size) continue;
+        p.k_range(z, k0, k1);
+        for (int tid = 0; tid < T::NT; ++tid) {
+          p.init_a(la[tid], z, m0, k0, k1, tid);
+          p.init_b(lb[tid], z, n0, k0, k1, tid);
+        }
+        f(z, m0, n0, m_size);
+      }
+}
+
+// One kBK stage of thread (ty, tx) of igemm_kernel on the host: acc[i * tn + j] +=
+// as[k][row(ty, i)] * bs[k][col(tx, j)] over k, with fmaf as the kernel, from the shared tiles
+// (as: kBK rows of bm, bs: kBK rows of bn). Not a template: the replay of every tile and
+// problem shares it (compile time).
+void host_thread_stage(const float* as, int bm, const float* bs, int bn, int ty, int tx, int tn, int (*row)(int, int),
+                       int (*col)(int, int), float* acc) {
+  for (int kk = 0; kk < cuda::igemm::kBK; ++kk)
+    for (int i = 0; i < 8; ++i)
+      for (int j = 0; j < tn; ++j)
+        acc[i * tn + j] = std::fmaf(as[kk * bm + row(ty, i)], bs[kk * bn + col(tx, j)], acc[i * tn + j]);
+}
+
 // Runs problem p over extent e exactly as igemm_kernel schedules it: per block, each
 // simulated thread initialises its loaders, stages its elements of every kBK slice into
 // the shared tiles (poisoned with NaN first, so a slot no thread writes shows up), then
@@ -41,62 +76,45 @@ void replay(const P& p, const cuda::igemm::Extent& e) {
   using T = typename P::T;
   using AMap = typename P::AMap;
   using BMap = typename P::BMap;
-  const int64_t gx = (e.m + T::BM - 1) / T::BM, gy = (e.n + T::BN - 1) / T::BN;
   std::vector<typename P::ALoader> la(T::NT);
   std::vector<typename P::BLoader> lb(T::NT);
   std::vector<float> as(kBK * T::BM), bs(kBK * T::BN), acc(static_cast<size_t>(T::NT) * 8 * T::TN);
-  for (int z = 0; z < e.z; ++z)
-    for (int bx = 0; bx < gx; ++bx)
-      for (int by = 0; by < gy; ++by) {
-        const int m0 = bx * T::BM, n0 = by * T::BN;
-        const int m_size = p.m_size(z);
-        if (m0 >= m_size) continue;
-        int k0, k1;
-        p.k_range(z, k0, k1);
-        for (int tid = 0; tid < T::NT; ++tid) {
-          p.init_a(la[tid], z, m0, k0, k1, tid);
-          p.init_b(lb[tid], z, n0, k0, k1, tid);
+  int k0, k1;
+  for_each_block(p, e, la, lb, k0, k1, [&](int z, int m0, int n0, int m_size) {
+    std::fill(acc.begin(), acc.end(), 0.f);
+    const int stages = k1 > k0 ? (k1 - k0 + kBK - 1) / kBK : 0;
+    for (int t = 0; t < stages; ++t) {
+      std::fill(as.begin(), as.end(), std::nanf(""));
+      std::fill(bs.begin(), bs.end(), std::nanf(""));
+      for (int tid = 0; tid < T::NT; ++tid) {
+        if (t > 0) {
+          p.next_a(la[tid]);
+          p.next_b(lb[tid]);
         }
-        std::fill(acc.begin(), acc.end(), 0.f);
-        const int stages = k1 > k0 ? (k1 - k0 + kBK - 1) / kBK : 0;
-        for (int t = 0; t < stages; ++t) {
-          std::fill(as.begin(), as.end(), std::nanf(""));
-          std::fill(bs.begin(), bs.end(), std::nanf(""));
-          for (int tid = 0; tid < T::NT; ++tid) {
-            if (t > 0) {
-              p.next_a(la[tid]);
-              p.next_b(lb[tid]);
-            }
-            float ra[AMap::S], rb[BMap::S];
-            p.load_a(la[tid], ra);
-            p.load_b(lb[tid], rb);
-            for (int j = 0; j < AMap::S; ++j) as[AMap::kk(tid, j) * T::BM + AMap::row(tid, j)] = ra[j];
-            for (int j = 0; j < BMap::S; ++j) bs[BMap::kk(tid, j) * T::BN + BMap::row(tid, j)] = rb[j];
-          }
-          for (int tid = 0; tid < T::NT; ++tid) {
-            const int tx = tid % T::TX, ty = tid / T::TX;
-            float* a = acc.data() + tid * 8 * T::TN;
-            for (int kk = 0; kk < kBK; ++kk)
-              for (int i = 0; i < 8; ++i)
-                for (int j = 0; j < T::TN; ++j)
-                  a[i * T::TN + j] =
-                      std::fmaf(as[kk * T::BM + T::row(ty, i)], bs[kk * T::BN + T::col(tx, j)], a[i * T::TN + j]);
-          }
-        }
-        const int n_size = p.n_size();
-        for (int tid = 0; tid < T::NT; ++tid) {
-          const int tx = tid % T::TX, ty = tid / T::TX;
-          for (int i = 0; i < 8; ++i) {
-            const int m = m0 + T::row(ty, i);
-            if (m >= m_size) continue;
-            float* row = p.row_ptr(z, m);
-            for (int j = 0; j < T::TN; ++j) {
-              const int n = n0 + T::col(tx, j);
-              if (n < n_size) row[n] = p.ep.apply(acc[tid * 8 * T::TN + i * T::TN + j], n, row + n);
-            }
-          }
+        float ra[AMap::S], rb[BMap::S];
+        p.load_a(la[tid], ra);
+        p.load_b(lb[tid], rb);
+        for (int j = 0; j < AMap::S; ++j) as[AMap::kk(tid, j) * T::BM + AMap::row(tid, j)] = ra[j];
+        for (int j = 0; j < BMap::S; ++j) bs[BMap::kk(tid, j) * T::BN + BMap::row(tid, j)] = rb[j];
+      }
+      for (int tid = 0; tid < T::NT; ++tid)
+        host_thread_stage(as.data(), T::BM, bs.data(), T::BN, tid / T::TX, tid % T::TX, T::TN, &T::row, &T::col,
+                          acc.data() + tid * 8 * T::TN);
+    }
+    const int n_size = p.n_size();
+    for (int tid = 0; tid < T::NT; ++tid) {
+      const int tx = tid % T::TX, ty = tid / T::TX;
+      for (int i = 0; i < 8; ++i) {
+        const int m = m0 + T::row(ty, i);
+        if (m >= m_size) continue;
+        float* row = p.row_ptr(z, m);
+        for (int j = 0; j < T::TN; ++j) {
+          const int n = n0 + T::col(tx, j);
+          if (n < n_size) row[n] = p.ep.apply(acc[tid * 8 * T::TN + i * T::TN + j], n, row + n);
         }
       }
+    }
+  });
 }
 
 // mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 of one warp on the host, from the
@@ -183,61 +201,50 @@ void replay_tc(const P& p, const cuda::igemm::Extent& e) {
   using AMap = typename P::AMap;
   using BMap = typename P::BMap;
   constexpr int kWarps = T::NT / 32, kFrags = L::MF * L::NF;
-  const int64_t gx = (e.m + T::BM - 1) / T::BM, gy = (e.n + T::BN - 1) / T::BN;
   std::vector<typename P::ALoader> la(T::NT);
   std::vector<typename P::BLoader> lb(T::NT);
   std::vector<float> as(L::BK * T::BM), bs(L::BK * T::BN);
   std::vector<WarpAcc> acc(kWarps * kFrags);
-  for (int z = 0; z < e.z; ++z)
-    for (int bx = 0; bx < gx; ++bx)
-      for (int by = 0; by < gy; ++by) {
-        const int m0 = bx * T::BM, n0 = by * T::BN;
-        const int m_size = p.m_size(z);
-        if (m0 >= m_size) continue;
-        int k0, k1;
-        p.k_range(z, k0, k1);
-        for (int tid = 0; tid < T::NT; ++tid) {
-          p.init_a(la[tid], z, m0, k0, k1, tid);
-          p.init_b(lb[tid], z, n0, k0, k1, tid);
+  int k0, k1;
+  for_each_block(p, e, la, lb, k0, k1, [&](int z, int m0, int n0, int m_size) {
+    std::fill(acc.begin(), acc.end(), WarpAcc{});
+    const int stages = k1 > k0 ? (k1 - k0 + L::BK - 1) / L::BK : 0;
+    for (int t = 0; t < stages; ++t) {
+      std::fill(as.begin(), as.end(), std::nanf(""));
+      std::fill(bs.begin(), bs.end(), std::nanf(""));
+      for (int tid = 0; tid < T::NT; ++tid)
+        for (int st = 0; st < L::KS; ++st) {
+          if (t > 0 || st > 0) {
+            p.next_a(la[tid]);
+            p.next_b(lb[tid]);
+          }
+          float ra[AMap::S], rb[BMap::S];
+          p.load_a(la[tid], ra);
+          p.load_b(lb[tid], rb);
+          for (int j = 0; j < AMap::S; ++j)
+            as[(st * kBK + AMap::kk(tid, j)) * T::BM + AMap::row(tid, j)] = round_tf32(ra[j]);
+          for (int j = 0; j < BMap::S; ++j)
+            bs[(st * kBK + BMap::kk(tid, j)) * T::BN + BMap::row(tid, j)] = round_tf32(rb[j]);
         }
-        std::fill(acc.begin(), acc.end(), WarpAcc{});
-        const int stages = k1 > k0 ? (k1 - k0 + L::BK - 1) / L::BK : 0;
-        for (int t = 0; t < stages; ++t) {
-          std::fill(as.begin(), as.end(), std::nanf(""));
-          std::fill(bs.begin(), bs.end(), std::nanf(""));
-          for (int tid = 0; tid < T::NT; ++tid)
-            for (int st = 0; st < L::KS; ++st) {
-              if (t > 0 || st > 0) {
-                p.next_a(la[tid]);
-                p.next_b(lb[tid]);
-              }
-              float ra[AMap::S], rb[BMap::S];
-              p.load_a(la[tid], ra);
-              p.load_b(lb[tid], rb);
-              for (int j = 0; j < AMap::S; ++j)
-                as[(st * kBK + AMap::kk(tid, j)) * T::BM + AMap::row(tid, j)] = round_tf32(ra[j]);
-              for (int j = 0; j < BMap::S; ++j)
-                bs[(st * kBK + BMap::kk(tid, j)) * T::BN + BMap::row(tid, j)] = round_tf32(rb[j]);
+      for (int warp = 0; warp < kWarps; ++warp)
+        for (int kb = 0; kb < L::BK; kb += kBK)
+          host_warp_step(as.data(), T::BM, bs.data(), T::BN, kb, L::warp_m0(warp), L::warp_n0(warp), L::MF, L::NF,
+                         acc.data() + warp * kFrags);
+    }
+    const int n_size = p.n_size();
+    for (int warp = 0; warp < kWarps; ++warp)
+      for (int lane = 0; lane < 32; ++lane)
+        for (int i = 0; i < L::MF; ++i)
+          for (int r = 0; r < 4; ++r) {
+            const int m = m0 + L::warp_m0(warp) + i * 16 + MmaTf32::c_row(lane, r);
+            if (m >= m_size) continue;
+            float* row = p.row_ptr(z, m);
+            for (int j = 0; j < L::NF; ++j) {
+              const int n = n0 + L::warp_n0(warp) + j * 8 + MmaTf32::c_col(lane, r);
+              if (n < n_size) row[n] = p.ep.apply(acc[warp * kFrags + i * L::NF + j].c[lane][r], n, row + n);
             }
-          for (int warp = 0; warp < kWarps; ++warp)
-            for (int kb = 0; kb < L::BK; kb += kBK)
-              host_warp_step(as.data(), T::BM, bs.data(), T::BN, kb, L::warp_m0(warp), L::warp_n0(warp), L::MF, L::NF,
-                             acc.data() + warp * kFrags);
-        }
-        const int n_size = p.n_size();
-        for (int warp = 0; warp < kWarps; ++warp)
-          for (int lane = 0; lane < 32; ++lane)
-            for (int i = 0; i < L::MF; ++i)
-              for (int r = 0; r < 4; ++r) {
-                const int m = m0 + L::warp_m0(warp) + i * 16 + MmaTf32::c_row(lane, r);
-                if (m >= m_size) continue;
-                float* row = p.row_ptr(z, m);
-                for (int j = 0; j < L::NF; ++j) {
-                  const int n = n0 + L::warp_n0(warp) + j * 8 + MmaTf32::c_col(lane, r);
-                  if (n < n_size) row[n] = p.ep.apply(acc[warp * kFrags + i * L::NF + j].c[lane][r], n, row + n);
-                }
-              }
-      }
+          }
+  });
 }
 
 // Which kernel a replay runs: igemm_kernel (fp32) or igemm_tc_kernel (TF32).
