@@ -5,7 +5,7 @@
 // block multiplies stage t, each thread already holds stage t+1's elements in registers
 // (loaded from global memory by the problem's loaders), and stores them to the other
 // buffer after.
-// The problems and their index math live in kernels/cuda/igemm.h; tests/test_cuda.cpp
+// The problems and their index math live in kernels/cuda/igemm.h; tests/test_igemm_replay.cpp
 // replays this exact schedule on the host (keep the two in step).
 #pragma once
 #include "kernels/backend.h"
@@ -120,7 +120,7 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], 
 // igemm_kernel on TF32 tensor cores (MathMode::TF32; kernels/cuda/igemm.h, TcTile): the
 // same loaders, staging TcTile::KS stages of kBK per barrier, each element rounded to TF32
 // as it is stored; warp w multiplies rows warp_m0(w) + [0, WM) by columns warp_n0(w) +
-// [0, WN) of the tile. tests/test_cuda.cpp replays this schedule on the host too.
+// [0, WN) of the tile. tests/test_igemm_replay.cpp replays this schedule on the host too.
 template <class P>
 __global__ void __launch_bounds__(P::T::NT) igemm_tc_kernel(const P p) {
   using T = typename P::T;

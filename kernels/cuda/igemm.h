@@ -1,6 +1,6 @@
 // The index math of the tiled (implicit-)GEMM kernel in kernels/cuda/igemm.cuh: tile
 // shapes, which element each thread stages into shared memory, and the four problems
-// that run on it. Plain C++ with __host__ __device__ under nvcc, so tests/test_cuda.cpp
+// that run on it. Plain C++ with __host__ __device__ under nvcc, so tests/test_igemm_replay.cpp
 // replays the kernel's exact schedule on the host against the CPU convolution.
 //
 // Every problem is C(m, n) = epilogue(sum over k of A(m, k) * B(k, n)) where
