@@ -60,10 +60,13 @@ void for_each_block(const P& p, const cuda::igemm::Extent& e, std::vector<typena
 // problem shares it (compile time).
 void host_thread_stage(const float* as, int bm, const float* bs, int bn, int ty, int tx, int tn, int (*row)(int, int),
                        int (*col)(int, int), float* acc) {
+  int rows[8], cols[8];
+  for (int i = 0; i < 8; ++i) rows[i] = row(ty, i);
+  for (int j = 0; j < tn; ++j) cols[j] = col(tx, j);
   for (int kk = 0; kk < cuda::igemm::kBK; ++kk)
     for (int i = 0; i < 8; ++i)
       for (int j = 0; j < tn; ++j)
-        acc[i * tn + j] = std::fmaf(as[kk * bm + row(ty, i)], bs[kk * bn + col(tx, j)], acc[i * tn + j]);
+        acc[i * tn + j] = std::fmaf(as[kk * bm + rows[i]], bs[kk * bn + cols[j]], acc[i * tn + j]);
 }
 
 // Runs problem p over extent e exactly as igemm_kernel schedules it: per block, each

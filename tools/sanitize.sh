@@ -12,6 +12,7 @@
 #                               (conv, batch norm, SGD, the IDX reader) is run sanitized by the
 #                               smaller tests; CTest runs them unsanitized. "" runs everything.
 #   TRICK_SANITIZE_DEBUG        1: compile with -g (file:line in reports; slower build)
+#   TRICK_SANITIZE_OPT          optimisation flag (default -O1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${TRICK_SANITIZE_BUILD:-build-asan}
@@ -21,7 +22,8 @@ mkdir -p "$build"
 # -O1 without debug info: GCC with ASan + UBSan at -O2 -g takes twice as long to compile (86 s
 # against 27 s for tools/cmd_attack.cpp here), which kept CI over 20 minutes. Reports still name
 # the functions; TRICK_SANITIZE_DEBUG=1 adds -g for file:line in the stacks.
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 ${TRICK_SANITIZE_DEBUG:+-g }-DNDEBUG" \
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CXX_FLAGS_RELEASE="${TRICK_SANITIZE_OPT:--O1} ${TRICK_SANITIZE_DEBUG:+-g }-DNDEBUG" \
   -DTRICK_SANITIZE=ON -DTRICK_CUDA=OFF > "$build/configure.log" 2>&1 ||
   { cat "$build/configure.log"; exit 1; }
 cmake --build "$build" -j"$jobs" --target trick trick_tests
