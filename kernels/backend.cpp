@@ -102,9 +102,17 @@ MathMode math_mode() { return math_setting().load(); }
 MathMode parse_math_mode(const std::string& s) {
   if (s == "fp32") return MathMode::FP32;
   if (s == "tf32") return MathMode::TF32;
-  fail("math mode: unknown '", s, "' (expected fp32 or tf32)");
+  if (s == "bf16") return MathMode::BF16;
+  fail("math mode: unknown '", s, "' (expected fp32, tf32 or bf16)");
 }
 
-const char* math_mode_name(MathMode m) { return m == MathMode::TF32 ? "tf32" : "fp32"; }
+const char* math_mode_name(MathMode m) {
+  switch (m) {
+    case MathMode::FP32: return "fp32";
+    case MathMode::TF32: return "tf32";
+    case MathMode::BF16: return "bf16";
+  }
+  return "?";
+}
 
 }  // namespace trick

@@ -12,6 +12,10 @@
 //   MathMode::TF32       TF32 tensor cores (10-bit mantissa inputs, fp32 accumulation) in
 //                        cuBLAS, cuDNN and our tiled kernel (conv forward, dgrad, wgrad
 //                        and GEMMs: igemm_tc_kernel); our other kernels stay fp32
+//   MathMode::BF16       bf16 tensor cores (8-bit significand inputs, fp32 accumulation) in
+//                        our tiled kernel and cuBLAS (CUBLAS_COMPUTE_32F_FAST_16BF); cuDNN
+//                        has no such mode for fp32 tensors, so ConvBackend::Cudnn refuses it.
+//                        Tensors stay fp32 in memory: only the products' inputs are rounded
 #pragma once
 #include <cstdint>
 #include <string>
@@ -19,7 +23,7 @@
 namespace trick {
 
 enum class ConvBackend { Own, Cublas, Cudnn };
-enum class MathMode { FP32, TF32 };
+enum class MathMode { FP32, TF32, BF16 };
 
 void set_conv_backend(ConvBackend b);
 ConvBackend conv_backend();
@@ -29,7 +33,7 @@ const char* conv_backend_name(ConvBackend b);
 
 void set_math_mode(MathMode m);
 MathMode math_mode();
-// "fp32" or "tf32"; throws trick::Error on anything else.
+// "fp32", "tf32" or "bf16"; throws trick::Error on anything else.
 MathMode parse_math_mode(const std::string& s);
 const char* math_mode_name(MathMode m);
 

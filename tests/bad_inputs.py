@@ -86,6 +86,8 @@ OPTION_CASES = [
     ("classify", "input-size-raw-wrong-size", ["--input-size", "raw"], "good.png", r"299|input"),
     ("classify", "device-unknown", ["--device", "tpu"], "tpu", r"device"),
     ("classify", "device-cuda-99", ["--device", "cuda:99"], "--device", r"CUDA|cuda"),
+    ("classify", "tf32-with-bf16", ["--tf32", "--bf16"], "--tf32", r"excludes --bf16"),
+    ("attack", "bf16-with-tf32", ["--bf16", "--tf32"], "--bf16", r"excludes"),
     ("grad", "input-size-unknown", ["--input-size", "huge"], "--input-size", r"must be 'raw'"),
     ("grad", "device-unknown", ["--device", "tpu"], "tpu", r"device"),
     ("preprocess", "crop-negative", ["--crop", "-1"], "--crop", r"-1"),

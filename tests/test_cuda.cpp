@@ -195,7 +195,10 @@ TEST_CASE("cuda: backend and math mode settings parse, reject and restore") {
   CHECK(parse_conv_backend("cudnn") == ConvBackend::Cudnn);
   CHECK_THROWS_WITH_AS(parse_conv_backend("CUDNN"), doctest::Contains("expected own, cublas or cudnn"), Error);
   CHECK(parse_math_mode("tf32") == MathMode::TF32);
-  CHECK_THROWS_AS(parse_math_mode("fp16"), Error);
+  CHECK(parse_math_mode("bf16") == MathMode::BF16);
+  CHECK(std::string(math_mode_name(MathMode::BF16)) == "bf16");
+  CHECK(std::string(math_mode_name(parse_math_mode("fp32"))) == "fp32");
+  CHECK_THROWS_WITH_AS(parse_math_mode("fp16"), doctest::Contains("expected fp32, tf32 or bf16"), Error);
   CHECK(conv_backend() == ConvBackend::Own);
   CHECK(math_mode() == MathMode::FP32);
   {
@@ -359,7 +362,7 @@ struct GpuConvCase {
 void run_conv_case(const GpuConvCase& cc, ConvBackend backend, MathMode mode, Rng& rng) {
   ConvBackendScope scope_backend(backend);
   MathModeScope scope_mode(mode);
-  const double bound = mode == MathMode::TF32 ? kTf32Bound : kFp32Bound;
+  const double bound = mode == MathMode::TF32 ? kTf32Bound : mode == MathMode::BF16 ? kBf16Bound : kFp32Bound;
   const ConvCase& s = cc.shape;
   Conv2dParams p;
   p.stride_h = s.sh, p.stride_w = s.sw, p.pad_top = s.pt, p.pad_bottom = s.pb, p.pad_left = s.pl, p.pad_right = s.pr;
@@ -502,6 +505,49 @@ TEST_CASE("cuda: conv2d and gemm on our TF32 tensor-core kernel stay within the 
         INFO(name << ": relative L2 error against fp32 " << err);
         CHECK(err > 1e-5);
       }
+}
+
+TEST_CASE("cuda: conv2d and gemm in bf16 (our tensor-core kernel and cuBLAS) stay within the bf16 bound") {
+  SKIP_WITHOUT_CUDA();
+  Rng rng(38);
+  for (SplitKPolicy policy : {SplitKPolicy{}, SplitKPolicy{64, 8}}) {
+    SplitKScope scope(policy);
+    for (const GpuConvCase& cc : gpu_conv_cases()) run_conv_case(cc, ConvBackend::Own, MathMode::BF16, rng);
+  }
+  run_conv_case({{8, 35, 35, 64, 160, 3, 3, 1, 1, 1, 1, 1, 1, true, false}, true, true}, ConvBackend::Own,
+                MathMode::BF16, rng);
+  run_conv_case({{8, 35, 35, 96, 144, 3, 3, 2, 2, 0, 0, 0, 0, false, false}, false, true}, ConvBackend::Own,
+                MathMode::BF16, rng);
+  for (size_t i : {1, 2, 8}) run_conv_case(gpu_conv_cases()[i], ConvBackend::Cublas, MathMode::BF16, rng);
+  // Our GEMMs, and proof that bf16 is what ran: the error against the fp32 CPU product is
+  // bf16's (about 2e-3; TF32's is about 3e-4, fp32's 1e-7).
+  MathModeScope mode(MathMode::BF16);
+  for (ConvBackend backend : {ConvBackend::Own, ConvBackend::Cublas}) {
+    ConvBackendScope scope(backend);
+    for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1000, 2048}, {300, 257, 65}, {1000, 10, 500}})
+      for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+          const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1;
+          Twin a = make_twin(Shape{ta ? k : m, lda}, rng, false);
+          Twin b = make_twin(Shape{tb ? n : k, ldb}, rng, false);
+          Twin c = make_twin(Shape{m, n}, rng, true, Init::Poison);
+          gemm(Device::cpu(), ta, tb, m, n, k, 1.f, a.host.data(), lda, b.host.data(), ldb, 0.f, c.host.data(),
+               c.host.ld());
+          gemm(Device::cuda(), ta, tb, m, n, k, 1.f, a.dev.data(), lda, b.dev.data(), ldb, 0.f, c.dev.data(),
+               c.dev.ld());
+          const std::string name = cat(conv_backend_name(backend), "/bf16 gemm ", ta ? "T" : "N", tb ? "T" : "N", " ",
+                                       m, "x", n, "x", k);
+          const double err = expect_twin(name, c, kBf16Bound);
+          INFO(name << ": relative L2 error against fp32 " << err);
+          // cuBLAS's FAST_16BF allows bf16 but may keep fp32 for some shapes; ours always rounds.
+          if (backend == ConvBackend::Own) CHECK(err > 1e-3);
+        }
+  }
+  // cuDNN has no bf16 math on fp32 tensors: one clear error, not a silent fp32 or TF32 run.
+  ConvBackendScope cudnn(ConvBackend::Cudnn);
+  const Tensor x = randn(Shape{1, 5, 5, 3}, rng).to(Device::cuda()), w = randn(Shape{4, 3, 3, 3}, rng).to(Device::cuda());
+  Tensor y = Tensor::zeros(Shape{1, 3, 3, 4}, Device::cuda()), no_bias;
+  CHECK_THROWS_WITH_AS(conv2d_forward(x, w, no_bias, Conv2dParams{}, y), doctest::Contains("no bf16 math"), Error);
 }
 
 TEST_CASE("cuda: a large conv runs on our kernels with large tiles and wgrad split-K") {
@@ -1165,8 +1211,10 @@ TEST_CASE("cuda: the Inception v3 attack step from a CUDA graph equals the eager
     expect_graph_equals_eager(*model, items, s, cat("inception v3, pgd, ", conv_backend_name(b)));
   }
   ConvBackendScope own(ConvBackend::Own);  // our tensor-core kernel: no atomics either
-  MathModeScope tf32(MathMode::TF32);
-  expect_graph_equals_eager(*model, items, s, "inception v3, pgd, own/tf32");
+  for (MathMode m : {MathMode::TF32, MathMode::BF16}) {
+    MathModeScope scope(m);
+    expect_graph_equals_eager(*model, items, s, cat("inception v3, pgd, own/", math_mode_name(m)));
+  }
 }
 
 TEST_CASE("cuda: the graph step captures again when the active set changes, and matches eager ops") {
@@ -1249,8 +1297,12 @@ TEST_CASE("cuda: the graph step captures again when the active set changes, and 
 // Measured on this model and input (CPU, 2026-11-29): 2^-22 flips nothing (gradient rel L2
 // 1.2e-6); 2^-20 flips a few (logits 1.5e-6, gradient 1.4e-2, cosine 0.99990); 2^-11 and
 // 2^-10 give logits 7.3e-4 and 1.5e-3, gradient 0.13 and 0.18, cosine 0.992 and 0.984.
+// bf16 rounds to 8 bits (2^-9 relative); with every conv and fc weight scaled by 1 +- 2^-e,
+// random sign, a harsher perturbation than rounding (2026-11-30): e = 10, 9, 8 give logits
+// 2.6e-3, 4.9e-3, 1.1e-2, gradient 0.24, 0.35, 0.46, cosine 0.970, 0.938, 0.895.
 constexpr double kInceptionFp32Logits = 1e-4, kInceptionFp32Grad = 0.1, kInceptionFp32Cosine = 0.995;
 constexpr double kInceptionTf32Logits = 1e-2, kInceptionTf32Grad = 0.5, kInceptionTf32Cosine = 0.9;
+constexpr double kInceptionBf16Logits = 5e-2, kInceptionBf16Grad = 0.9, kInceptionBf16Cosine = 0.75;
 
 double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
   double num = 0, den = 0;
@@ -1296,20 +1348,21 @@ TEST_CASE("gpu inception v3: logits and input gradient on the GPU match the CPU 
   };
   for (const Config c : {Config{ConvBackend::Own, MathMode::FP32}, Config{ConvBackend::Cublas, MathMode::FP32},
                          Config{ConvBackend::Cudnn, MathMode::FP32}, Config{ConvBackend::Own, MathMode::TF32},
-                         Config{ConvBackend::Cublas, MathMode::TF32}, Config{ConvBackend::Cudnn, MathMode::TF32}}) {
+                         Config{ConvBackend::Cublas, MathMode::TF32}, Config{ConvBackend::Cudnn, MathMode::TF32},
+                         Config{ConvBackend::Own, MathMode::BF16}, Config{ConvBackend::Cublas, MathMode::BF16}}) {
     ConvBackendScope scope_backend(c.backend);
     MathModeScope scope_mode(c.mode);
     std::vector<float> logits, grad;
     run(xg, tg, logits, grad);
-    const bool tf32 = c.mode == MathMode::TF32;
+    const bool tf32 = c.mode == MathMode::TF32, bf16 = c.mode == MathMode::BF16;
     const double el = rel_l2(logits, ref_logits), eg = rel_l2(grad, ref_grad), cs = cosine(grad, ref_grad);
     // std::string: doctest prints a const char* as a pointer.
     MESSAGE("backend " << std::string(conv_backend_name(c.backend)) << "/" << std::string(math_mode_name(c.mode))
                        << ": logits rel L2 " << el
                        << ", input gradient rel L2 " << eg << ", cosine " << cs);
-    CHECK(el < (tf32 ? kInceptionTf32Logits : kInceptionFp32Logits));
-    CHECK(eg < (tf32 ? kInceptionTf32Grad : kInceptionFp32Grad));
-    CHECK(cs > (tf32 ? kInceptionTf32Cosine : kInceptionFp32Cosine));
+    CHECK(el < (bf16 ? kInceptionBf16Logits : tf32 ? kInceptionTf32Logits : kInceptionFp32Logits));
+    CHECK(eg < (bf16 ? kInceptionBf16Grad : tf32 ? kInceptionTf32Grad : kInceptionFp32Grad));
+    CHECK(cs > (bf16 ? kInceptionBf16Cosine : tf32 ? kInceptionTf32Cosine : kInceptionFp32Cosine));
   }
 }
 

@@ -1,19 +1,20 @@
 // Host replay of the tiled implicit-GEMM kernels (kernels/cuda/igemm.cuh), GPU or not.
 //
-// igemm_kernel (fp32) and igemm_tc_kernel (TF32 tensor cores) take their index math from
-// kernels/cuda/igemm.h, which is plain C++ on the host too. These tests run each kernel's
-// exact schedule on host pointers: which thread stages which element, the shared-memory
-// layout (NaN-poisoned before each stage), the 8x8 register tiles or the warps' mma
-// fragments (against the PTX ISA's fragment tables, host_mma_tf32), the epilogue, and the
-// split-K reduction; against the CPU convolution and GEMM (on TF32-rounded inputs for the
-// TF32 kernel), to the fp32 bound. A file of its own so that it compiles beside
-// test_cuda.cpp.
+// igemm_kernel (fp32) and igemm_tc_kernel (TF32 or bf16 tensor cores) take their index math
+// from kernels/cuda/igemm.h, which is plain C++ on the host too. These tests run each
+// kernel's exact schedule on host pointers: which thread stages which element, the
+// shared-memory layout (NaN-poisoned before each stage), the 8x8 register tiles or the
+// warps' mma fragments (against the PTX ISA's fragment tables, host_mma_tf32 and
+// host_mma_bf16), the epilogue, and the split-K reduction; against the CPU convolution and
+// GEMM (on inputs rounded to TF32 or bf16 for the tensor-core kernel), to the fp32 bound. A file of its own so that it
+// compiles beside test_cuda.cpp.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -153,13 +154,43 @@ void host_mma_tf32(float (&d)[32][4], const uint32_t (&a)[32][4], const uint32_t
   }
 }
 
-uint32_t bits_of(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 of one warp on the host, from the
+// PTX ISA's fragment tables: each register holds two bf16, the lower-numbered element in
+// the low 16 bits; lane = 4 * g + t holds
+//   A (16 x 16): a0, a1 (g, 2t), (g, 2t + 1)    a2, a3 (g + 8, 2t), (g + 8, 2t + 1)
+//                a4, a5 (g, 2t + 8), (g, 2t + 9)  a6, a7 (g + 8, 2t + 8), (g + 8, 2t + 9)
+//   B (16 x 8):  b0, b1 (2t, g), (2t + 1, g)    b2, b3 (2t + 8, g), (2t + 9, g)
+//   C (16 x 8):  as m16n8k8
+void host_mma_bf16(float (&d)[32][4], const uint32_t (&a)[32][4], const uint32_t (&b)[32][2]) {
+  auto bf16 = [](uint32_t reg, int half) {  // element `half` of a register, as a float
+    const uint32_t u = (half ? reg >> 16 : reg & 0xffffu) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return static_cast<double>(f);
+  };
+  double A[16][16], B[16][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    for (int e = 0; e < 8; ++e) {  // a_e is half e % 2 of register e / 2
+      const int row = g + ((e == 2 || e == 3 || e == 6 || e == 7) ? 8 : 0);
+      const int k = 2 * t + (e % 2) + (e >= 4 ? 8 : 0);
+      A[row][k] = bf16(a[lane][e / 2], e % 2);
+    }
+    for (int e = 0; e < 4; ++e) B[2 * t + (e % 2) + (e >= 2 ? 8 : 0)][g] = bf16(b[lane][e / 2], e % 2);
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
+    for (int r = 0; r < 4; ++r) {
+      double s = d[lane][r];
+      for (int k = 0; k < 16; ++k) s += A[rows[r]][k] * B[k][cols[r]];
+      d[lane][r] = static_cast<float>(s);
+    }
+  }
 }
 
-// One fragment of every lane of a warp: A (m16 x k8), B (k8 x n8), C (m16 x n8).
+// One fragment of every lane of a warp: A (m16 x k), B (k x n8), C (m16 x n8), k 8 (TF32)
+// or 16 (bf16, two per register).
 struct WarpA {
   uint32_t a[32][4];
 };
@@ -170,51 +201,58 @@ struct WarpAcc {
   float c[32][4];
 };
 
-// One kBK step of a warp on the host, as igemm_tc_kernel's inner loop: its lanes gather
-// their fragments of rows wm0 + [0, 16 mf) and columns wn0 + [0, 8 nf) from the shared
-// tiles (as: kBK rows of bm, bs: kBK rows of bn, from k = kb) through MmaTf32's index
-// functions, and host_mma_tf32 multiplies them into acc[i * nf + j]. Not a template: the
-// replay of each tile and problem shares it (it was most of this file's compile time).
-void host_warp_step(const float* as, int bm, const float* bs, int bn, int kb, int wm0, int wn0, int mf, int nf,
+// One k step of a warp on the host, as igemm_tc_kernel's inner loop: its lanes gather their
+// fragments of rows wm0 + [0, 16 mf) and columns wn0 + [0, 8 nf) from the shared tiles of
+// 32-bit words (as: rows of bm words, bs: rows of bn, from word row kw) through M's index
+// functions (MmaTf32 or MmaBf16), and host_mma_tf32 or host_mma_bf16 multiplies them into
+// acc[i * nf + j]. Not templated on the tile or problem: every replay shares it (it was
+// most of this file's compile time).
+template <class M>
+void host_warp_step(const uint32_t* as, int bm, const uint32_t* bs, int bn, int kw, int wm0, int wn0, int mf, int nf,
                     WarpAcc* acc) {
-  using cuda::igemm::MmaTf32;
   std::vector<WarpA> a(mf);
   std::vector<WarpB> b(nf);
   for (int lane = 0; lane < 32; ++lane) {
     for (int i = 0; i < mf; ++i)
       for (int r = 0; r < 4; ++r)
-        a[i].a[lane][r] = bits_of(as[(kb + MmaTf32::a_k(lane, r)) * bm + wm0 + i * 16 + MmaTf32::a_row(lane, r)]);
+        a[i].a[lane][r] = as[(kw + M::a_word(lane, r)) * bm + wm0 + i * 16 + M::a_row(lane, r)];
     for (int j = 0; j < nf; ++j)
-      for (int r = 0; r < 2; ++r)
-        b[j].b[lane][r] = bits_of(bs[(kb + MmaTf32::b_k(lane, r)) * bn + wn0 + j * 8 + MmaTf32::b_col(lane)]);
+      for (int r = 0; r < 2; ++r) b[j].b[lane][r] = bs[(kw + M::b_word(lane, r)) * bn + wn0 + j * 8 + M::b_col(lane)];
   }
   for (int i = 0; i < mf; ++i)
-    for (int j = 0; j < nf; ++j) host_mma_tf32(acc[i * nf + j].c, a[i].a, b[j].b);
+    for (int j = 0; j < nf; ++j) {
+      if constexpr (M::kPack == 1)
+        host_mma_tf32(acc[i * nf + j].c, a[i].a, b[j].b);
+      else
+        host_mma_bf16(acc[i * nf + j].c, a[i].a, b[j].b);
+    }
 }
 
-// Runs problem p over extent e exactly as igemm_tc_kernel schedules it: per block, each
-// simulated thread stages TcTile::KS slices of kBK per barrier into NaN-poisoned shared
-// tiles, rounded with round_tf32; then each warp multiplies its fragments (host_warp_step)
-// and writes its C fragments through the epilogue.
-template <class P>
+// Runs problem p over extent e exactly as igemm_tc_kernel<P, M> schedules it: per block,
+// each simulated thread stages TcTile::KS slices of kBK per barrier into shared tiles
+// poisoned with NaN (as a float and as both bf16 halves), rounded (stage, igemm.h); then each
+// warp multiplies its fragments (host_warp_step) and writes its C fragments through the
+// epilogue.
+template <class M, class P>
 void replay_tc(const P& p, const cuda::igemm::Extent& e) {
   using namespace cuda::igemm;
   using T = typename P::T;
   using L = TcTile<T>;
   using AMap = typename P::AMap;
   using BMap = typename P::BMap;
-  constexpr int kWarps = T::NT / 32, kFrags = L::MF * L::NF;
+  constexpr int kWarps = T::NT / 32, kFrags = L::MF * L::NF, W = L::BK / M::kPack;
+  constexpr uint32_t kPoison = 0x7fc07fc0u;
   std::vector<typename P::ALoader> la(T::NT);
   std::vector<typename P::BLoader> lb(T::NT);
-  std::vector<float> as(L::BK * T::BM), bs(L::BK * T::BN);
+  std::vector<uint32_t> as(W * T::BM), bs(W * T::BN);
   std::vector<WarpAcc> acc(kWarps * kFrags);
   int k0, k1;
   for_each_block(p, e, la, lb, k0, k1, [&](int z, int m0, int n0, int m_size) {
     std::fill(acc.begin(), acc.end(), WarpAcc{});
     const int stages = k1 > k0 ? (k1 - k0 + L::BK - 1) / L::BK : 0;
     for (int t = 0; t < stages; ++t) {
-      std::fill(as.begin(), as.end(), std::nanf(""));
-      std::fill(bs.begin(), bs.end(), std::nanf(""));
+      std::fill(as.begin(), as.end(), kPoison);
+      std::fill(bs.begin(), bs.end(), kPoison);
       for (int tid = 0; tid < T::NT; ++tid)
         for (int st = 0; st < L::KS; ++st) {
           if (t > 0 || st > 0) {
@@ -225,48 +263,56 @@ void replay_tc(const P& p, const cuda::igemm::Extent& e) {
           p.load_a(la[tid], ra);
           p.load_b(lb[tid], rb);
           for (int j = 0; j < AMap::S; ++j)
-            as[(st * kBK + AMap::kk(tid, j)) * T::BM + AMap::row(tid, j)] = round_tf32(ra[j]);
+            stage<M>(as.data(), T::BM, st * kBK + AMap::kk(tid, j), AMap::row(tid, j), ra[j]);
           for (int j = 0; j < BMap::S; ++j)
-            bs[(st * kBK + BMap::kk(tid, j)) * T::BN + BMap::row(tid, j)] = round_tf32(rb[j]);
+            stage<M>(bs.data(), T::BN, st * kBK + BMap::kk(tid, j), BMap::row(tid, j), rb[j]);
         }
       for (int warp = 0; warp < kWarps; ++warp)
-        for (int kb = 0; kb < L::BK; kb += kBK)
-          host_warp_step(as.data(), T::BM, bs.data(), T::BN, kb, L::warp_m0(warp), L::warp_n0(warp), L::MF, L::NF,
-                         acc.data() + warp * kFrags);
+        for (int kw = 0; kw < W; kw += M::kK / M::kPack)
+          host_warp_step<M>(as.data(), T::BM, bs.data(), T::BN, kw, L::warp_m0(warp), L::warp_n0(warp), L::MF, L::NF,
+                            acc.data() + warp * kFrags);
     }
     const int n_size = p.n_size();
     for (int warp = 0; warp < kWarps; ++warp)
       for (int lane = 0; lane < 32; ++lane)
         for (int i = 0; i < L::MF; ++i)
           for (int r = 0; r < 4; ++r) {
-            const int m = m0 + L::warp_m0(warp) + i * 16 + MmaTf32::c_row(lane, r);
+            const int m = m0 + L::warp_m0(warp) + i * 16 + M::c_row(lane, r);
             if (m >= m_size) continue;
             float* row = p.row_ptr(z, m);
             for (int j = 0; j < L::NF; ++j) {
-              const int n = n0 + L::warp_n0(warp) + j * 8 + MmaTf32::c_col(lane, r);
+              const int n = n0 + L::warp_n0(warp) + j * 8 + M::c_col(lane, r);
               if (n < n_size) row[n] = p.ep.apply(acc[warp * kFrags + i * L::NF + j].c[lane][r], n, row + n);
             }
           }
   });
 }
 
-// Which kernel a replay runs: igemm_kernel (fp32) or igemm_tc_kernel (TF32).
-enum class Kernel { Fp32, Tf32 };
+// Which kernel a replay runs: igemm_kernel (fp32) or igemm_tc_kernel on TF32 or bf16.
+enum class Kernel { Fp32, Tf32, Bf16 };
+
+const char* kernel_label(Kernel k) { return k == Kernel::Tf32 ? " tf32" : k == Kernel::Bf16 ? " bf16" : ""; }
 
 template <Kernel K, class P>
 void replay_on(const P& p, const cuda::igemm::Extent& e) {
   if constexpr (K == Kernel::Tf32)
-    replay_tc(p, e);
+    replay_tc<cuda::igemm::MmaTf32>(p, e);
+  else if constexpr (K == Kernel::Bf16)
+    replay_tc<cuda::igemm::MmaBf16>(p, e);
   else
     replay(p, e);
 }
 
-// A copy of t with every element inside the view rounded to TF32: the inputs the TF32
-// kernel multiplies, for the CPU reference.
-Tensor tf32_rounded(const Tensor& t) {
+// A copy of t with every element inside the view rounded as kernel k's products take it
+// (TF32, bf16, or unchanged for fp32): the inputs for the CPU reference.
+Tensor rounded_for(Kernel k, const Tensor& t) {
+  if (k == Kernel::Fp32) return t;
   Tensor r = t.clone();
   for (int64_t i = 0; i < r.rows(); ++i)
-    for (int64_t j = 0; j < r.cols(); ++j) r.data()[i * r.ld() + j] = cuda::igemm::round_tf32(r.data()[i * r.ld() + j]);
+    for (int64_t j = 0; j < r.cols(); ++j) {
+      float& v = r.data()[i * r.ld() + j];
+      v = k == Kernel::Tf32 ? cuda::igemm::round_tf32(v) : cuda::igemm::round_bf16(v);
+    }
   return r;
 }
 
@@ -338,8 +384,9 @@ Tensor random_view(const Shape& s, Rng& rng, bool sliced) {
   return randn(wide, rng).slice_last(2, 2 + s[s.ndim - 1]);
 }
 
-// The reference for the TF32 kernel multiplies the inputs rounded to TF32 (and adds the
-// bias in fp32, as the epilogue does), so both kernels are held to the fp32 bound.
+// The reference for the tensor-core kernel multiplies the inputs rounded to TF32 or bf16
+// (and adds the bias in fp32, as the epilogue does), so every kernel is held to the fp32
+// bound.
 template <class T, Kernel K = Kernel::Fp32>
 void replay_conv_case(const ConvCase& cc, Rng& rng) {
   using namespace cuda::igemm;
@@ -350,10 +397,9 @@ void replay_conv_case(const ConvCase& cc, Rng& rng) {
   const Shape ys = conv2d_output_shape(xs, ws, p);
   const ConvShape g = shape_of(xs, ws, ys, p);
   const std::string name = cat("conv ", xs.str(), " w ", ws.str(), " stride ", cc.sh, "x", cc.sw, " pads ", cc.pt,
-                               cc.pb, cc.pl, cc.pr, " tile ", T::BM, "x", T::BN, K == Kernel::Tf32 ? " tf32" : "");
+                               cc.pb, cc.pl, cc.pr, " tile ", T::BM, "x", T::BN, kernel_label(K));
   Tensor x = random_view(xs, rng, cc.slice_x), w = randn(ws, rng), b = randn(Shape{cc.o}, rng);
-  const bool tf32 = K == Kernel::Tf32;
-  const Tensor xr = tf32 ? tf32_rounded(x) : x, wr = tf32 ? tf32_rounded(w) : w;  // what the kernel multiplies
+  const Tensor xr = rounded_for(K, x), wr = rounded_for(K, w);  // what the kernel multiplies
 
   // forward with bias and ReLU into a (possibly sliced) output
   Tensor y_ref = random_view(ys, rng, cc.slice_y), y = random_view(ys, rng, cc.slice_y);
@@ -379,7 +425,7 @@ void replay_conv_case(const ConvCase& cc, Rng& rng) {
 
   // dgrad, write-only and accumulating
   Tensor dy = random_view(ys, rng, cc.slice_y);
-  const Tensor dyr = tf32 ? tf32_rounded(dy) : dy;
+  const Tensor dyr = rounded_for(K, dy);
   for (bool accumulate : {false, true}) {
     Tensor dx_ref = random_view(xs, rng, cc.slice_x);
     if (!accumulate) dx_ref.fill(std::nanf(""));
@@ -444,6 +490,60 @@ const std::vector<ConvCase>& replay_conv_cases() {
   return cases;
 }
 
+// x rounded to `bits` significand bits after the leading one (TF32: 10, bf16: 7) in
+// double arithmetic: ties away from zero (std::round) or to even (std::nearbyint in the
+// default rounding mode); below the normal range the quantum stays that of 2^-126, as in
+// the formats' subnormals. The reference for round_tf32 and bf16_bits.
+float reference_round(float x, int bits, bool ties_away) {
+  if (!std::isfinite(x) || x == 0.f) return x;
+  const int e = std::max(std::ilogb(x), -126);
+  const double scaled = std::ldexp(static_cast<double>(x), bits - e);
+  const double r = std::ldexp(ties_away ? std::round(scaled) : std::nearbyint(scaled), e - bits);
+  if (std::fabs(r) > std::numeric_limits<float>::max()) return std::copysign(std::numeric_limits<float>::infinity(), x);
+  return static_cast<float>(r);
+}
+
+TEST_CASE("cuda: the tensor cores' input rounding: TF32 ties away from zero, bf16 ties to even (host)") {
+  using cuda::igemm::bf16_bits;
+  using cuda::igemm::round_bf16;
+  using cuda::igemm::round_tf32;
+  auto same = [](float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; };
+  // Ties: 1 + half a unit lies between 1 and 1 + one unit.
+  CHECK(same(round_tf32(1.f + std::ldexp(1.f, -11)), 1.f + std::ldexp(1.f, -10)));  // away from zero
+  CHECK(same(round_tf32(-1.f - std::ldexp(1.f, -11)), -1.f - std::ldexp(1.f, -10)));
+  CHECK(same(round_bf16(1.f + std::ldexp(1.f, -8)), 1.f));                            // to even (down)
+  CHECK(same(round_bf16(1.f + 3 * std::ldexp(1.f, -8)), 1.f + std::ldexp(1.f, -6)));  // to even (up)
+  CHECK(same(round_bf16(-1.f - 3 * std::ldexp(1.f, -8)), -1.f - std::ldexp(1.f, -6)));
+  CHECK(same(round_bf16(1.f + std::ldexp(1.f, -8) + std::ldexp(1.f, -20)), 1.f + std::ldexp(1.f, -7)));  // above
+  CHECK(bf16_bits(1.f) == 0x3f80);
+  CHECK(bf16_bits(-2.f) == 0xc000);
+  CHECK(std::isinf(round_bf16(std::numeric_limits<float>::max())));  // rounds past the largest bf16
+  CHECK(std::isinf(round_tf32(std::numeric_limits<float>::max())));
+  CHECK(std::isinf(round_bf16(-std::numeric_limits<float>::infinity())));
+  CHECK(std::isnan(round_bf16(std::nanf(""))));
+  CHECK(std::isnan(round_tf32(std::nanf(""))));
+  // A NaN whose payload is only in the low 16 bits must not become Inf.
+  uint32_t low_nan_bits = 0x7f800001u;
+  float low_nan;
+  std::memcpy(&low_nan, &low_nan_bits, sizeof low_nan);
+  CHECK(std::isnan(round_bf16(low_nan)));
+  // Every exponent, subnormals included, from random bit patterns.
+  Rng rng(31);
+  int tf32_bad = 0, bf16_bad = 0, tried = 0;
+  for (int i = 0; i < 200000; ++i) {
+    const uint32_t u = static_cast<uint32_t>(rng.next_u64());
+    float x;
+    std::memcpy(&x, &u, sizeof x);
+    if (std::isnan(x)) continue;
+    ++tried;
+    tf32_bad += !same(round_tf32(x), reference_round(x, 10, true));
+    bf16_bad += !same(round_bf16(x), reference_round(x, 7, false));
+  }
+  INFO(tried << " random floats");
+  CHECK(tf32_bad == 0);
+  CHECK(bf16_bad == 0);
+}
+
 TEST_CASE("cuda: the tiled kernel's schedule, replayed on the host, matches the CPU convolution") {
   Rng rng(21);
   for (const ConvCase& cc : replay_conv_cases()) {
@@ -466,6 +566,16 @@ TEST_CASE("cuda: the TF32 tensor-core kernel's schedule, replayed on the host, m
   }
 }
 
+TEST_CASE("cuda: the bf16 tensor-core kernel's schedule, replayed on the host, matches the CPU convolution") {
+  // As for TF32, on bf16-rounded inputs: m16n8k16's fragments (two elements adjacent in k
+  // per register, host_mma_bf16), the half-word staging and the rounding (ties to even).
+  Rng rng(24);
+  for (const ConvCase& cc : replay_conv_cases()) {
+    replay_conv_case<cuda::igemm::Large, Kernel::Bf16>(cc, rng);
+    replay_conv_case<cuda::igemm::Narrow, Kernel::Bf16>(cc, rng);
+  }
+}
+
 template <bool TA, bool TB, class T, Kernel KN = Kernel::Fp32>
 void replay_gemm_case(int M, int N, int K, float alpha, float beta, Rng& rng) {
   const int64_t lda = (TA ? M : K) + 3, ldb = (TB ? K : N) + 2, ldc = N + 1;
@@ -473,13 +583,12 @@ void replay_gemm_case(int M, int N, int K, float alpha, float beta, Rng& rng) {
   Tensor c_ref = randn(Shape{M, ldc}, rng);
   if (beta == 0.f) c_ref.fill(std::nanf(""));  // write-only
   const Tensor c_before = c_ref.clone();
-  const bool tf32 = KN == Kernel::Tf32;
-  const Tensor ar = tf32 ? tf32_rounded(a) : a, br = tf32 ? tf32_rounded(b) : b;
+  const Tensor ar = rounded_for(KN, a), br = rounded_for(KN, b);
   cpu::gemm(TA, TB, M, N, K, alpha, ar.data(), lda, br.data(), ldb, beta, c_ref.data(), ldc);
   cuda::igemm::Epilogue ep;
   ep.alpha = alpha, ep.beta = beta;
   const std::string name = cat("gemm ", TA ? "T" : "N", TB ? "T" : "N", " ", M, "x", N, "x", K, " tile ", T::BM, "x",
-                               T::BN, tf32 ? " tf32" : "");
+                               T::BN, kernel_label(KN));
   constexpr bool kSplits = !std::is_same_v<T, cuda::igemm::Large>;  // as in replay_conv_case
   for (int split = 0; split <= (kSplits ? 1 : 0); ++split) {
     Tensor c = c_before.clone();
@@ -516,27 +625,39 @@ TEST_CASE("cuda: the tiled kernel's schedule, replayed on the host, matches the 
   }
 }
 
-TEST_CASE("cuda: the TF32 tensor-core kernel's schedule, replayed on the host, matches the CPU GEMM") {
-  Rng rng(6);
+// The tensor-core kernel's GEMMs on kernel K, then against the unrounded fp32 product:
+// its error must be the mode's (above the fp32 bound, below `bound`), proof that it
+// rounds as it says.
+template <Kernel KN>
+void replay_tc_gemm_cases(Rng& rng, double bound) {
   for (auto [M, N, K] : {std::tuple<int, int, int>{1, 1, 1}, {7, 129, 33}, {130, 65, 9}, {64, 64, 64}, {3, 200, 0}}) {
     for (auto [alpha, beta] : {std::pair<float, float>{1.f, 0.f}, {0.5f, 0.25f}}) {
-      replay_gemm_case<false, false, cuda::igemm::Large, Kernel::Tf32>(M, N, K, alpha, beta, rng);
-      replay_gemm_case<true, false, cuda::igemm::Narrow, Kernel::Tf32>(M, N, K, alpha, beta, rng);
-      replay_gemm_case<false, true, cuda::igemm::Narrow, Kernel::Tf32>(M, N, K, alpha, beta, rng);
+      replay_gemm_case<false, false, cuda::igemm::Large, KN>(M, N, K, alpha, beta, rng);
+      replay_gemm_case<true, false, cuda::igemm::Narrow, KN>(M, N, K, alpha, beta, rng);
+      replay_gemm_case<false, true, cuda::igemm::Narrow, KN>(M, N, K, alpha, beta, rng);
     }
   }
-  // And TF32 is what it computes: against the unrounded fp32 product the error is TF32's.
   const int M = 70, N = 50, K = 300;
   Tensor a = randn(Shape{M, K}, rng), b = randn(Shape{K, N}, rng), want = Tensor::zeros(Shape{M, N}),
          got = Tensor::zeros(Shape{M, N});
   cpu::gemm(false, false, M, N, K, 1.f, a.data(), K, b.data(), N, 0.f, want.data(), N);
-  replay_tc(cuda::igemm::gemm_problem<false, false, cuda::igemm::Large>(M, N, K, a.data(), K, b.data(), N, got.data(),
-                                                                        N, cuda::igemm::Epilogue{}),
-            cuda::igemm::Extent{M, N, 1});
+  replay_on<KN>(cuda::igemm::gemm_problem<false, false, cuda::igemm::Large>(M, N, K, a.data(), K, b.data(), N,
+                                                                            got.data(), N, cuda::igemm::Epilogue{}),
+                cuda::igemm::Extent{M, N, 1});
   const double err = rel_l2(got, want, nullptr);
-  INFO("TF32 replay against fp32: relative L2 error " << err);
+  INFO(std::string(kernel_label(KN)) << " replay against fp32: relative L2 error " << err);
   CHECK(err > 1e-5);
-  CHECK(err < kTf32Bound);
+  CHECK(err < bound);
+}
+
+TEST_CASE("cuda: the TF32 tensor-core kernel's schedule, replayed on the host, matches the CPU GEMM") {
+  Rng rng(6);
+  replay_tc_gemm_cases<Kernel::Tf32>(rng, kTf32Bound);
+}
+
+TEST_CASE("cuda: the bf16 tensor-core kernel's schedule, replayed on the host, matches the CPU GEMM") {
+  Rng rng(7);
+  replay_tc_gemm_cases<Kernel::Bf16>(rng, kBf16Bound);
 }
 
 }  // namespace

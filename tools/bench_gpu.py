@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The PyTorch side of tools/gpu_check.sh, and the table that merges both sides.
 
-  bench_gpu.py time  [--batch 1,64,256] [--repeats N] [--warmup N] [--math fp32,tf32] [--modes eager,graph]
+  bench_gpu.py time  [--batch 1,64,256] [--repeats N] [--warmup N] [--math fp32,tf32,bf16] [--modes eager,graph]
       Times torchvision's Inception v3 (random weights, eval mode, no auxiliary head,
       transform_input off: trick's model takes pixels in [0, 1] and its first op is the one
       affine 2x - 1) on the GPU: the forward pass, and forward + gradient of the summed
@@ -10,8 +10,10 @@
       (torch.cuda.CUDAGraph). For fairness the model and input are channels_last (NHWC, the
       layout trick uses and cuDNN's fast path) and cudnn.benchmark is on (PyTorch picks its
       fastest cuDNN algorithm per layer). fp32: TF32 off for convolutions and matmuls;
-      tf32: on. Time: CUDA events around each repeat, the median after warm-up. Prints one
-      JSON line per (math, mode, batch).
+      tf32: on; bf16: torch.autocast(bfloat16), PyTorch's bf16 mode (it also keeps the
+      activations in bf16 between ops, where trick keeps fp32 tensors and rounds only the
+      products' inputs). Time: CUDA events around each repeat, the median after warm-up.
+      Prints one JSON line per (math, mode, batch).
 
   bench_gpu.py table FILE... [--out table.md]
       Reads JSON lines (trick bench and the above; other lines are skipped) and prints one
@@ -83,20 +85,26 @@ def cmd_time(args):
                 ts.append(a.elapsed_time(b))
         return statistics.median(ts)
 
+    import contextlib
+
     for math in args.math.split(","):
         how = set_tf32(torch, math == "tf32")
+        # Autocast inside a CUDA graph capture needs its weight cache off.
+        amp = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)) if math == "bf16" else
+               contextlib.nullcontext)
         for batch in [int(b) for b in args.batch.split(",")]:
             x = torch.rand(batch, 3, 299, 299, device=dev).contiguous(memory_format=torch.channels_last)
             targets = torch.ones(batch, dtype=torch.long, device=dev)
 
             def forward():
-                with torch.no_grad():
+                with torch.no_grad(), amp():
                     return model(x)
 
             xg = x.clone().requires_grad_(True)
 
             def step():
-                loss = F.cross_entropy(model(xg), targets, reduction="sum")
+                with amp():
+                    loss = F.cross_entropy(model(xg).float(), targets, reduction="sum")
                 return torch.autograd.grad(loss, xg)[0]
 
             eager_grad = None
@@ -206,8 +214,9 @@ def cmd_table(args):
                      f"{cells[1]}")
     notes = ["x eager: throughput over PyTorch eager's at the same precision and batch (>1: faster).",
              "TFLOP/s: Inception v3 at 11.43 GFLOP per image forward, 22.85 per attack step (forward + input",
-             "gradient). tf32 rows: faster, less exact (relative error vs fp32 ~1e-3). PyTorch: channels_last,",
-             "cudnn.benchmark on, BN not folded; trick: BN folded into the convolutions."]
+             "gradient). tf32 rows: faster, less exact (relative error vs fp32 ~1e-3); bf16 rows: least exact",
+             "(~1e-2; trick: fp32 tensors, products' inputs rounded to bf16; PyTorch: autocast, bf16 activations).",
+             "PyTorch: channels_last, cudnn.benchmark on, BN not folded; trick: BN folded into the convolutions."]
     text = "\n".join(lines + [""] + notes)
     print(text)
     if args.out:
@@ -270,7 +279,7 @@ def main():
     t.add_argument("--batch", default="1,64,256")
     t.add_argument("--repeats", type=int, default=15)
     t.add_argument("--warmup", type=int, default=3)
-    t.add_argument("--math", default="fp32,tf32")
+    t.add_argument("--math", default="fp32,tf32,bf16")
     t.add_argument("--modes", default="eager,graph")
     t.add_argument("--no-cudnn-benchmark", action="store_true")
     tb = sub.add_parser("table")

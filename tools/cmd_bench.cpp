@@ -4,8 +4,8 @@
 // On a GPU the time is taken with CUDA events around each repeat (after warm-up), either
 // of eager execution or of the replay of a CUDA graph captured from the same calls
 // (--graph, the default; --no-graph: eager; --both: each, and a check that the graph's
-// input gradient equals the eager one bit for bit). --conv and --tf32 choose the
-// convolution backend and precision. Every row is also printed as one JSON line
+// input gradient equals the eager one bit for bit). --conv and --tf32 / --bf16 choose
+// the convolution backend and precision. Every row is also printed as one JSON line
 // (tools/gpu_check.sh merges them with tools/bench_gpu.py's PyTorch rows).
 #include <algorithm>
 #include <chrono>
@@ -147,6 +147,9 @@ std::string split_k_name() {
   return p.warps_per_sm == 0 ? std::string("off") : cat(p.warps_per_sm, ",", p.min_k);
 }
 
+// The precision the rows ran in: --tf32 and --bf16 act on GPUs only.
+MathMode math_on(Device dev) { return dev.is_cuda() ? math_mode() : MathMode::FP32; }
+
 void print_row(const Options& o, const Model& m, Device dev, const Row& r) {
   double gf = 0, gs = 0;
   const bool known = gflop_per_image(m, &gf, &gs);
@@ -168,7 +171,7 @@ void print_row(const Options& o, const Model& m, Device dev, const Row& r) {
       "\"forward_cpu_ms\": %s, \"step_cpu_ms\": %s, "
       "\"gflop_forward\": %.2f, \"gflop_step\": %.2f, \"graph_vs_eager_max_abs\": %s, \"mallocs_in_loop\": %lld, "
       "\"graph_nodes\": %zu, \"repeats\": %d, \"split_k\": \"%s\", \"cudnn_algo\": \"%s\"}\n",
-      m.name().c_str(), dev.str().c_str(), conv_name(dev), math_mode_name(math_mode()), mode.c_str(), r.batch,
+      m.name().c_str(), dev.str().c_str(), conv_name(dev), math_mode_name(math_on(dev)), mode.c_str(), r.batch,
       r.fwd_ms, r.step_ms, num_threads(), ms_or_null(r.fwd_cpu_ms).c_str(), ms_or_null(r.step_cpu_ms).c_str(),
       known ? gf : 0.0, known ? gs : 0.0, diff.c_str(), static_cast<long long>(r.mallocs), r.nodes, o.repeats,
       split_k_name().c_str(), cudnn_algo_name(cudnn_algo()));
@@ -190,9 +193,14 @@ int run(const Options& o) {
   std::string detail;  // the backend's own setting
   if (dev.is_cuda() && conv_backend() == ConvBackend::Own) detail = "  split-k " + split_k_name();
   if (dev.is_cuda() && conv_backend() == ConvBackend::Cudnn) detail = cat("  cudnn-algo ", cudnn_algo_name(cudnn_algo()));
+  const MathMode math = math_on(dev);
+  if (math != math_mode())
+    std::fprintf(stderr, "note: --%s acts on GPUs only; the CPU computes in fp32\n", math_mode_name(math_mode()));
   std::printf("model %s  device %s  conv %s%s  math %s%s  threads %d  repeats %d (median)\n", model->name().c_str(),
-              dev.str().c_str(), conv_name(dev), detail.c_str(), math_mode_name(math_mode()),
-              math_mode() == MathMode::TF32 ? " (faster, less exact: relative error vs fp32 ~1e-3)" : "",
+              dev.str().c_str(), conv_name(dev), detail.c_str(), math_mode_name(math),
+              math == MathMode::TF32   ? " (faster, less exact: relative error vs fp32 ~1e-3)"
+              : math == MathMode::BF16 ? " (fastest, least exact: relative error vs fp32 ~1e-2)"
+                                       : "",
               num_threads(), o.repeats);
   std::printf("batch  mode   forward ms       img/s  TFLOP/s  fwd+grad ms  img-steps/s  TFLOP/s\n");
   Rng rng(o.seed);

@@ -15,12 +15,13 @@
 #              attack step from a graph against the eager step
 #   inception  trick_tests -tc="gpu inception*": Inception v3 logits and input gradient, GPU
 #              against CPU, every conv backend
-#   bench      trick bench (own, cublas, cudnn in fp32 and in TF32) and
-#              tools/bench_gpu.py (PyTorch eager and CUDA graphs), batch 1, 64, 256; then
-#              cuDNN at 256 with --cudnn-algo heuristic, and our kernels at batch 1 and 64
-#              under other split-K policies (GPU_CHECK_SPLIT_K)
+#   bench      trick bench (own, cublas, cudnn in fp32 and in TF32; own in bf16) and
+#              tools/bench_gpu.py (PyTorch eager and CUDA graphs in fp32, TF32 and bf16
+#              autocast), batch 1, 64, 256; then cuDNN at 256 with --cudnn-algo heuristic,
+#              our kernels at batch 1 and 64 under other split-K policies (GPU_CHECK_SPLIT_K),
+#              and cuBLAS in bf16 (last: the first cut when the budget runs out)
 #   table      one table: ms, images/s, TFLOP/s, ratio against PyTorch eager
-#   GPU_CHECK_QUICK=1: the tests and our own kernels' benchmark (fp32, TF32) only (no peer, no table)
+#   GPU_CHECK_QUICK=1: the tests and our own kernels' benchmark (fp32, TF32, bf16) only (no peer, no table)
 #   GPU_CHECK_PROFILE=1: after the build, instead of tests and benchmark, Nsight Compute's
 #              per-kernel times of one eager step (own kernels at batch 1 and 256, cuDNN at 256)
 # Logs and the table go to $OUT (the device tool brings that folder back; at most 8 files):
@@ -226,7 +227,7 @@ if [ -n "$BIN" ]; then
   doctest_summary "$OUT/tests.log"
   run_stage "inception gpu vs cpu" 120 "$OUT/inception.log" env LD_LIBRARY_PATH="$RUN_LD" \
     "$BIN/trick_tests" -tc="gpu inception*"
-  grep -oE 'backend [a-z]+/[a-z0-9]+: .*' "$OUT/inception.log" | head -6 | cut -c1-160 | sed 's/^/    /'
+  grep -oE 'backend [a-z]+/[a-z0-9]+: .*' "$OUT/inception.log" | head -8 | cut -c1-160 | sed 's/^/    /'
   doctest_summary "$OUT/inception.log"
 fi
 
@@ -245,6 +246,7 @@ bench_trick() {  # bench_trick CONV MATH LIMIT
     return
   fi
   [ "$math" = tf32 ] && extra+=(--tf32)
+  [ "$math" = bf16 ] && extra+=(--bf16)
   [ "$conv" = own ] && extra+=(--both)  # eager too, and graph == eager bit for bit
   run_stage "bench trick $conv $math" "$limit" "$OUT/bench_trick.log" env LD_LIBRARY_PATH="$RUN_LD" \
     "$BIN/trick" bench --device cuda:0 --model inception_v3 --batch "$BATCHES" --repeats "$REPEATS" \
@@ -252,12 +254,13 @@ bench_trick() {  # bench_trick CONV MATH LIMIT
 }
 bench_trick own fp32 100
 bench_trick own tf32 60
+bench_trick own bf16 60
 if [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then  # our kernels only: a check after a change to them
   printf '%s\n' "${SUMMARY[@]}" | sed 's/^/  /'
   grep -E '^ +[0-9]+ +(eager|graph)' "$OUT/bench_trick.log" | sed 's/^/  /'
   exit 0
 fi
-run_stage "bench pytorch" 150 "$OUT/bench_torch.log" python3 tools/bench_gpu.py time --batch "$BATCHES" \
+run_stage "bench pytorch" 200 "$OUT/bench_torch.log" python3 tools/bench_gpu.py time --batch "$BATCHES" \
   --repeats "$REPEATS" --warmup "$WARMUP" ||
   echo '{"engine": "pytorch", "failed": "bench_gpu.py did not finish (see bench_torch.log)"}' >>"$OUT/bench_torch.log"
 bench_trick cudnn fp32 60
@@ -275,6 +278,7 @@ for policy in ${GPU_CHECK_SPLIT_K:-off 4,64 16,64 8,32 8,128}; do
     "$BIN/trick" bench --device cuda:0 --model inception_v3 --batch 1,64 --repeats "$REPEATS" \
     --warmup "$WARMUP" --conv own --split-k "$policy" || bench_fail own "fp32 split-k $policy" "did not finish"
 done
+bench_trick cublas bf16 45
 
 # --- table -----------------------------------------------------------------------------------
 echo

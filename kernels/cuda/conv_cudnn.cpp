@@ -290,6 +290,9 @@ Tensor packed_copy(const Tensor& t) {
 void convolve(const char* op, Kind kind, const Tensor& x_side, const Tensor& w, const Tensor& y_side,
               const Conv2dParams& p, float beta) {
   const MathMode mode = math_mode();
+  // cuDNN's tensor-op math on fp32 tensors is TF32; it has no bf16 one (that needs bf16 tensors).
+  TRICK_CHECK(mode != MathMode::BF16, "cudnn: ", op,
+              ": no bf16 math on fp32 tensors; use --bf16 with --conv own or cublas, or --tf32 with cudnn");
   const Geometry g = geometry(op, x_side, w, y_side, p);
   const bool strided = g.ldx != g.c || g.ldy != g.o;
   auto operands = [&](const Tensor& xs, const Tensor& ys) {

@@ -74,7 +74,10 @@ void gemm_cublas(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, fl
     return;
   }
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLAS gets B first.
-  const cublasComputeType_t compute = math_mode() == MathMode::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const MathMode mode = math_mode();
+  const cublasComputeType_t compute = mode == MathMode::TF32   ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                      : mode == MathMode::BF16 ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                                               : CUBLAS_COMPUTE_32F;
   TRICK_CUBLAS_CHECK(cublasGemmEx(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
                                   static_cast<int>(N), static_cast<int>(M), static_cast<int>(K), &alpha, B, CUDA_R_32F,
                                   static_cast<int>(ldb), A, CUDA_R_32F, static_cast<int>(lda), &beta, C, CUDA_R_32F,

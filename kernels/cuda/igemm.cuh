@@ -105,31 +105,45 @@ __global__ void __launch_bounds__(P::T::NT) igemm_kernel(const P p) {
   }
 }
 
-// One m16n8k8 TF32 tensor-core product of a warp: d += a * b (fragments as in MmaTf32).
-__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+// One tensor-core product of a warp, d += a * b, with MmaTf32's (m16n8k8, TF32) or
+// MmaBf16's (m16n8k16, bf16) fragments.
+__device__ __forceinline__ void mma(MmaTf32, float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
 #if __CUDA_ARCH__ >= 800
   asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #else
-  __trap();  // launch() refuses TF32 below compute capability 8.0
+  __trap();  // launch() refuses tensor cores below compute capability 8.0
+#endif
+}
+__device__ __forceinline__ void mma(MmaBf16, float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  __trap();
 #endif
 }
 
-// igemm_kernel on TF32 tensor cores (MathMode::TF32; kernels/cuda/igemm.h, TcTile): the
-// same loaders, staging TcTile::KS stages of kBK per barrier, each element rounded to TF32
-// as it is stored; warp w multiplies rows warp_m0(w) + [0, WM) by columns warp_n0(w) +
-// [0, WN) of the tile. tests/test_igemm_replay.cpp replays this schedule on the host too.
-template <class P>
+// igemm_kernel on tensor cores (MathMode::TF32 with M = MmaTf32, MathMode::BF16 with
+// MmaBf16; kernels/cuda/igemm.h, TcTile): the same loaders, staging TcTile::KS stages of
+// kBK per barrier, each element rounded to M's input format as it is stored; warp w
+// multiplies rows warp_m0(w) + [0, WM) by columns warp_n0(w) + [0, WN) of the tile.
+// tests/test_igemm_replay.cpp replays this schedule on the host too.
+template <class P, class M>
 __global__ void __launch_bounds__(P::T::NT) igemm_tc_kernel(const P p) {
   using T = typename P::T;
   using L = TcTile<T>;
   using AMap = typename P::AMap;
   using BMap = typename P::BMap;
-  constexpr int BM = T::BM, BN = T::BN, KS = L::KS, MF = L::MF, NF = L::NF;
-  __shared__ __align__(16) float as[2][L::BK][BM + kPadTc];
-  __shared__ __align__(16) float bs[2][L::BK][BN + kPadTc];
+  constexpr int BM = T::BM, BN = T::BN, KS = L::KS, MF = L::MF, NF = L::NF, W = L::BK / M::kPack;
+  static_assert(L::BK % M::kK == 0, "a barrier stage holds whole mma k steps");
+  constexpr int kAld = BM + kPadTc, kBld = BN + kPadTc;
+  __shared__ __align__(16) uint32_t as[2][W][kAld];
+  __shared__ __align__(16) uint32_t bs[2][W][kBld];
 
   const int z = blockIdx.z;
   const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
@@ -172,9 +186,11 @@ __global__ void __launch_bounds__(P::T::NT) igemm_tc_kernel(const P p) {
     TRICK_UNROLL
     for (int s = 0; s < KS; ++s) {
       TRICK_UNROLL
-      for (int j = 0; j < AMap::S; ++j) as[buf][s * kBK + AMap::kk(tid, j)][AMap::row(tid, j)] = round_tf32(ra[s][j]);
+      for (int j = 0; j < AMap::S; ++j)
+        stage<M>(&as[buf][0][0], kAld, s * kBK + AMap::kk(tid, j), AMap::row(tid, j), ra[s][j]);
       TRICK_UNROLL
-      for (int j = 0; j < BMap::S; ++j) bs[buf][s * kBK + BMap::kk(tid, j)][BMap::row(tid, j)] = round_tf32(rb[s][j]);
+      for (int j = 0; j < BMap::S; ++j)
+        stage<M>(&bs[buf][0][0], kBld, s * kBK + BMap::kk(tid, j), BMap::row(tid, j), rb[s][j]);
     }
   };
 
@@ -188,24 +204,22 @@ __global__ void __launch_bounds__(P::T::NT) igemm_tc_kernel(const P p) {
       const bool more = t + 1 < stages;
       if (more) fetch(false);  // global loads of the next KS stages, in flight during the math below
       TRICK_UNROLL
-      for (int kb = 0; kb < L::BK; kb += kBK) {
+      for (int kw = 0; kw < W; kw += M::kK / M::kPack) {  // one mma k step: kK elements, kK / kPack words
         uint32_t a[MF][4], b[NF][2];
         TRICK_UNROLL
         for (int i = 0; i < MF; ++i) {
           TRICK_UNROLL
-          for (int r = 0; r < 4; ++r)
-            a[i][r] = __float_as_uint(as[cur][kb + MmaTf32::a_k(lane, r)][wm0 + i * 16 + MmaTf32::a_row(lane, r)]);
+          for (int r = 0; r < 4; ++r) a[i][r] = as[cur][kw + M::a_word(lane, r)][wm0 + i * 16 + M::a_row(lane, r)];
         }
         TRICK_UNROLL
         for (int j = 0; j < NF; ++j) {
           TRICK_UNROLL
-          for (int r = 0; r < 2; ++r)
-            b[j][r] = __float_as_uint(bs[cur][kb + MmaTf32::b_k(lane, r)][wn0 + j * 8 + MmaTf32::b_col(lane)]);
+          for (int r = 0; r < 2; ++r) b[j][r] = bs[cur][kw + M::b_word(lane, r)][wn0 + j * 8 + M::b_col(lane)];
         }
         TRICK_UNROLL
         for (int i = 0; i < MF; ++i) {
           TRICK_UNROLL
-          for (int j = 0; j < NF; ++j) mma_tf32(acc[i][j], a[i], b[j]);
+          for (int j = 0; j < NF; ++j) mma(M{}, acc[i][j], a[i], b[j]);
         }
       }
       if (more) store(cur ^ 1);  // the other buffer was last read in stage t-1, before the barrier that ended it
@@ -218,12 +232,12 @@ __global__ void __launch_bounds__(P::T::NT) igemm_tc_kernel(const P p) {
   for (int i = 0; i < MF; ++i) {
     TRICK_UNROLL
     for (int r = 0; r < 4; ++r) {
-      const int m = m0 + wm0 + i * 16 + MmaTf32::c_row(lane, r);
+      const int m = m0 + wm0 + i * 16 + M::c_row(lane, r);
       if (m >= m_size) continue;
       float* row = p.row_ptr(z, m);
       TRICK_UNROLL
       for (int j = 0; j < NF; ++j) {
-        const int n = n0 + wn0 + j * 8 + MmaTf32::c_col(lane, r);
+        const int n = n0 + wn0 + j * 8 + M::c_col(lane, r);
         if (n < n_size) row[n] = p.ep.apply(acc[i][j][r], n, row + n);
       }
     }
@@ -231,7 +245,7 @@ __global__ void __launch_bounds__(P::T::NT) igemm_tc_kernel(const P p) {
 }
 
 // Launches problem p over the grid of extent e (kernels/cuda/igemm.h builds both): on
-// TF32 tensor cores under MathMode::TF32 (kernels/backend.h), else in fp32. The caller
+// tensor cores under MathMode::TF32 or BF16 (kernels/backend.h), else in fp32. The caller
 // checked that sizes fit in int.
 template <class P>
 void launch(const P& p, const Extent& e) {
@@ -240,11 +254,15 @@ void launch(const P& p, const Extent& e) {
   TRICK_CHECK(gx <= INT32_MAX && gy <= 65535 && e.z <= 65535, "igemm: grid (", gx, ", ", gy, ", ", e.z,
               ") exceeds the CUDA grid limits");
   const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(gy), static_cast<unsigned>(e.z));
-  if (math_mode() == MathMode::TF32) {
-    TRICK_CHECK(compute_capability() >= 80,
-                "igemm: TF32 tensor cores need compute capability 8.0 or later (this GPU: ", compute_capability() / 10,
-                ".", compute_capability() % 10, "); run without --tf32");
-    igemm_tc_kernel<P><<<grid, P::T::NT, 0, stream()>>>(p);
+  const MathMode mode = math_mode();
+  if (mode != MathMode::FP32) {
+    TRICK_CHECK(compute_capability() >= 80, "igemm: ", math_mode_name(mode),
+                " tensor cores need compute capability 8.0 or later (this GPU: ", compute_capability() / 10, ".",
+                compute_capability() % 10, "); run without --", math_mode_name(mode));
+    if (mode == MathMode::TF32)
+      igemm_tc_kernel<P, MmaTf32><<<grid, P::T::NT, 0, stream()>>>(p);
+    else
+      igemm_tc_kernel<P, MmaBf16><<<grid, P::T::NT, 0, stream()>>>(p);
     TRICK_CUDA_LAUNCHED(igemm_tc_kernel);
     return;
   }

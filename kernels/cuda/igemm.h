@@ -74,48 +74,115 @@ struct RowMajor {
   static TRICK_HD int koff(int j) { return j * (NT / BR); }  // kk(tid, j) - kk(tid, 0)
 };
 
-// --- tensor cores (MathMode::TF32) ---------------------------------------------------
+// --- tensor cores (MathMode::TF32 and MathMode::BF16) ---------------------------------
 //
-// igemm_tc_kernel runs the same problems, loaders and shared-memory staging on TF32 tensor
-// cores: every element is rounded to TF32 (round_tf32) as it is stored to shared memory,
-// and each warp multiplies its WM x WN part of the block's tile as MF x NF fragments of
-// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32, accumulating in fp32.
+// igemm_tc_kernel runs the same problems, loaders and shared-memory staging on tensor cores:
+// every element is rounded to the mode's input format as it is stored to shared memory
+// (round_tf32, bf16_bits), and each warp multiplies its WM x WN part of the block's tile
+// as MF x NF fragments of one mma.sync per k step, accumulating in fp32:
+//   TF32  mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32    (MmaTf32)
+//   BF16  mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32   (MmaBf16)
+// Shared memory holds 32-bit words: one TF32 element, or two bf16 elements adjacent in k
+// (the lower k in the low half), which is how the bf16 fragments hold them.
 
-constexpr int kPadTc = 8;  // rows of BM + 8 floats (= 8 mod 32 banks): a warp's fragment reads hit 32 banks
+constexpr int kPadTc = 8;  // rows of BM + 8 words (= 8 mod 32 banks): a warp's fragment reads hit 32 banks
+
+TRICK_HD uint32_t float_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(x);
+#else
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+#endif
+}
+
+TRICK_HD float bits_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+#endif
+}
 
 // x rounded to TF32's 10-bit mantissa, to nearest with ties away from zero (what PTX's
 // cvt.rna.tf32.f32 does), as a float whose low 13 bits are zero; Inf and NaN unchanged.
 // The same bit operations on host and device, so the host replay rounds as the GPU does.
 TRICK_HD float round_tf32(float x) {
-#if defined(__CUDA_ARCH__)
-  uint32_t u = __float_as_uint(x);
-#else
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-#endif
+  uint32_t u = float_bits(x);
   if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float r;
-  std::memcpy(&r, &u, sizeof r);
-  return r;
-#endif
+  return bits_float(u);
 }
 
+// x rounded to bfloat16 (8-bit significand), to nearest with ties to even (what PTX's
+// cvt.rn.bf16.f32 and __float2bfloat16_rn do), as its 16 bits; too large rounds to Inf,
+// NaN stays NaN (made quiet). Host and device alike, as round_tf32.
+TRICK_HD uint16_t bf16_bits(float x) {
+  const uint32_t u = float_bits(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+TRICK_HD float round_bf16(float x) { return bits_float(static_cast<uint32_t>(bf16_bits(x)) << 16); }
+
 // Where lane = 4 * g + t of a warp keeps the elements of the fragments of
-// mma.sync.aligned.m16n8k8 with .tf32 operands (PTX ISA, "Matrix fragments for mma.m16n8k8"):
+// mma.sync.aligned.m16n8k8 with .tf32 operands (PTX ISA, "Matrix fragments for mma.m16n8k8"),
+// as shared words (one element each, so word = k):
 //   A (16 x 8):  a[r] at row g + 8 * (r & 1),  k t + 4 * (r >> 1)
 //   B (8 x 8):   b[r] at k t + 4 * r,          column g
 //   C (16 x 8):  c[r] at row g + 8 * (r >> 1), column 2 * t + (r & 1)
 struct MmaTf32 {
+  static constexpr int kK = 8;     // k of one mma
+  static constexpr int kPack = 1;  // elements per 32-bit register and shared word, along k
   static TRICK_HD int a_row(int lane, int r) { return lane / 4 + 8 * (r & 1); }
-  static TRICK_HD int a_k(int lane, int r) { return lane % 4 + 4 * (r >> 1); }
-  static TRICK_HD int b_k(int lane, int r) { return lane % 4 + 4 * r; }
+  static TRICK_HD int a_word(int lane, int r) { return lane % 4 + 4 * (r >> 1); }
+  static TRICK_HD int b_word(int lane, int r) { return lane % 4 + 4 * r; }
   static TRICK_HD int b_col(int lane) { return lane / 4; }
   static TRICK_HD int c_row(int lane, int r) { return lane / 4 + 8 * (r >> 1); }
   static TRICK_HD int c_col(int lane, int r) { return 2 * (lane % 4) + (r & 1); }
 };
+
+// The same for mma.sync.aligned.m16n8k16 with .bf16 operands (PTX ISA, "Matrix fragments
+// for mma.m16n8k16 with floating point type"): each 32-bit register holds two elements
+// adjacent in k, the lower k in the low 16 bits, so a register is one shared word
+// (word = k / 2):
+//   A (16 x 16): a[r] at row g + 8 * (r & 1),  k 2t + 8 * (r >> 1) + {0, 1}
+//   B (16 x 8):  b[r] at k 2t + 8 * r + {0, 1}, column g
+//   C (16 x 8):  as m16n8k8
+// In words these are MmaTf32's indices; the k step and the staging differ.
+struct MmaBf16 {
+  static constexpr int kK = 16;
+  static constexpr int kPack = 2;
+  static TRICK_HD int a_row(int lane, int r) { return lane / 4 + 8 * (r & 1); }
+  static TRICK_HD int a_word(int lane, int r) { return lane % 4 + 4 * (r >> 1); }
+  static TRICK_HD int b_word(int lane, int r) { return lane % 4 + 4 * r; }
+  static TRICK_HD int b_col(int lane) { return lane / 4; }
+  static TRICK_HD int c_row(int lane, int r) { return lane / 4 + 8 * (r >> 1); }
+  static TRICK_HD int c_col(int lane, int r) { return 2 * (lane % 4) + (r & 1); }
+};
+
+// Stages element x at (k, row) of a shared slice of 32-bit words with rows of ld, rounded
+// to M's input format: TF32 fills word (k, row); bf16 fills the half of word (k / 2, row)
+// for k's parity, the lower k in the low half (bytes 0-1: GPUs and the host replay's x86
+// and ARM are little-endian). One 16-bit store on the GPU: the other half belongs to
+// another thread, so no read-modify-write.
+template <class M>
+TRICK_HD void stage(uint32_t* slice, int ld, int k, int row, float x) {
+  if constexpr (M::kPack == 1) {
+    slice[k * ld + row] = float_bits(round_tf32(x));
+  } else {
+    uint32_t* word = slice + (k / 2) * ld + row;
+    const uint16_t h = bf16_bits(x);
+#if defined(__CUDA_ARCH__)
+    // st.shared.u16 rather than a uint16_t* store into the uint32_t array (no type punning)
+    const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(word)) + 2u * static_cast<uint32_t>(k & 1);
+    asm volatile("st.shared.u16 [%0], %1;\n" : : "r"(addr), "h"(h) : "memory");
+#else
+    std::memcpy(reinterpret_cast<unsigned char*>(word) + 2 * (k & 1), &h, sizeof h);
+#endif
+  }
+}
 
 // How a tile's warps share it on tensor cores: WARPS_M x WARPS_N warps of WM x WN, a warp
 // at most 32 columns wide (Large: 2 x 4 warps of 64 x 32; Small: 1 x 2 of 64 x 32; Narrow:
@@ -126,12 +193,13 @@ struct TcTile {
   static constexpr int WARPS_N = T::BN / 32 < kWarps ? T::BN / 32 : kWarps;
   static constexpr int WARPS_M = kWarps / WARPS_N;
   static constexpr int WM = T::BM / WARPS_M, WN = T::BN / WARPS_N;
-  static constexpr int MF = WM / 16, NF = WN / 8;  // m16n8k8 fragments per warp and k step
+  static constexpr int MF = WM / 16, NF = WN / 8;  // m16 x n8 fragments per warp and k step
   static_assert(T::NT % 32 == 0 && WARPS_N >= 1 && kWarps % WARPS_N == 0 && WARPS_M * WM == T::BM &&
                     WARPS_N * WN == T::BN && WM % 16 == 0 && WN % 8 == 0,
                 "warps must tile the block's tile in whole fragments");
   // kBK stages per barrier: 2 where both operands, double-buffered, fit in 48 KiB of static
-  // shared memory (all three tiles). 4 pushed the small tiles to 255 registers (ptxas -v).
+  // shared memory (all three tiles; bf16 needs half). 4 pushed the small tiles to 255
+  // registers (ptxas -v). BK = 16 is one bf16 k step, two TF32 ones.
   static constexpr int kStageBytes = 2 * kBK * (T::BM + T::BN + 2 * kPadTc) * static_cast<int>(sizeof(float));
   static constexpr int KS = 2 * kStageBytes <= 48 * 1024 ? 2 : 1;
   static constexpr int BK = KS * kBK;

@@ -25,6 +25,7 @@ std::string split_k_error(const std::string& value);
 //   --conv own|cublas|cudnn  who computes convolutions (kernels/backend.h), set as the
 //                            command line is parsed
 //   --tf32                   TF32 tensor cores in convolutions and GEMMs, every backend (off by default)
+//   --bf16                   bf16 tensor cores there, our kernels and cuBLAS (off; excludes --tf32)
 //   --split-k W,K|off        our kernels' split-K policy (kernels/backend.h; default 8,64)
 //   --cudnn-algo measure|heuristic  how the cuDNN backend picks algorithms (default measure)
 //   --graph / --no-graph     only when `graph` is given: CUDA-graph replay, stored there
@@ -47,10 +48,15 @@ void add_backend_options(App& app, bool* graph = nullptr) {
       ->check([](const std::string& v) {
         return v == "measure" || v == "heuristic" ? std::string() : "must be measure or heuristic, got '" + v + "'";
       });
-  app.add_flag_callback(
+  auto* tf32 = app.add_flag_callback(
       "--tf32", [] { set_math_mode(MathMode::TF32); },
       "GPU: TF32 tensor cores for convolutions and GEMMs (our kernels, cuBLAS or cuDNN): faster, less exact "
       "(relative error vs fp32 ~1e-3)");
+  app.add_flag_callback(
+         "--bf16", [] { set_math_mode(MathMode::BF16); },
+         "GPU: bf16 tensor cores for convolutions and GEMMs (our kernels or cuBLAS; not cuDNN): tensors stay fp32, "
+         "the products' inputs are rounded to bf16; fastest, least exact (relative error vs fp32 ~1e-2)")
+      ->excludes(tf32);
   if (graph)
     app.add_flag("--graph,!--no-graph", *graph,
                  "GPU: replay each step from one CUDA graph (the default); --no-graph runs eagerly, for debugging");
