@@ -180,10 +180,9 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
     bool keep = false;
     void ensure(const std::string& dir) {
       struct stat st;
-      if (::stat(dir.c_str(), &st) != 0) {
-        ensure_directory(dir);
-        made.push_back(dir);
-      }
+      const bool existed = ::stat(dir.c_str(), &st) == 0;
+      ensure_directory(dir);  // one that exists must be a writable folder: said now, not after the attack
+      if (!existed) made.push_back(dir);
     }
     ~NewFolders() {
       if (!keep)

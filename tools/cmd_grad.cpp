@@ -8,6 +8,7 @@
 #include "models/safetensors.h"
 #include "kernels/gemm.h"
 #include "tools/command.h"
+#include "tools/lib/atomic_file.h"
 #include "tools/lib/image.h"
 #include "tools/lib/npy.h"
 #include "tools/lib/run_model.h"
@@ -25,6 +26,8 @@ int run(const Options& o) {
   const bool raw = parse_input_size(o.input_size);
   TRICK_CHECK(o.threads >= 0, "--threads must be >= 0, got ", o.threads);
   if (o.threads > 0) set_num_threads(o.threads);
+  check_output_file(o.out);
+  if (!o.dump_activations.empty()) check_output_file(o.dump_activations);
   const Device dev = choose_device(o.device);
   std::unique_ptr<Model> model = o.weights.empty() ? open_default_model(dev) : open_model(o.weights, dev);
   int target = 0;

@@ -6,6 +6,7 @@
 
 #include "kernels/gemm.h"
 #include "tools/command.h"
+#include "tools/lib/atomic_file.h"
 #include "tools/lib/fashion_train.h"
 
 namespace trick {
@@ -68,6 +69,7 @@ int run(const CLI::App& app, Options& o) {
     TRICK_CHECK(!exists, o.run.out, " exists: give --resume to continue that run, or ",
                 "remove it to start a new one");
   }
+  check_output_file(o.run.out);  // its folder, before the first epoch rather than after it
 
   const IdxDataset train = read_fashion_mnist(o.data, "train");
   const IdxDataset test = read_fashion_mnist(o.data, "test");

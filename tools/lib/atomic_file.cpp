@@ -83,6 +83,17 @@ void ensure_directory(const std::string& dir) {
     fail("cannot create output directory ", dir, ": ", std::strerror(errno));
 }
 
+void check_output_file(const std::string& path) {
+  TRICK_CHECK(!path.empty(), "empty output file name");
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) fail("cannot write ", path, ": ", std::strerror(EISDIR));
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  if (stat(dir.c_str(), &st) != 0) fail("cannot write ", path, ": ", std::strerror(errno));
+  if (!S_ISDIR(st.st_mode)) fail("cannot write ", path, ": ", std::strerror(ENOTDIR));
+  if (access(dir.c_str(), W_OK) != 0) fail("cannot write ", path, ": ", std::strerror(errno));
+}
+
 void remove_open_temporaries() {
   // Called from signal context paths: no allocation beyond what the set already holds.
   for (const std::string& t : open_temps()) unlink(t.c_str());

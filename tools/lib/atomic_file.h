@@ -34,6 +34,12 @@ class AtomicFile {
 // is not writable.
 void ensure_directory(const std::string& dir);
 
+// Fails now, naming the file, when `path` could not be written: it is a directory, or its
+// folder is missing, not a folder or not writable. For commands to call before long work
+// (a model load, a gradient, training), so such a mistake costs no wait; the write itself
+// still reports whatever else goes wrong.
+void check_output_file(const std::string& path);
+
 // Temporaries of AtomicFiles still open; removed by remove_open_temporaries() (e.g. from a
 // SIGINT handler path in the command) so an interrupted run leaves no stray files.
 void remove_open_temporaries();
