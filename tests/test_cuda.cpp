@@ -473,6 +473,29 @@ TEST_CASE("cuda: conv2d on cuBLAS and cuDNN in TF32 stays within the TF32 bound"
     for (size_t i : {1, 2, 8}) run_conv_case(gpu_conv_cases()[i], backend, MathMode::TF32, rng);
 }
 
+// GEMMs of every transpose on the GPU under the current backend and math mode against the
+// CPU's fp32 product: within `bound`, and, when min_err > 0, further from fp32 than min_err
+// (proof that the reduced precision is what ran).
+void expect_reduced_precision_gemms(Rng& rng, double bound, double min_err) {
+  const std::string label = cat(conv_backend_name(conv_backend()), "/", math_mode_name(math_mode()), " gemm ");
+  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1000, 2048}, {300, 257, 65}, {1000, 10, 500}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1;
+        Twin a = make_twin(Shape{ta ? k : m, lda}, rng, false);
+        Twin b = make_twin(Shape{tb ? n : k, ldb}, rng, false);
+        Twin c = make_twin(Shape{m, n}, rng, true, Init::Poison);
+        gemm(Device::cpu(), ta, tb, m, n, k, 1.f, a.host.data(), lda, b.host.data(), ldb, 0.f, c.host.data(),
+             c.host.ld());
+        gemm(Device::cuda(), ta, tb, m, n, k, 1.f, a.dev.data(), lda, b.dev.data(), ldb, 0.f, c.dev.data(),
+             c.dev.ld());
+        const std::string name = cat(label, ta ? "T" : "N", tb ? "T" : "N", " ", m, "x", n, "x", k);
+        const double err = expect_twin(name, c, bound);
+        INFO(name << ": relative L2 error against fp32 " << err);
+        if (min_err > 0) CHECK(err > min_err);
+      }
+}
+
 TEST_CASE("cuda: conv2d and gemm on our TF32 tensor-core kernel stay within the TF32 bound") {
   SKIP_WITHOUT_CUDA();
   Rng rng(37);
@@ -489,22 +512,7 @@ TEST_CASE("cuda: conv2d and gemm on our TF32 tensor-core kernel stay within the 
   // TF32's (above 1e-5), not fp32's (about 1e-7).
   ConvBackendScope backend(ConvBackend::Own);
   MathModeScope mode(MathMode::TF32);
-  for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1000, 2048}, {300, 257, 65}, {1000, 10, 500}})
-    for (bool ta : {false, true})
-      for (bool tb : {false, true}) {
-        const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1;
-        Twin a = make_twin(Shape{ta ? k : m, lda}, rng, false);
-        Twin b = make_twin(Shape{tb ? n : k, ldb}, rng, false);
-        Twin c = make_twin(Shape{m, n}, rng, true, Init::Poison);
-        gemm(Device::cpu(), ta, tb, m, n, k, 1.f, a.host.data(), lda, b.host.data(), ldb, 0.f, c.host.data(),
-             c.host.ld());
-        gemm(Device::cuda(), ta, tb, m, n, k, 1.f, a.dev.data(), lda, b.dev.data(), ldb, 0.f, c.dev.data(),
-             c.dev.ld());
-        const std::string name = cat("own/tf32 gemm ", ta ? "T" : "N", tb ? "T" : "N", " ", m, "x", n, "x", k);
-        const double err = expect_twin(name, c, kTf32Bound);
-        INFO(name << ": relative L2 error against fp32 " << err);
-        CHECK(err > 1e-5);
-      }
+  expect_reduced_precision_gemms(rng, kTf32Bound, 1e-5);
 }
 
 TEST_CASE("cuda: conv2d and gemm in bf16 (our tensor-core kernel and cuBLAS) stay within the bf16 bound") {
@@ -524,24 +532,8 @@ TEST_CASE("cuda: conv2d and gemm in bf16 (our tensor-core kernel and cuBLAS) sta
   MathModeScope mode(MathMode::BF16);
   for (ConvBackend backend : {ConvBackend::Own, ConvBackend::Cublas}) {
     ConvBackendScope scope(backend);
-    for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1000, 2048}, {300, 257, 65}, {1000, 10, 500}})
-      for (bool ta : {false, true})
-        for (bool tb : {false, true}) {
-          const int64_t lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1;
-          Twin a = make_twin(Shape{ta ? k : m, lda}, rng, false);
-          Twin b = make_twin(Shape{tb ? n : k, ldb}, rng, false);
-          Twin c = make_twin(Shape{m, n}, rng, true, Init::Poison);
-          gemm(Device::cpu(), ta, tb, m, n, k, 1.f, a.host.data(), lda, b.host.data(), ldb, 0.f, c.host.data(),
-               c.host.ld());
-          gemm(Device::cuda(), ta, tb, m, n, k, 1.f, a.dev.data(), lda, b.dev.data(), ldb, 0.f, c.dev.data(),
-               c.dev.ld());
-          const std::string name = cat(conv_backend_name(backend), "/bf16 gemm ", ta ? "T" : "N", tb ? "T" : "N", " ",
-                                       m, "x", n, "x", k);
-          const double err = expect_twin(name, c, kBf16Bound);
-          INFO(name << ": relative L2 error against fp32 " << err);
-          // cuBLAS's FAST_16BF allows bf16 but may keep fp32 for some shapes; ours always rounds.
-          if (backend == ConvBackend::Own) CHECK(err > 1e-3);
-        }
+    // cuBLAS's FAST_16BF allows bf16 but may keep fp32 for some shapes; ours always rounds.
+    expect_reduced_precision_gemms(rng, kBf16Bound, backend == ConvBackend::Own ? 1e-3 : 0.0);
   }
   // cuDNN has no bf16 math on fp32 tensors: one clear error, not a silent fp32 or TF32 run.
   ConvBackendScope cudnn(ConvBackend::Cudnn);

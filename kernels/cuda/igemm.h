@@ -151,15 +151,9 @@ struct MmaTf32 {
 //   B (16 x 8):  b[r] at k 2t + 8 * r + {0, 1}, column g
 //   C (16 x 8):  as m16n8k8
 // In words these are MmaTf32's indices; the k step and the staging differ.
-struct MmaBf16 {
+struct MmaBf16 : MmaTf32 {
   static constexpr int kK = 16;
   static constexpr int kPack = 2;
-  static TRICK_HD int a_row(int lane, int r) { return lane / 4 + 8 * (r & 1); }
-  static TRICK_HD int a_word(int lane, int r) { return lane % 4 + 4 * (r >> 1); }
-  static TRICK_HD int b_word(int lane, int r) { return lane % 4 + 4 * r; }
-  static TRICK_HD int b_col(int lane) { return lane / 4; }
-  static TRICK_HD int c_row(int lane, int r) { return lane / 4 + 8 * (r >> 1); }
-  static TRICK_HD int c_col(int lane, int r) { return 2 * (lane % 4) + (r & 1); }
 };
 
 // Stages element x at (k, row) of a shared slice of 32-bit words with rows of ld, rounded
