@@ -418,6 +418,16 @@ const std::vector<GpuConvCase>& gpu_conv_cases() {
   return cases;
 }
 
+// Convs with enough output rows (8 images of 35x35) for the 128x128 tiles, 3x3 at stride
+// 1 and 2: for each math mode.
+const std::vector<GpuConvCase>& large_tile_conv_cases() {
+  static const std::vector<GpuConvCase> cases = {
+      {{8, 35, 35, 64, 160, 3, 3, 1, 1, 1, 1, 1, 1, true, false}, true, true},
+      {{8, 35, 35, 96, 144, 3, 3, 2, 2, 0, 0, 0, 0, false, false}, false, true},
+  };
+  return cases;
+}
+
 TEST_CASE("cuda: conv2d forward, dgrad and wgrad on every backend against the CPU (fp32)") {
   SKIP_WITHOUT_CUDA();
   Rng rng(31);
@@ -504,10 +514,7 @@ TEST_CASE("cuda: conv2d and gemm on our TF32 tensor-core kernel stay within the 
     SplitKScope scope(policy);
     for (const GpuConvCase& cc : gpu_conv_cases()) run_conv_case(cc, ConvBackend::Own, MathMode::TF32, rng);
   }
-  run_conv_case({{8, 35, 35, 64, 160, 3, 3, 1, 1, 1, 1, 1, 1, true, false}, true, true}, ConvBackend::Own,
-                MathMode::TF32, rng);
-  run_conv_case({{8, 35, 35, 96, 144, 3, 3, 2, 2, 0, 0, 0, 0, false, false}, false, true}, ConvBackend::Own,
-                MathMode::TF32, rng);
+  for (const GpuConvCase& cc : large_tile_conv_cases()) run_conv_case(cc, ConvBackend::Own, MathMode::TF32, rng);
   // The GEMMs, and proof that TF32 is what ran: its error against the fp32 CPU product is
   // TF32's (above 1e-5), not fp32's (about 1e-7).
   ConvBackendScope backend(ConvBackend::Own);
@@ -522,10 +529,7 @@ TEST_CASE("cuda: conv2d and gemm in bf16 (our tensor-core kernel and cuBLAS) sta
     SplitKScope scope(policy);
     for (const GpuConvCase& cc : gpu_conv_cases()) run_conv_case(cc, ConvBackend::Own, MathMode::BF16, rng);
   }
-  run_conv_case({{8, 35, 35, 64, 160, 3, 3, 1, 1, 1, 1, 1, 1, true, false}, true, true}, ConvBackend::Own,
-                MathMode::BF16, rng);
-  run_conv_case({{8, 35, 35, 96, 144, 3, 3, 2, 2, 0, 0, 0, 0, false, false}, false, true}, ConvBackend::Own,
-                MathMode::BF16, rng);
+  for (const GpuConvCase& cc : large_tile_conv_cases()) run_conv_case(cc, ConvBackend::Own, MathMode::BF16, rng);
   for (size_t i : {1, 2, 8}) run_conv_case(gpu_conv_cases()[i], ConvBackend::Cublas, MathMode::BF16, rng);
   // Our GEMMs, and proof that bf16 is what ran: the error against the fp32 CPU product is
   // bf16's (about 2e-3; TF32's is about 3e-4, fp32's 1e-7).
@@ -548,10 +552,7 @@ TEST_CASE("cuda: a large conv runs on our kernels with large tiles and wgrad spl
   // 8 images of 35x35x192 -> 64: 9800 output rows, enough blocks for the 128x128 tiles.
   run_conv_case({{8, 35, 35, 192, 64, 1, 1, 1, 1, 0, 0, 0, 0, false, true}, true, true}, ConvBackend::Own,
                 MathMode::FP32, rng);
-  run_conv_case({{8, 35, 35, 64, 160, 3, 3, 1, 1, 1, 1, 1, 1, true, false}, true, true}, ConvBackend::Own,
-                MathMode::FP32, rng);
-  run_conv_case({{8, 35, 35, 96, 144, 3, 3, 2, 2, 0, 0, 0, 0, false, false}, false, true}, ConvBackend::Own,
-                MathMode::FP32, rng);
+  for (const GpuConvCase& cc : large_tile_conv_cases()) run_conv_case(cc, ConvBackend::Own, MathMode::FP32, rng);
 }
 
 TEST_CASE("cuda: gemm (own kernel and cuBLAS) against the CPU") {
