@@ -54,6 +54,7 @@
 
 #ifdef TRICK_WITH_CUDA
 #include "kernels/cuda/graph.h"
+#include "kernels/cuda/mma_probe.h"
 #include "kernels/cuda/runtime.h"
 #endif
 
@@ -505,6 +506,53 @@ void expect_reduced_precision_gemms(Rng& rng, double bound, double min_err) {
         if (min_err > 0) CHECK(err > min_err);
       }
 }
+
+#ifdef TRICK_WITH_CUDA
+// The first thing to look at when a tensor-core case below fails: one warp's single
+// mma.sync, staged and read into fragments as the tiled kernel does, against the product of
+// the rounded inputs in double. A wrong fragment table or half order puts elements in the
+// wrong place (errors of order one, or NaN where no lane wrote); the tensor cores' own
+// accumulation stays far inside 1e-4 of sum |a b|.
+TEST_CASE("cuda: one mma.sync in TF32 and in bf16 agrees with our fragment tables") {
+  SKIP_WITHOUT_CUDA();
+  if (cuda::compute_capability() < 80) {
+    MESSAGE("skipped: tensor cores need compute capability 8.0 (this GPU: " << cuda::compute_capability() << ")");
+    return;
+  }
+  Rng rng(36);
+  for (MathMode mode : {MathMode::TF32, MathMode::BF16}) {
+    const int k = cuda::mma_probe_k(mode);
+    std::vector<float> a(16 * k), b(k * 8), d(16 * 8);
+    for (int trial = 0; trial < 4; ++trial) {
+      for (float& v : a) v = static_cast<float>(rng.normal());
+      for (float& v : b) v = static_cast<float>(rng.normal());
+      cuda::mma_probe(mode, a.data(), b.data(), d.data());
+      auto rounded = [&](float v) {
+        return static_cast<double>(mode == MathMode::TF32 ? cuda::igemm::round_tf32(v) : cuda::igemm::round_bf16(v));
+      };
+      int bad = 0;
+      for (int i = 0; i < 16; ++i)
+        for (int j = 0; j < 8; ++j) {
+          double ref = 0, mag = 0;
+          for (int kk = 0; kk < k; ++kk) {
+            ref += rounded(a[i * k + kk]) * rounded(b[kk * 8 + j]);
+            mag += std::fabs(rounded(a[i * k + kk]) * rounded(b[kk * 8 + j]));
+          }
+          const double got = d[i * 8 + j];
+          if (!(std::fabs(got - ref) <= 1e-4 * mag + 1e-30)) {
+            if (++bad <= 8)
+              MESSAGE(math_mode_name(mode) << " trial " << trial << ": d[" << i << "][" << j << "] = " << got
+                                           << ", expected " << ref);
+          }
+        }
+      INFO(math_mode_name(mode) << " (k = " << k << "), trial " << trial);
+      CHECK(bad == 0);
+    }
+  }
+  CHECK_THROWS_WITH_AS(cuda::mma_probe(MathMode::FP32, nullptr, nullptr, nullptr), doctest::Contains("no tensor-core"),
+                       Error);
+}
+#endif
 
 TEST_CASE("cuda: conv2d and gemm on our TF32 tensor-core kernel stay within the TF32 bound") {
   SKIP_WITHOUT_CUDA();
