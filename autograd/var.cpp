@@ -2,6 +2,7 @@
 
 #include <unordered_set>
 
+#include "autograd/profile.h"
 #include "kernels/pointwise.h"
 
 namespace trick {
@@ -37,6 +38,7 @@ Var record(Tensor value, const char* op, std::vector<VarPtr> inputs, BackwardFn 
   Var out(std::move(value), true);
   auto node = std::make_shared<Node>();
   node->op = op;
+  node->layer = profile_current_layer();
   node->inputs = std::move(inputs);
   node->backward = std::move(backward);
   out.state()->node = std::move(node);
@@ -123,7 +125,12 @@ void Var::backward(const Tensor& seed) {
     if (!v->node) continue;
     TRICK_CHECK(v->node->backward, "backward: the graph through '", v->node->op,
                 "' was already used by an earlier backward()");
-    if (v->grad.defined()) v->node->backward(v->grad, v->node->inputs);
+    if (v->grad.defined()) {
+      LayerProfiler* profiler = LayerProfiler::active();
+      if (profiler) profiler->begin_backward(v->node->layer);
+      v->node->backward(v->grad, v->node->inputs);
+      if (profiler) profiler->end_backward();
+    }
     // Free the tape as we go: saved tensors live in the closure, the graph in the inputs.
     v->node->backward = nullptr;
     v->node->inputs.clear();

@@ -33,6 +33,7 @@ using BackwardFn = std::function<void(const Tensor& grad_out, const std::vector<
 
 struct Node {
   const char* op = "";
+  int layer = -1;  // the LayerProfiler layer it was recorded in (autograd/profile.h), or -1
   std::vector<VarPtr> inputs;
   BackwardFn backward;
 };

@@ -4,6 +4,7 @@
 #include <set>
 #include <sstream>
 
+#include "autograd/profile.h"
 #include "kernels/pointwise.h"
 
 namespace trick {
@@ -116,7 +117,10 @@ Conv2d::Conv2d(const Conv2dOptions& o, const std::string& name) {
   register_parameter("bias", &bias);
 }
 
-Var Conv2d::forward(const Var& x, Tensor out) { return conv2d(x, weight, bias, params_, out); }
+Var Conv2d::forward(const Var& x, Tensor out) {
+  LayerScope layer(params_.name);
+  return conv2d(x, weight, bias, params_, out);
+}
 
 void Conv2d::reset_parameters(Rng& rng) {
   const Shape s = weight.shape();
@@ -210,6 +214,7 @@ void observe_activation(const std::string& name, const Tensor& value) {
 }
 
 Var ConvBnRelu::forward(const Var& x, Tensor out) {
+  LayerScope layer(conv.params().name);  // conv, batch norm and ReLU: one layer of a profile
   Var y;
   if (folded_) {
     y = conv.forward(x, out);

@@ -1,5 +1,6 @@
 #include "layers/ops.h"
 
+#include "autograd/profile.h"
 #include "kernels/check.h"
 #include "kernels/gemm.h"
 #include "kernels/norm.h"
@@ -23,20 +24,34 @@ Tensor output_tensor(Tensor out, const Shape& shape, Device device, const char* 
 // A fresh tensor shaped like t, on t's device.
 Tensor like(const Tensor& t) { return Tensor::empty(t.shape(), t.device()); }
 
+// A pool's shapes for a profile: "3x3/2 147x147x64".
+void pool_detail(const Tensor& x, const Pool2dParams& p) {
+  if (profiling())
+    profile_detail(cat(p.kernel_h, "x", p.kernel_w, p.stride_h > 1 || p.stride_w > 1 ? cat("/", p.stride_h) : "", " ",
+                       x.dim(1), "x", x.dim(2), "x", x.dim(3)));
+}
+
 }  // namespace
 
 Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dParams& p, Tensor out) {
+  ProfileOp profile("conv2d");
   const Tensor& xv = x.value();
   const Tensor& wv = w.value();
   const Tensor bv = b.defined() ? b.value() : Tensor();
   Tensor y = output_tensor(out, conv2d_output_shape(xv.shape(), wv.shape(), p), xv.device(), "conv2d");
   conv2d_forward(xv, wv, bv, p, y);
+  // Multiply-adds of the forward, and of dgrad and wgrad alike: one per output element and tap.
+  const double flops = 2.0 * static_cast<double>(y.numel()) * static_cast<double>(wv.dim(1) * wv.dim(2) * wv.dim(3));
+  profile_flops(flops);
+  if (profiling())
+    profile_detail(cat(wv.dim(1), "x", wv.dim(2), p.stride_h > 1 || p.stride_w > 1 ? cat("/", p.stride_h) : "", " ",
+                       xv.dim(1), "x", xv.dim(2), "x", xv.dim(3), " -> ", wv.dim(0)));
   if (!any_requires_grad({&x, &w, &b})) return Var(y);
   const bool need_w = w.requires_grad() || b.requires_grad();
   const Tensor saved_x = need_w ? xv : Tensor();  // wgrad needs the input, dgrad does not
   const Tensor saved_y = p.relu ? y : Tensor();    // the ReLU mask
   return make_result(y, "conv2d", {&x, &w, &b},
-                     [saved_x, saved_y, wv, p](const Tensor& gy, const std::vector<VarPtr>& in) {
+                     [saved_x, saved_y, wv, p, flops](const Tensor& gy, const std::vector<VarPtr>& in) {
                        Tensor dz = gy;
                        if (p.relu) {
                          dz = like(gy);
@@ -46,11 +61,13 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dParams& p, Tens
                        if (wants(in[0])) {
                          Tensor dx = grad_destination(*in[0], &acc);
                          conv2d_dgrad(dz, wv, p, dx, acc);
+                         profile_flops(flops);
                        }
                        if (wants(in[1])) {
                          Tensor dw = grad_destination(*in[1], &acc);
                          Tensor no_bias;
                          conv2d_wgrad(saved_x, dz, p, dw, no_bias, acc);
+                         profile_flops(flops);
                        }
                        if (wants(in[2])) {
                          Tensor db = grad_destination(*in[2], &acc);
@@ -60,6 +77,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dParams& p, Tens
 }
 
 Var relu(const Var& x) {
+  ProfileOp profile("relu");
   Tensor y = like(x.value());
   unary(UnaryOp::Relu, x.value(), y);
   if (!any_requires_grad({&x})) return Var(y);
@@ -71,9 +89,11 @@ Var relu(const Var& x) {
 }
 
 Var max_pool2d(const Var& x, const Pool2dParams& p, Tensor out) {
+  ProfileOp profile("max_pool2d");
   const Tensor& xv = x.value();
   Tensor y = output_tensor(out, pool2d_output_shape(xv.shape(), p, "max_pool2d"), xv.device(), "max_pool2d");
   max_pool2d_forward(xv, p, y);
+  pool_detail(xv, p);
   if (!any_requires_grad({&x})) return Var(y);
   return make_result(y, "max_pool2d", {&x}, [xv, y, p](const Tensor& gy, const std::vector<VarPtr>& in) {
     bool acc = false;
@@ -83,9 +103,11 @@ Var max_pool2d(const Var& x, const Pool2dParams& p, Tensor out) {
 }
 
 Var avg_pool2d(const Var& x, const Pool2dParams& p, Tensor out) {
+  ProfileOp profile("avg_pool2d");
   const Tensor& xv = x.value();
   Tensor y = output_tensor(out, pool2d_output_shape(xv.shape(), p, "avg_pool2d"), xv.device(), "avg_pool2d");
   avg_pool2d_forward(xv, p, y);
+  pool_detail(xv, p);
   if (!any_requires_grad({&x})) return Var(y);
   return make_result(y, "avg_pool2d", {&x}, [p](const Tensor& gy, const std::vector<VarPtr>& in) {
     bool acc = false;
@@ -95,6 +117,7 @@ Var avg_pool2d(const Var& x, const Pool2dParams& p, Tensor out) {
 }
 
 Var global_avg_pool(const Var& x) {
+  ProfileOp profile("global_avg_pool");
   const Tensor& xv = x.value();
   check_ndim("global_avg_pool", "input", xv, 4);
   Tensor y = Tensor::empty(Shape{xv.dim(0), xv.dim(3)}, xv.device());
@@ -107,6 +130,7 @@ Var global_avg_pool(const Var& x) {
 }
 
 Var linear(const Var& x, const Var& w, const Var& b) {
+  ProfileOp profile("linear");
   const Tensor& xv = x.value();
   const Tensor& wv = w.value();
   check_ndim("linear", "input", xv, 2);
@@ -116,20 +140,25 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   Tensor y = Tensor::empty(Shape{xv.dim(0), wv.dim(0)}, xv.device());
   matmul_nt(xv, wv, y, false);
   if (b.defined()) add_bias(b.value(), false, y);
+  const double flops = 2.0 * static_cast<double>(xv.dim(0) * wv.dim(0) * wv.dim(1));
+  profile_flops(flops);
+  if (profiling()) profile_detail(cat(wv.dim(1), " -> ", wv.dim(0)));
   if (!any_requires_grad({&x, &w, &b})) return Var(y);
   const Tensor saved_x = w.requires_grad() ? xv : Tensor();
-  return make_result(y, "linear", {&x, &w, &b}, [saved_x, wv](const Tensor& gy, const std::vector<VarPtr>& in) {
+  return make_result(y, "linear", {&x, &w, &b}, [saved_x, wv, flops](const Tensor& gy, const std::vector<VarPtr>& in) {
     bool acc = false;
     const Device dev = gy.device();
     if (wants(in[0])) {  // dx(N, I) = gy(N, O) * w(O, I)
       Tensor dx = grad_destination(*in[0], &acc);
       gemm(dev, false, false, gy.dim(0), wv.dim(1), wv.dim(0), 1.f, gy.data(), gy.ld(), wv.data(), wv.ld(),
            acc ? 1.f : 0.f, dx.data(), dx.ld());
+      profile_flops(flops);
     }
     if (wants(in[1])) {  // dw(O, I) = gy(N, O)^T * x(N, I)
       Tensor dw = grad_destination(*in[1], &acc);
       gemm(dev, true, false, wv.dim(0), wv.dim(1), gy.dim(0), 1.f, gy.data(), gy.ld(), saved_x.data(),
            saved_x.ld(), acc ? 1.f : 0.f, dw.data(), dw.ld());
+      profile_flops(flops);
     }
     if (wants(in[2])) {
       Tensor db = grad_destination(*in[2], &acc);
@@ -140,6 +169,7 @@ Var linear(const Var& x, const Var& w, const Var& b) {
 
 Var batch_norm_train(const Var& x, const Var& gamma, const Var& beta, Tensor& running_mean, Tensor& running_var,
                      float eps, float momentum) {
+  ProfileOp profile("batch_norm");
   const Tensor& xv = x.value();
   const int64_t c = xv.cols();
   Tensor y = like(xv);
@@ -166,6 +196,7 @@ Var batch_norm_train(const Var& x, const Var& gamma, const Var& beta, Tensor& ru
 }
 
 Var channel_affine(const Var& x, const Tensor& scale, const Tensor& shift, bool relu) {
+  ProfileOp profile("channel_affine");
   Tensor y = like(x.value());
   ::trick::channel_affine(x.value(), scale, shift, relu, y);
   if (!any_requires_grad({&x})) return Var(y);
@@ -191,6 +222,7 @@ Var channel_affine(const Var& x, const Tensor& scale, const Tensor& shift, bool 
 }
 
 Var concat_into(const std::vector<Var>& parts, Tensor out) {
+  ProfileOp profile("concat");
   TRICK_CHECK(!parts.empty(), "concat: no inputs");
   const Tensor& first = parts[0].value();
   int64_t total = 0;
@@ -228,6 +260,7 @@ Var concat_into(const std::vector<Var>& parts, Tensor out) {
 Var concat(const std::vector<Var>& parts) { return concat_into(parts, Tensor()); }
 
 Var concat_batch(const std::vector<Var>& parts) {
+  ProfileOp profile("concat_batch");
   TRICK_CHECK(!parts.empty(), "concat_batch: no inputs");
   if (parts.size() == 1) return parts[0];
   const Tensor& first = parts[0].value();
@@ -259,6 +292,7 @@ Var concat_batch(const std::vector<Var>& parts) {
 }
 
 Var softmax(const Var& x) {
+  ProfileOp profile("softmax");
   Tensor y = like(x.value());
   ::trick::softmax(x.value(), y);
   if (!any_requires_grad({&x})) return Var(y);
@@ -270,6 +304,7 @@ Var softmax(const Var& x) {
 }
 
 Var log_softmax(const Var& x) {
+  ProfileOp profile("log_softmax");
   Tensor y = like(x.value());
   ::trick::log_softmax(x.value(), y);
   if (!any_requires_grad({&x})) return Var(y);
@@ -281,6 +316,7 @@ Var log_softmax(const Var& x) {
 }
 
 Var cross_entropy(const Var& logits, const Tensor& targets) {
+  ProfileOp profile("cross_entropy");
   const Tensor& lv = logits.value();
   check_ndim("cross_entropy", "logits", lv, 2);
   Tensor probs = like(lv);
@@ -297,6 +333,7 @@ Var cross_entropy(const Var& logits, const Tensor& targets) {
 
 namespace {
 Var binary_op(BinaryOp op, const char* name, const Var& a, const Var& b) {
+  ProfileOp profile(name);
   Tensor y = like(a.value());
   binary(op, a.value(), b.value(), y);
   if (!any_requires_grad({&a, &b})) return Var(y);
@@ -326,6 +363,7 @@ Var sub(const Var& a, const Var& b) { return binary_op(BinaryOp::Sub, "sub", a, 
 Var mul(const Var& a, const Var& b) { return binary_op(BinaryOp::Mul, "mul", a, b); }
 
 Var affine(const Var& x, float a, float b) {
+  ProfileOp profile("affine");
   Tensor y = like(x.value());
   unary(UnaryOp::Affine, x.value(), y, a, b);
   if (!any_requires_grad({&x})) return Var(y);
@@ -340,6 +378,7 @@ Var affine(const Var& x, float a, float b) {
 }
 
 Var clamp(const Var& x, float lo, float hi) {
+  ProfileOp profile("clamp");
   Tensor y = like(x.value());
   unary(UnaryOp::Clamp, x.value(), y, lo, hi);
   if (!any_requires_grad({&x})) return Var(y);
@@ -352,6 +391,7 @@ Var clamp(const Var& x, float lo, float hi) {
 }
 
 Var tanh(const Var& x) {
+  ProfileOp profile("tanh");
   Tensor y = like(x.value());
   unary(UnaryOp::Tanh, x.value(), y);
   if (!any_requires_grad({&x})) return Var(y);
@@ -366,12 +406,14 @@ Var tanh(const Var& x) {
 }
 
 Var sign(const Var& x) {
+  ProfileOp profile("sign");
   Tensor y = like(x.value());
   unary(UnaryOp::Sign, x.value(), y);
   return Var(y);
 }
 
 Var sum(const Var& x) {
+  ProfileOp profile("sum");
   Tensor y = Tensor::empty(Shape{1}, x.value().device());
   sum_all(x.value(), y);
   return make_result(y, "sum", {&x}, [](const Tensor& gy, const std::vector<VarPtr>& in) {
@@ -381,6 +423,7 @@ Var sum(const Var& x) {
 }
 
 Var mean(const Var& x) {
+  ProfileOp profile("mean");
   const int64_t n = x.value().numel();
   TRICK_CHECK(n > 0, "mean: empty input of shape ", x.value().shape().str());
   Tensor y = Tensor::empty(Shape{1}, x.value().device());
@@ -393,6 +436,7 @@ Var mean(const Var& x) {
 }
 
 Var max(const Var& x) {
+  ProfileOp profile("max");
   Tensor y = Tensor::empty(Shape{1}, x.value().device());
   int64_t at = 0;
   max_all(x.value(), y, &at);
@@ -405,6 +449,7 @@ Var max(const Var& x) {
 }
 
 Var reshape(const Var& x, const Shape& shape) {
+  ProfileOp profile("reshape");
   Tensor y = x.value().contiguous().reshape(shape);
   if (!any_requires_grad({&x})) return Var(y);
   const Shape from = x.value().shape();
@@ -414,6 +459,7 @@ Var reshape(const Var& x, const Shape& shape) {
 }
 
 Var dropout(const Var& x, float p, Rng& rng, bool training) {
+  ProfileOp profile("dropout");
   TRICK_CHECK(p >= 0.f && p < 1.f, "dropout: probability ", p, " outside [0, 1)");
   if (!training || p == 0.f) return x;
   Tensor mask = Tensor::empty(x.value().shape());

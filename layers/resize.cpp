@@ -1,6 +1,7 @@
 // Resize + crop: Pillow's bilinear tables and the differentiable op built on kernels/resample.h.
 #include "layers/resize.h"
 
+#include "autograd/profile.h"
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -51,6 +52,7 @@ ResampleTable bilinear_resample_table(int64_t in_size, int64_t out_size, int64_t
 }
 
 Var resize_crop(const Var& x, int out_h, int out_w, int crop_top, int crop_left, int crop_h, int crop_w) {
+  ProfileOp profile("resize_crop");
   const Tensor& xv = x.value();
   TRICK_CHECK(xv.ndim() == 4, "resize: input must be (N, H, W, C), got ", xv.shape().str());
   TRICK_CHECK(out_h >= 1 && out_w >= 1, "resize: output size ", out_h, "x", out_w, " must be positive");

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "autograd/profile.h"
 #include "models/labels.h"
 
 namespace trick {
@@ -66,6 +67,7 @@ struct InceptionBlock : Group {
     bp = add("branch_pool", in, w.pool, 1);
   }
   Var forward(const Var& x) {
+    LayerScope scope(prefix, LayerScope::Prefix);  // names the pool and the concat
     Tensor out = block_output(x, x.shape()[1], x.shape()[2], w.out());
     int64_t c = 0;
     auto slot = [&](int64_t n) {
@@ -96,6 +98,7 @@ struct ReduceBlock : Group {
   }
   int64_t out_channels() const { return w.b3 + w.d + in; }
   Var forward(const Var& x) {
+    LayerScope scope(prefix, LayerScope::Prefix);  // names the pool and the concat
     const int64_t h = (x.shape()[1] - 1) / 2 + 1, wd = (x.shape()[2] - 1) / 2 + 1;  // 3x3, stride 2, pad 1
     Tensor out = block_output(x, h, wd, out_channels());
     Var a = b3->forward(x, out.slice_last(0, w.b3));
@@ -163,13 +166,25 @@ Var FashionInception::forward(const Var& pixels) {
   TRICK_CHECK(s.ndim == 4 && s[1] == 28 && s[2] == 28 && s[3] == 1, "fashion_inception: input must be ",
               "(N, 28, 28, 1) pixels in [0, 1], got ", s.str());
   TRICK_CHECK(!(is_training() && folded()), "fashion_inception: cannot train a model whose batch norms are folded");
-  Var x = affine(pixels, 1.f / kStd, -kMean / kStd);
+  // The scopes name the layers of a profile (autograd/profile.h); they cost nothing otherwise.
+  Var x;
+  {
+    LayerScope layer("normalize");
+    x = affine(pixels, 1.f / kStd, -kMean / kStd);
+  }
   x = p.stem->forward(x);
-  x = max_pool2d(x, kMax3s2);
+  {
+    LayerScope layer("maxpool");
+    x = max_pool2d(x, kMax3s2);
+  }
   x = p.block1.forward(x);
   x = p.reduce.forward(x);
   x = p.block2.forward(x);
-  x = global_avg_pool(x);
+  {
+    LayerScope layer("avgpool");
+    x = global_avg_pool(x);
+  }
+  LayerScope layer("fc");
   return p.fc->forward(x);
 }
 

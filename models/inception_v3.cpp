@@ -1,5 +1,6 @@
 #include "models/inception_v3.h"
 
+#include "autograd/profile.h"
 #include "models/labels.h"
 
 namespace trick {
@@ -50,6 +51,7 @@ struct InceptionA : Block {
     bp = add("branch_pool", in, pool_features, 1, 1);
   }
   Var forward(const Var& x) {
+    LayerScope scope(prefix, LayerScope::Prefix);  // names the pool and the concat
     const int64_t h = x.shape()[1], w = x.shape()[2], c = 64 + 64 + 96 + bp->out_channels();
     Tensor out = block_output(x, h, w, c);
     Var a = b1->forward(x, out.slice_last(0, 64));
@@ -71,6 +73,7 @@ struct InceptionB : Block {
     d3 = add("branch3x3dbl_3", 96, 96, 3, 3, 2);
   }
   Var forward(const Var& x) {
+    LayerScope scope(prefix, LayerScope::Prefix);  // names the pool and the concat
     const int64_t h = (x.shape()[1] - 3) / 2 + 1, w = (x.shape()[2] - 3) / 2 + 1, c = 384 + 96 + in;
     Tensor out = block_output(x, h, w, c);
     Var a = b3->forward(x, out.slice_last(0, 384));
@@ -95,6 +98,7 @@ struct InceptionC : Block {
     bp = add("branch_pool", in, 192, 1, 1);
   }
   Var forward(const Var& x) {
+    LayerScope scope(prefix, LayerScope::Prefix);  // names the pool and the concat
     Tensor out = block_output(x, x.shape()[1], x.shape()[2], 768);
     Var a = b1->forward(x, out.slice_last(0, 192));
     Var s = s3->forward(s2->forward(s1->forward(x)), out.slice_last(192, 384));
@@ -117,6 +121,7 @@ struct InceptionD : Block {
     s4 = add("branch7x7x3_4", 192, 192, 3, 3, 2);
   }
   Var forward(const Var& x) {
+    LayerScope scope(prefix, LayerScope::Prefix);  // names the pool and the concat
     const int64_t h = (x.shape()[1] - 3) / 2 + 1, w = (x.shape()[2] - 3) / 2 + 1, c = 320 + 192 + in;
     Tensor out = block_output(x, h, w, c);
     Var a = t2->forward(t1->forward(x), out.slice_last(0, 320));
@@ -140,6 +145,7 @@ struct InceptionE : Block {
     bp = add("branch_pool", in, 192, 1, 1);
   }
   Var forward(const Var& x) {
+    LayerScope scope(prefix, LayerScope::Prefix);  // names the pool and the concat
     Tensor out = block_output(x, x.shape()[1], x.shape()[2], 2048);
     Var a = b1->forward(x, out.slice_last(0, 320));
     Var t = t1->forward(x);
@@ -209,14 +215,26 @@ Var InceptionV3::forward(const Var& pixels) {
   const Shape s = pixels.shape();
   TRICK_CHECK(s.ndim == 4 && s[3] == 3 && s[1] >= 75 && s[2] >= 75, "inception_v3: input must be (N, H, W, 3) ",
               "pixels with H, W >= 75 (299 for the trained weights), got ", s.str());
-  Var x = affine(pixels, 2.f, -1.f);  // transform_input: ImageNet-normalised -> Google's [-1, 1]
+  // The scopes name the layers of a profile (autograd/profile.h) as torchvision names its
+  // modules; they cost nothing otherwise.
+  Var x;
+  {
+    LayerScope layer("transform_input");
+    x = affine(pixels, 2.f, -1.f);  // ImageNet-normalised -> Google's [-1, 1]
+  }
   x = b.stem[0]->forward(x);
   x = b.stem[1]->forward(x);
   x = b.stem[2]->forward(x);
-  x = max_pool2d(x, kMax3s2);
+  {
+    LayerScope layer("maxpool1");
+    x = max_pool2d(x, kMax3s2);
+  }
   x = b.stem[3]->forward(x);
   x = b.stem[4]->forward(x);
-  x = max_pool2d(x, kMax3s2);
+  {
+    LayerScope layer("maxpool2");
+    x = max_pool2d(x, kMax3s2);
+  }
   x = b.m5b.forward(x);
   x = b.m5c.forward(x);
   x = b.m5d.forward(x);
@@ -228,7 +246,11 @@ Var InceptionV3::forward(const Var& pixels) {
   x = b.m7a.forward(x);
   x = b.m7b.forward(x);
   x = b.m7c.forward(x);
-  x = global_avg_pool(x);  // dropout is the identity in evaluation mode
+  {
+    LayerScope layer("avgpool");
+    x = global_avg_pool(x);  // dropout is the identity in evaluation mode
+  }
+  LayerScope layer("fc");
   return b.fc->forward(x);
 }
 

@@ -54,13 +54,15 @@ FIXTURE_VERSION = "1"  # bump when setup() makes different files
 
 # ---- the commands ------------------------------------------------------------------------------
 
-# name: the command line with every input good. {out.EXT} is an output file with that extension.
+# name: the command line with every input good (its first word is the subcommand). {out.EXT}
+# is an output file with that extension.
 COMMANDS = {
     "classify": "classify {image} --weights {weights}",
     "grad": "grad {image} --weights {weights} --target {target} --out {out.npy}",
     "preprocess": "preprocess {image} --out {out.npy}",
     "convert": "convert {weights_in} -o {out.safetensors}",
     "bench": "bench --weights {weights} --repeats 1 --warmup 0",
+    "bench_layers": "bench --model fashion_inception --batch 2 --repeats 1 --warmup 0 --layers --layers-json {out.jsonl}",
     "classes": "classes",
     "info": "info",
     "attack": "attack {image} --weights {weights} --target {target} --out {outdir} --method fgsm --no-animation "
@@ -74,7 +76,7 @@ COMMANDS = {
 CONTROL_STATUS = {"attack": (0, 3)}
 
 # Commands whose inputs are all optional (no "no-arguments" case).
-RUNS_WITHOUT_ARGUMENTS = {"bench", "eval"}
+RUNS_WITHOUT_ARGUMENTS = {"bench", "bench_layers", "eval"}
 
 # (command, case, options set on the good command line (replacing the value of one it has, else
 #  appended), what the error must name, pattern of what it must say is wrong)
@@ -107,6 +109,8 @@ OPTION_CASES = [
     ("bench", "threads-negative", ["bench", "--threads", "-2"], "--threads", r"at least 0"),
     ("bench", "device-unknown", ["bench", "--device", "tpu"], "tpu", r"device"),
     ("bench", "model-unknown", ["bench", "--model", "resnet50"], "resnet50", r"unknown model"),
+    ("bench", "layers-with-both", ["--layers", "--both"], "--layers", r"excludes"),
+    ("bench", "layers-json-without-layers", ["--layers-json", "layers.jsonl"], "--layers-json", r"requires"),
     ("classes", "labels-unknown", ["--labels", "cifar"], "--labels", r"expected 'imagenet'"),
     ("attack", "eps-negative", ["--eps", "-1"], "--eps", r"\[0, 255\]"),
     ("attack", "steps-zero", ["--method", "pgd", "--steps", "0"], "--steps", r"\[1, 100000\]"),
@@ -833,8 +837,9 @@ def subcommands(trick):
 def run_case(trick, fixture_dir, cmd, case, spec, quiet=False):
     """Returns (status, message): status 'pass', 'fail' or 'skip'."""
     trick, fixture_dir = os.path.abspath(trick), os.path.abspath(fixture_dir)
-    if cmd not in subcommands(trick):  # listed here before its command landed in this tree
-        return "skip", f"this trick has no '{cmd}' command yet"
+    sub = COMMANDS[cmd].split()[0]  # the subcommand ("bench" for bench_layers)
+    if sub not in subcommands(trick):  # listed here before its command landed in this tree
+        return "skip", f"this trick has no '{sub}' command yet"
     case_dir = os.path.join(fixture_dir, "cases", f"{cmd}-{case}")
     if os.path.exists(case_dir):
         make_writable(case_dir)
@@ -844,8 +849,8 @@ def run_case(trick, fixture_dir, cmd, case, spec, quiet=False):
     ctx = Ctx(case_dir, fixture_dir)
     template = COMMANDS[cmd]
     if spec["extra"] is None:  # the command with none of its arguments
-        argv = [cmd]
-    elif spec["extra"] and spec["extra"][0] == cmd:  # a whole command line
+        argv = [sub]
+    elif spec["extra"] and spec["extra"][0] == sub:  # a whole command line
         argv = list(spec["extra"])
     else:
         argv = with_options(build_argv(template, ctx, spec["bad"]), spec["extra"])

@@ -21,7 +21,12 @@
       11.43 GFLOP per image forward, 22.85 per attack step), and the ratio of throughput
       against PyTorch eager at the same precision and batch. Rows with "failed" print FAILED.
 
-Needs PyTorch with CUDA for `time`; `table` needs only the standard library.
+  bench_gpu.py layers FILE... [--out layers.md]
+      Reads `trick bench --layers --layers-json FILE` rows and prints each layer's forward +
+      backward ms with one column per run (conv backend, precision, batch), the fastest
+      marked, then the same summed by kind of layer with the achieved TFLOP/s.
+
+Needs PyTorch with CUDA for `time`; `table` and `layers` need only the standard library.
 """
 import argparse
 import json
@@ -272,6 +277,79 @@ def cmd_ncu_summary(args):
     return 0
 
 
+def cmd_layers(args):
+    """`trick bench --layers --layers-json F` files, one column per run (conv backend,
+    precision, batch): each layer's forward + backward ms side by side, the fastest of the
+    runs at the same batch marked, then the same by kind of layer (conv2d 1x1, conv2d 3x3/2,
+    ...) with the achieved TFLOP/s."""
+    import json
+    runs, order, info = {}, [], {}
+    for path in args.files:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if not line.startswith("{"):
+                    continue
+                r = json.loads(line)
+                key = f"{r['conv']} {r['math']} b{r['batch']}"
+                run = runs.setdefault(key, {"layers": {}, "step": None, "batch": r["batch"]})
+                if r.get("layer") is None:
+                    run["step"] = r["step_ms"]
+                    continue
+                k = (r["index"], r["layer"])
+                if k not in info:
+                    order.append(k)
+                    info[k] = r
+                run["layers"][k] = (r["forward_ms"] + r["backward_ms"], r["gflop_forward"] + r["gflop_backward"])
+    if not runs:
+        print("layers: no rows")
+        return 1
+    keys = list(runs)
+
+    def kind(r):
+        windowed = r["ops"] in ("conv2d", "max_pool2d", "avg_pool2d")
+        return r["ops"] + (" " + r["shape"].split(" ")[0] if windowed and r["shape"] else "")
+
+    out = ["Forward + backward ms per layer (medians; * the fastest run at its batch size)", "",
+           "| # | layer | shape | GFLOP per image | " + " | ".join(keys) + " |",
+           "| ---: | --- | --- | ---: | " + " | ".join("---:" for _ in keys) + " |"]
+    kinds = {}
+    for k in order:
+        r = info[k]
+        got = [runs[c]["layers"].get(k) for c in keys]
+        cells = []
+        for c, g in zip(keys, got):
+            if g is None:
+                cells.append("-")
+                continue
+            same = [runs[d]["layers"][k][0] for d in keys if runs[d]["batch"] == runs[c]["batch"] and k in runs[d]["layers"]]
+            cells.append(f"{g[0]:.3f}" + ("*" if len(same) > 1 and g[0] == min(same) else ""))
+        per_image = (r["gflop_forward"] + r["gflop_backward"]) / r["batch"]
+        out.append(f"| {k[0]} | {k[1]} | {r['shape']} | {per_image:.4f} | " + " | ".join(cells) + " |")
+        e = kinds.setdefault(kind(r), [0, [0.0] * len(keys), [0.0] * len(keys)])
+        e[0] += 1
+        for i, g in enumerate(got):
+            if g is not None:
+                e[1][i] += g[0]
+                e[2][i] += g[1]
+    out.append("| | step (profiled) | | | " + " | ".join(
+        "-" if runs[c]["step"] is None else f"{runs[c]['step']:.3f}" for c in keys) + " |")
+    out += ["", "By kind of layer: ms (forward + backward) and, where the work is counted, (TFLOP/s)", "",
+            "| kind | layers | " + " | ".join(keys) + " |",
+            "| --- | ---: | " + " | ".join("---:" for _ in keys) + " |"]
+    for name, (n, ms, gf) in sorted(kinds.items(), key=lambda kv: -max(kv[1][1])):
+        cells = [f"{v:.3f}" + (f" ({g / v:.3g})" if g > 0 and v > 0 else "") for v, g in zip(ms, gf)]
+        out.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+    text = "\n".join(out) + "\n"
+    print(text, end="")
+    if args.out:
+        import os
+        with open(args.out + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(args.out + ".tmp", args.out)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -287,9 +365,14 @@ def main():
     tb.add_argument("--out")
     nc = sub.add_parser("ncu-summary")
     nc.add_argument("file")
+    ly = sub.add_parser("layers")
+    ly.add_argument("files", nargs="+")
+    ly.add_argument("--out")
     args = ap.parse_args()
     if args.cmd == "ncu-summary":
         return cmd_ncu_summary(args)
+    if args.cmd == "layers":
+        return cmd_layers(args)
     return cmd_time(args) if args.cmd == "time" else cmd_table(args)
 
 

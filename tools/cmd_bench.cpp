@@ -18,6 +18,9 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "autograd/profile.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/sgemm_conv.h"
 #include "kernels/gemm.h"
@@ -25,12 +28,14 @@
 #include "tensor/graph_pool.h"
 #include "tensor/random.h"
 #include "tools/command.h"
+#include "tools/lib/atomic_file.h"
 #include "tools/lib/run_model.h"
 
 #ifdef TRICK_WITH_CUDA
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/graph.h"
+#include "kernels/cuda/runtime.h"
 #endif
 
 namespace trick {
@@ -46,6 +51,8 @@ struct Options {
   std::vector<int> batches{1};
   int repeats = 10, warmup = 2, threads = 0;
   bool graph = true, both = false;
+  bool layers = false;      // --layers: per-layer times of the step instead of the summary
+  std::string layers_json;  // --layers-json FILE: those rows as JSON lines, too
   uint64_t seed = 1;
 };
 
@@ -125,6 +132,38 @@ double time_cuda(const std::function<void()>& f, cudaStream_t stream, int warmup
   cudaEventDestroy(b);
   return median(ms);
 }
+
+// The layer profile's clock on a GPU: CUDA events recorded on the library's stream, so a
+// layer's time is what the GPU spent between the work issued before it and after it.
+class CudaClock : public ProfileClock {
+ public:
+  ~CudaClock() override {
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  }
+  int mark() override {
+    if (used_ == events_.size()) {
+      cudaEvent_t e;
+      check(cudaEventCreate(&e), "cudaEventCreate");
+      events_.push_back(e);
+    }
+    check(cudaEventRecord(events_[used_], cuda::stream()), "cudaEventRecord");
+    return static_cast<int>(used_++);
+  }
+  void resolve() override {
+    if (used_ > 0) check(cudaEventSynchronize(events_[used_ - 1]), "cudaEventSynchronize");
+  }
+  double ms(int from, int to) const override {
+    float t = 0;
+    check(cudaEventElapsedTime(&t, events_.at(static_cast<size_t>(from)), events_.at(static_cast<size_t>(to))),
+          "cudaEventElapsedTime");
+    return t;
+  }
+  void clear() override { used_ = 0; }
+
+ private:
+  std::vector<cudaEvent_t> events_;
+  size_t used_ = 0;
+};
 #endif
 
 struct Row {
@@ -178,6 +217,99 @@ void print_row(const Options& o, const Model& m, Device dev, const Row& r) {
   std::fflush(stdout);
 }
 
+// --layers: `repeats` profiled steps after `warmup` plain ones, then one row per layer of the
+// step (autograd/profile.h): the medians of its forward and backward time, its share of the
+// step, and its rate where its ops report their work (convolutions, linear layers).
+void print_layers(const Options& o, const Model& m, Device dev, int batch, const LayerProfiler& prof,
+                  nlohmann::json* rows) {
+  const bool gpu = dev.is_cuda();
+  const double unit = gpu ? 1e12 : 1e9;  // TFLOP/s on a GPU, GFLOP/s on the CPU
+  const char* rate_name = gpu ? "TFLOP/s" : "GFLOP/s";
+  const double step = median(prof.pass_ms());
+  auto rate = [&](double flops, double ms) {
+    char b[32];
+    if (flops <= 0 || ms <= 0) return std::string("-");
+    std::snprintf(b, sizeof b, gpu ? "%.2f" : "%.1f", flops / (ms * 1e-3) / unit);
+    return std::string(b);
+  };
+  auto gflop = [](double flops) {
+    char b[32];
+    if (flops <= 0) return std::string("-");
+    std::snprintf(b, sizeof b, "%.3f", flops / 1e9);
+    return std::string(b);
+  };
+  std::printf("layers of one step (forward + input gradient), batch %d, %s, eager; medians of %d profiled steps\n",
+              batch, dev.str().c_str(), o.repeats);
+  std::printf("%4s  %-26s %-16s %-26s %8s %9s %8s %9s %8s %6s\n", "#", "layer", "ops", "shape", "GFLOP", "fwd ms",
+              rate_name, "bwd ms", rate_name, "share");
+  struct Kind {
+    std::string name;
+    int layers = 0;
+    double flops_f = 0, flops_b = 0, fwd = 0, bwd = 0;
+  };
+  std::vector<Kind> kinds;
+  double sum_f = 0, sum_b = 0, flops_f = 0, flops_b = 0;
+  int i = 0;
+  for (const LayerTimes& l : prof.layers()) {
+    const double f = median(l.fwd_ms), b = median(l.bwd_ms);
+    sum_f += f, sum_b += b, flops_f += l.fwd_flops, flops_b += l.bwd_flops;
+    std::printf("%4d  %-26s %-16s %-26s %8s %9.3f %8s %9.3f %8s %5.1f%%\n", ++i, l.name.c_str(), l.ops.c_str(),
+                l.detail.c_str(), gflop(l.fwd_flops).c_str(), f, rate(l.fwd_flops, f).c_str(), b,
+                rate(l.bwd_flops, b).c_str(), step > 0 ? 100 * (f + b) / step : 0.0);
+    // By kind: the op, and for convolutions and pools the window ("conv2d 3x3/2").
+    std::string kind = l.ops;
+    const bool windowed = l.ops == "conv2d" || l.ops == "max_pool2d" || l.ops == "avg_pool2d";
+    if (windowed && !l.detail.empty()) kind += " " + l.detail.substr(0, l.detail.find(' '));
+    auto k = std::find_if(kinds.begin(), kinds.end(), [&](const Kind& x) { return x.name == kind; });
+    if (k == kinds.end()) k = kinds.insert(kinds.end(), Kind{kind});
+    ++k->layers, k->flops_f += l.fwd_flops, k->flops_b += l.bwd_flops, k->fwd += f, k->bwd += b;
+    if (rows)
+      rows->push_back({{"engine", "trick"}, {"model", m.name()}, {"device", dev.str()}, {"conv", conv_name(dev)},
+                       {"math", math_mode_name(math_on(dev))}, {"batch", batch}, {"index", i}, {"layer", l.name},
+                       {"ops", l.ops}, {"shape", l.detail}, {"forward_ms", f}, {"backward_ms", b},
+                       {"gflop_forward", l.fwd_flops / 1e9}, {"gflop_backward", l.bwd_flops / 1e9},
+                       {"repeats", o.repeats}});
+  }
+  const double rest = step - sum_f - sum_b;
+  std::printf("%4s  %-70s %8s %9.3f %8s %9.3f %8s %5.1f%%\n", "", "all layers (sum of their medians)",
+              gflop(flops_f).c_str(), sum_f, rate(flops_f, sum_f).c_str(), sum_b, rate(flops_b, sum_b).c_str(),
+              step > 0 ? 100 * (sum_f + sum_b) / step : 0.0);
+  std::printf("%4s  step: %.3f ms (median of the profiled steps), %s GFLOP, %s %s; between layers (allocation, "
+              "autograd, seeding): %.1f%%\n\n",
+              "", step, gflop(flops_f + flops_b).c_str(), rate(flops_f + flops_b, step).c_str(), rate_name,
+              step > 0 ? 100 * rest / step : 0.0);
+  std::printf("%-26s %6s %8s %9s %9s %6s %8s\n", "by kind", "layers", "GFLOP", "fwd ms", "bwd ms", "share", rate_name);
+  std::stable_sort(kinds.begin(), kinds.end(), [](const Kind& a, const Kind& b) { return a.fwd + a.bwd > b.fwd + b.bwd; });
+  for (const Kind& k : kinds)
+    std::printf("%-26s %6d %8s %9.3f %9.3f %5.1f%% %8s\n", k.name.c_str(), k.layers, gflop(k.flops_f).c_str(), k.fwd,
+                k.bwd, step > 0 ? 100 * (k.fwd + k.bwd) / step : 0.0,
+                rate(k.flops_f + k.flops_b, k.fwd + k.bwd).c_str());
+  std::printf("\n");
+  if (rows)
+    rows->push_back({{"engine", "trick"}, {"model", m.name()}, {"device", dev.str()}, {"conv", conv_name(dev)},
+                     {"math", math_mode_name(math_on(dev))}, {"batch", batch}, {"layer", nullptr}, {"step_ms", step},
+                     {"gflop_forward", flops_f / 1e9}, {"gflop_backward", flops_b / 1e9}, {"repeats", o.repeats}});
+  std::fflush(stdout);
+}
+
+// The profiled steps of --layers for one batch size.
+void run_layers(const Options& o, Model& m, Device dev, Work& w, int batch, nlohmann::json* rows) {
+  for (int i = 0; i < o.warmup; ++i) w.step();
+  std::unique_ptr<ProfileClock> clock;
+#ifdef TRICK_WITH_CUDA
+  if (dev.is_cuda()) clock = std::make_unique<CudaClock>();
+#endif
+  if (!clock) clock = make_host_clock();
+  LayerProfiler prof(std::move(clock));
+  for (int r = 0; r < o.repeats; ++r) {
+    prof.begin_pass();
+    w.step();
+    prof.end_pass();
+  }
+  w.grad = Tensor();
+  print_layers(o, m, dev, batch, prof, rows);
+}
+
 int run(const Options& o) {
   TRICK_CHECK(o.threads >= 0, "--threads must be at least 0 (0: all cores), got ", o.threads);
   if (o.threads > 0) set_num_threads(o.threads);
@@ -185,6 +317,7 @@ int run(const Options& o) {
   for (int b : o.batches) TRICK_CHECK(b >= 1 && b <= 4096, "--batch must be in [1, 4096], got ", b);
   TRICK_CHECK(o.repeats >= 1, "--repeats must be at least 1");
   TRICK_CHECK(o.warmup >= 0, "--warmup must be at least 0, got ", o.warmup);
+  if (!o.layers_json.empty()) check_output_file(o.layers_json);
   const Device dev = choose_device(o.device);
   std::unique_ptr<Model> model = o.weights.empty() ? random_model(o.model, o.seed) : load_model(o.weights);
   model->set_requires_grad(false);
@@ -202,12 +335,19 @@ int run(const Options& o) {
               : math == MathMode::BF16 ? " (fastest, least exact: relative error vs fp32 ~1e-2)"
                                        : "",
               num_threads(), o.repeats);
-  std::printf("batch  mode   forward ms       img/s  TFLOP/s  fwd+grad ms  img-steps/s  TFLOP/s\n");
+  if (o.layers && dev.is_cuda() && o.graph)
+    std::fprintf(stderr, "note: --layers times each layer of eager steps (a CUDA graph replays as one launch)\n");
+  if (!o.layers) std::printf("batch  mode   forward ms       img/s  TFLOP/s  fwd+grad ms  img-steps/s  TFLOP/s\n");
+  nlohmann::json rows = nlohmann::json::array();
   Rng rng(o.seed);
   for (int b : o.batches) try {
     Work w{*model,
            rand_uniform(Shape{b, model->input_height(), model->input_width(), model->input_channels()}, rng).to(dev),
            Tensor::full(Shape{b}, 1.f).to(dev), Tensor::full(Shape{b}, 1.f).to(dev), Tensor()};
+    if (o.layers) {
+      run_layers(o, *model, dev, w, b, o.layers_json.empty() ? nullptr : &rows);
+      continue;
+    }
     if (dev.is_cpu()) {
       auto none = [] {};
       Row r;
@@ -261,6 +401,11 @@ int run(const Options& o) {
   } catch (const Error& e) {
     rethrow_out_of_memory(e, cat("timing batch ", b, " on ", dev.str()), dev, "give a smaller --batch");
   }
+  if (!o.layers_json.empty()) {
+    std::string text;
+    for (const nlohmann::json& r : rows) text += r.dump() + "\n";
+    atomic_write(o.layers_json, text);
+  }
   return 0;
 }
 
@@ -269,7 +414,7 @@ const bool registered = register_command(
      [](CLI::App& app) {
        auto o = std::make_shared<Options>();
        app.add_option("--weights", o->weights, "Weights file (default: random weights)");
-       app.add_option("--model", o->model, "Architecture for random weights (inception_v3, fashion)");
+       app.add_option("--model", o->model, "Architecture for random weights (inception_v3, fashion_inception)");
        app.add_option("--batch", o->batches, "Images per step; several sizes: --batch 1,64,256")->delimiter(',');
        app.add_option("--repeats", o->repeats, "Timed repeats (the median is printed)");
        app.add_option("--warmup", o->warmup, "Untimed repeats first");
@@ -277,7 +422,15 @@ const bool registered = register_command(
        app.add_option("--device", o->device, "cpu, cuda or cuda:N");
        app.add_option("--seed", o->seed, "Seed of the random weights and input");
        add_backend_options(app, &o->graph);
-       app.add_flag("--both", o->both, "GPU: time eager and graph, and check that their gradients are equal");
+       CLI::Option* both =
+           app.add_flag("--both", o->both, "GPU: time eager and graph, and check that their gradients are equal");
+       CLI::Option* layers = app.add_flag(
+           "--layers", o->layers,
+           "Time each layer of the step instead (forward and backward, eager on a GPU): a table in network order "
+           "and one by kind of layer");
+       layers->excludes(both);
+       app.add_option("--layers-json", o->layers_json, "With --layers: also write its rows as JSON lines to this file")
+           ->needs(layers);
        return [o] { return run(*o); };
      },
      80});

@@ -24,6 +24,9 @@
 #   GPU_CHECK_QUICK=1: the tests and our own kernels' benchmark (fp32, TF32, bf16) only (no peer, no table)
 #   GPU_CHECK_PROFILE=1: after the build, instead of tests and benchmark, Nsight Compute's
 #              per-kernel times of one eager step (own kernels at batch 1 and 256, cuDNN at 256)
+#   GPU_CHECK_LAYERS=1: after the build, instead of tests and benchmark, `trick bench --layers`
+#              per run of GPU_CHECK_LAYER_RUNS (default: own fp32/tf32/bf16, cuDNN tf32/fp32, at
+#              batch 256) and one table of every layer's time side by side (layers.md)
 # Logs and the table go to $OUT (the device tool brings that folder back; at most 8 files):
 #   versions.log build.log tests.log inception.log bench_trick.log bench_torch.log table.md summary.txt
 # Without a GPU (a dry run) the GPU stages fail or skip quickly and the table still prints.
@@ -212,6 +215,31 @@ if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
     IFS=: read -r pname pconv pbatch <<<"$spec"
     profile "$pname" "$pconv" "$pbatch"
   done
+  printf '%s\n' "${SUMMARY[@]}" | sed 's/^/  /'
+  exit 0
+fi
+
+# --- layers (GPU_CHECK_LAYERS=1: instead of the tests and the benchmark) ------------------------
+# `trick bench --layers` for each run of GPU_CHECK_LAYER_RUNS (conv:math:batch): every layer's
+# forward and backward time from CUDA events around it in eager steps, merged by
+# tools/bench_gpu.py layers into one table with a column per run (layers.md).
+if [ "${GPU_CHECK_LAYERS:-0}" = 1 ]; then
+  : >"$OUT/layers.jsonl"
+  for spec in ${GPU_CHECK_LAYER_RUNS:-own:fp32:256 own:tf32:256 own:bf16:256 cudnn:tf32:256 cudnn:fp32:256}; do
+    IFS=: read -r lconv lmath lbatch <<<"$spec"
+    if [ -z "$BIN" ]; then
+      say "layers $spec: FAILED (no trick binary)"
+      continue
+    fi
+    lextra=()
+    [ "$lmath" = tf32 ] && lextra+=(--tf32)
+    [ "$lmath" = bf16 ] && lextra+=(--bf16)
+    ljson=/tmp/trick-layers-$lconv-$lmath-$lbatch.jsonl
+    run_stage "layers $spec" 90 "$OUT/layers.log" env LD_LIBRARY_PATH="$RUN_LD" "$BIN/trick" bench --device cuda:0 \
+      --model inception_v3 --batch "$lbatch" --repeats 5 --warmup 2 --conv "$lconv" "${lextra[@]}" --layers \
+      --layers-json "$ljson" && cat "$ljson" >>"$OUT/layers.jsonl"
+  done
+  python3 tools/bench_gpu.py layers "$OUT/layers.jsonl" --out "$OUT/layers.md" | tail -30
   printf '%s\n' "${SUMMARY[@]}" | sed 's/^/  /'
   exit 0
 fi

@@ -59,8 +59,9 @@ int mma_probe_k(MathMode mode) {
 
 void mma_probe(MathMode mode, const float* a, const float* b, float* d) {
   mma_probe_k(mode);  // throws for FP32
-  TRICK_CHECK(compute_capability() >= 80, "mma_probe: tensor cores need compute capability 8.0 or later (this GPU: ",
-              compute_capability() / 10, ".", compute_capability() % 10, ")");
+  TRICK_CHECK(compute_capability() >= 80,
+              "mma_probe: tensor cores need compute capability 8.0 or later (this GPU: ", compute_capability() / 10,
+              ".", compute_capability() % 10, ")");
   if (mode == MathMode::TF32)
     run_probe<igemm::MmaTf32>(a, b, d);
   else
