@@ -18,6 +18,7 @@
 
 #include "autograd/gradcheck.h"
 #include "autograd/var.h"
+#include "kernels/attack.h"
 #include "layers/resize.h"
 #include "models/labels.h"
 #include "models/preprocess.h"
@@ -262,6 +263,42 @@ TEST_CASE("images: to_8bit rounds, clamps and maps NaN to 0") {
   CHECK(to_8bit(0.5f) == 128);            // 127.5 rounds away from zero
   CHECK(to_8bit(10.4f / 255.f) == 10);
   CHECK(to_8bit(10.6f / 255.f) == 11);
+}
+
+TEST_CASE("images: to_8bit and round_to_8bit are lround(x * 255) at every float near a rounding boundary") {
+  // Every float within 3000 ulps of each (k + 1/2) / 255 and of each k / 255, and 200,000
+  // random ones: both roundings (the PNG writer's and the attack's) against std::lround.
+  std::vector<float> xs;
+  for (int k = 0; k <= 255; ++k)
+    for (float centre : {(k + 0.5f) / 255.f, k / 255.f}) {
+      float lo = centre, hi = centre;
+      for (int u = 0; u < 3000; ++u) {
+        lo = std::nextafter(lo, -1.f);
+        hi = std::nextafter(hi, 2.f);
+        xs.push_back(lo);
+        xs.push_back(hi);
+      }
+    }
+  xs.push_back(0.49999997f / 255.f);
+  xs.push_back(std::nextafter(0.5f, 0.f) / 255.f);
+  Rng rng(12);
+  for (int i = 0; i < 200000; ++i) xs.push_back(static_cast<float>(rng.uniform()) * 1.2f - 0.1f);
+  auto reference = [](float x) -> int {
+    if (!(x > 0.f)) return 0;
+    if (x >= 1.f) return 255;
+    return static_cast<int>(std::lround(x * 255.f));
+  };
+  Tensor t = Tensor::from_vector(Shape{static_cast<int64_t>(xs.size())}, xs);
+  round_to_8bit(t);
+  const std::vector<float> rounded = t.to_vector();
+  int bad_png = 0, bad_attack = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    bad_png += to_8bit(xs[i]) != reference(xs[i]);
+    bad_attack += rounded[i] != static_cast<float>(reference(xs[i])) / 255.f;
+  }
+  CHECK(xs.size() > 3000000);
+  CHECK(bad_png == 0);
+  CHECK(bad_attack == 0);
 }
 
 TEST_CASE("images: PNG write-read round trip is exact in 8 bits") {

@@ -11,6 +11,11 @@ namespace cpu {
 
 namespace {
 inline float clamp01(float v) { return v < 0.f ? 0.f : (v > 1.f ? 1.f : v); }
+// std::fmax / std::fmin for a bound b that is not NaN: a NaN a gives b, as they do. Plain
+// comparisons, so the loops vectorise (without -ffast-math the std ones are libm calls:
+// on a 12-megapixel photo the projection spent most of its time in them).
+inline float max_of(float a, float b) { return a > b ? a : b; }
+inline float min_of(float a, float b) { return a < b ? a : b; }
 inline float sgn(float v) { return static_cast<float>((v > 0.f) - (v < 0.f)); }
 constexpr int64_t kGrain = 65536;  // elements per parallel block: below two of them, one thread
 
@@ -56,8 +61,8 @@ void project_linf(Tensor& x, const Tensor& x0, float eps) {
   const float* o = x0.data();
   const int64_t n = x.numel();
   each(n, [&](int64_t i) {
-    const float lo = std::fmax(o[i] - eps, 0.f), hi = std::fmin(o[i] + eps, 1.f);
-    p[i] = std::fmin(std::fmax(p[i], lo), hi);
+    const float lo = max_of(o[i] - eps, 0.f), hi = min_of(o[i] + eps, 1.f);
+    p[i] = min_of(max_of(p[i], lo), hi);
   });
 }
 
@@ -85,9 +90,10 @@ void round_to_8bit(Tensor& x) {
   float* p = x.data();
   const int64_t n = x.numel();
   each(n, [&](int64_t i) {
-    // As tools/lib/image.cpp's to_8bit (what save_png writes): NaN -> 0, halves away from 0.
+    // As tools/lib/image.cpp's to_8bit (what save_png writes): NaN -> 0, halves away from 0
+    // (std::lround of v * 255, which is >= 0: its floor after adding 0.5, exact in double).
     const float v = p[i] > 0.f ? (p[i] >= 1.f ? 1.f : p[i]) : 0.f;
-    p[i] = static_cast<float>(std::lround(v * 255.f)) / 255.f;
+    p[i] = static_cast<float>(static_cast<int>(static_cast<double>(v * 255.f) + 0.5)) / 255.f;
   });
 }
 

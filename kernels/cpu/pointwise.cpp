@@ -48,7 +48,12 @@ void unary(UnaryOp op, const Tensor& x, Tensor& y, float a, float b) {
       case UnaryOp::Affine: for (int64_t j = 0; j < c; ++j) o[j] = a * i[j] + b; break;
       case UnaryOp::Relu: for (int64_t j = 0; j < c; ++j) o[j] = i[j] > 0.f ? i[j] : 0.f; break;
       case UnaryOp::Sign: for (int64_t j = 0; j < c; ++j) o[j] = static_cast<float>((i[j] > 0.f) - (i[j] < 0.f)); break;
-      case UnaryOp::Clamp: for (int64_t j = 0; j < c; ++j) o[j] = std::fmin(std::fmax(i[j], a), b); break;
+      case UnaryOp::Clamp:  // std::fmin(std::fmax(x, a), b) for bounds that are not NaN, vectorisable
+        for (int64_t j = 0; j < c; ++j) {
+          const float t = i[j] > a ? i[j] : a;
+          o[j] = t < b ? t : b;
+        }
+        break;
       case UnaryOp::Square: for (int64_t j = 0; j < c; ++j) o[j] = i[j] * i[j]; break;
       case UnaryOp::Exp: for (int64_t j = 0; j < c; ++j) o[j] = std::exp(i[j]); break;
       case UnaryOp::Abs: for (int64_t j = 0; j < c; ++j) o[j] = std::fabs(i[j]); break;

@@ -39,5 +39,8 @@ Tensor quantize_8bit(const Tensor& image);
 void save_png(const std::string& path, const Tensor& image);
 // The PNG file's bytes.
 std::string encode_png(const Tensor& image);
+// The PNG file's bytes for 8-bit pixels, rows of w * c bytes, c = 3 (RGB) or 1 (gray):
+// libpng, zlib level 1 (speed: the attacked photo is written at its own size).
+std::string encode_png_8bit(const uint8_t* px, int64_t w, int64_t h, int c);
 
 }  // namespace trick

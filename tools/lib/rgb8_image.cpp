@@ -4,10 +4,7 @@
 #include <cmath>
 
 #include "tools/lib/atomic_file.h"
-
-// Declarations only: the stb_image_write implementation is compiled once, in
-// tools/lib/image.cpp (STB_IMAGE_WRITE_IMPLEMENTATION there).
-#include <stb_image_write.h>
+#include "tools/lib/image.h"
 
 namespace trick {
 
@@ -57,16 +54,15 @@ Rgb8Image upscale_nearest(const Rgb8Image& img, int factor) {
   return out;
 }
 
-static void append_bytes(void* context, void* data, int size) {
-  static_cast<std::string*>(context)->append(static_cast<const char*>(data), static_cast<size_t>(size));
-}
-
 void save_rgb8_png(const std::string& path, const Rgb8Image& img) {
   TRICK_CHECK(!img.empty() && img.pixels.size() == static_cast<size_t>(img.width) * img.height * 3,
               "cannot write ", path, ": empty or inconsistent image ", img.width, "x", img.height);
   std::string bytes;
-  if (!stbi_write_png_to_func(append_bytes, &bytes, img.width, img.height, 3, img.pixels.data(), img.width * 3))
-    fail("cannot write ", path, ": PNG encoding failed");
+  try {
+    bytes = encode_png_8bit(img.pixels.data(), img.width, img.height, 3);
+  } catch (const Error& e) {
+    fail("cannot write ", path, ": ", e.what());
+  }
   atomic_write(path, bytes);
 }
 
