@@ -4,6 +4,10 @@
 
 #include "tensor/error.h"
 
+#ifdef TRICK_WITH_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
+
 namespace trick {
 
 namespace {
@@ -27,9 +31,52 @@ class HostClock : public ProfileClock {
   std::vector<std::chrono::steady_clock::time_point> t_;
 };
 
+#ifdef TRICK_WITH_CUDA
+class CudaClock : public ProfileClock {
+ public:
+  ~CudaClock() override {
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+  }
+  int mark() override {
+    if (used_ == events_.size()) {
+      cudaEvent_t e;
+      TRICK_CUDA_CHECK(cudaEventCreate(&e));
+      events_.push_back(e);
+    }
+    TRICK_CUDA_CHECK(cudaEventRecord(events_[used_], cuda::stream()));
+    return static_cast<int>(used_++);
+  }
+  void resolve() override {
+    if (used_ > 0) TRICK_CUDA_CHECK(cudaEventSynchronize(events_[used_ - 1]));
+  }
+  double ms(int from, int to) const override {
+    float t = 0;
+    TRICK_CUDA_CHECK(
+        cudaEventElapsedTime(&t, events_.at(static_cast<size_t>(from)), events_.at(static_cast<size_t>(to))));
+    return t;
+  }
+  void clear() override { used_ = 0; }
+
+ private:
+  std::vector<cudaEvent_t> events_;
+  size_t used_ = 0;
+};
+#endif
+
 }  // namespace
 
 std::unique_ptr<ProfileClock> make_host_clock() { return std::make_unique<HostClock>(); }
+
+std::unique_ptr<ProfileClock> make_profile_clock(Device device) {
+#ifdef TRICK_WITH_CUDA
+  if (device.is_cuda()) {
+    cuda::DeviceGuard guard(device);
+    return std::make_unique<CudaClock>();
+  }
+#endif
+  TRICK_CHECK(device.is_cpu(), "layer profile: no clock for ", device.str(), " in this build");
+  return make_host_clock();
+}
 
 LayerProfiler::LayerProfiler(std::unique_ptr<ProfileClock> clock) : clock_(std::move(clock)) {
   TRICK_CHECK(clock_, "LayerProfiler: no clock");

@@ -22,6 +22,8 @@
 #include <string>
 #include <vector>
 
+#include "tensor/tensor.h"
+
 namespace trick {
 
 // Points in time on a device's timeline, in the order the work was issued.
@@ -34,6 +36,10 @@ class ProfileClock {
   virtual void clear() = 0;                       // a new pass: the marks start again at 0
 };
 std::unique_ptr<ProfileClock> make_host_clock();  // std::chrono::steady_clock
+// The clock for work on `device`: the host's for the CPU; for a GPU, CUDA events recorded on
+// the library's stream (cuda::stream()), so a layer's time is the GPU's between the work
+// issued before it and after it.
+std::unique_ptr<ProfileClock> make_profile_clock(Device device);
 
 struct LayerTimes {
   std::string name;                     // "Mixed_5b.branch1x1", "maxpool1", "Mixed_5b.avg_pool2d"

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "attack/attack.h"
+#include "autograd/profile.h"
 #include "attack/graph_step.h"
 #include "kernels/attack.h"
 #include "kernels/backend.h"
@@ -1363,6 +1364,48 @@ double cosine(const std::vector<float>& a, const std::vector<float>& b) {
     bb += static_cast<double>(b[i]) * b[i];
   }
   return a.size() != b.size() ? 0.0 : ab / std::sqrt(std::max(aa * bb, 1e-300));
+}
+
+TEST_CASE("cuda: the layer profile times every layer of a GPU step with CUDA events") {
+  SKIP_WITHOUT_CUDA();
+  // The same step on the CPU and the GPU: the same layers in the same order with the same
+  // work; on the GPU every conv layer has forward and backward time, and the layers fit in
+  // the step.
+  auto profile = [](Device dev) {
+    std::unique_ptr<Model> m = random_model("fashion_inception", 4);
+    m->set_requires_grad(false);
+    m->to(dev);
+    Rng rng(6);
+    const Tensor x = rand_uniform(Shape{4, 28, 28, 1}, rng).to(dev);
+    auto prof = std::make_unique<LayerProfiler>(make_profile_clock(dev));
+    for (int pass = 0; pass < 3; ++pass) {
+      prof->begin_pass();
+      Var input(x, true);
+      Var loss = cross_entropy(m->forward(input), Tensor::full(Shape{4}, 1.f).to(dev));
+      loss.backward(Tensor::full(Shape{4}, 1.f).to(dev));
+      prof->end_pass();
+    }
+    return prof;
+  };
+  const std::unique_ptr<LayerProfiler> cpu = profile(Device::cpu());
+  const std::unique_ptr<LayerProfiler> gpu = profile(Device::cuda());
+  REQUIRE(cpu->layers().size() == gpu->layers().size());
+  for (size_t i = 0; i < cpu->layers().size(); ++i) {
+    const LayerTimes &c = cpu->layers()[i], &g = gpu->layers()[i];
+    INFO(c.name);
+    CHECK(g.name == c.name);
+    CHECK(g.ops == c.ops);
+    CHECK(g.fwd_flops == c.fwd_flops);
+    CHECK(g.bwd_flops == c.bwd_flops);
+    if (g.ops == "conv2d")
+      for (int pass = 0; pass < 3; ++pass) CHECK((g.fwd_ms[pass] > 0 && g.bwd_ms[pass] > 0));
+  }
+  for (int pass = 0; pass < 3; ++pass) {
+    double sum = 0;
+    for (const LayerTimes& g : gpu->layers()) sum += g.fwd_ms[pass] + g.bwd_ms[pass];
+    CHECK(sum <= gpu->pass_ms()[pass] * 1.0001);
+    CHECK(sum > 0);
+  }
 }
 
 TEST_CASE("gpu inception v3: logits and input gradient on the GPU match the CPU on every backend") {

@@ -35,7 +35,6 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/graph.h"
-#include "kernels/cuda/runtime.h"
 #endif
 
 namespace trick {
@@ -132,38 +131,6 @@ double time_cuda(const std::function<void()>& f, cudaStream_t stream, int warmup
   cudaEventDestroy(b);
   return median(ms);
 }
-
-// The layer profile's clock on a GPU: CUDA events recorded on the library's stream, so a
-// layer's time is what the GPU spent between the work issued before it and after it.
-class CudaClock : public ProfileClock {
- public:
-  ~CudaClock() override {
-    for (cudaEvent_t e : events_) cudaEventDestroy(e);
-  }
-  int mark() override {
-    if (used_ == events_.size()) {
-      cudaEvent_t e;
-      check(cudaEventCreate(&e), "cudaEventCreate");
-      events_.push_back(e);
-    }
-    check(cudaEventRecord(events_[used_], cuda::stream()), "cudaEventRecord");
-    return static_cast<int>(used_++);
-  }
-  void resolve() override {
-    if (used_ > 0) check(cudaEventSynchronize(events_[used_ - 1]), "cudaEventSynchronize");
-  }
-  double ms(int from, int to) const override {
-    float t = 0;
-    check(cudaEventElapsedTime(&t, events_.at(static_cast<size_t>(from)), events_.at(static_cast<size_t>(to))),
-          "cudaEventElapsedTime");
-    return t;
-  }
-  void clear() override { used_ = 0; }
-
- private:
-  std::vector<cudaEvent_t> events_;
-  size_t used_ = 0;
-};
 #endif
 
 struct Row {
@@ -295,12 +262,7 @@ void print_layers(const Options& o, const Model& m, Device dev, int batch, const
 // The profiled steps of --layers for one batch size.
 void run_layers(const Options& o, Model& m, Device dev, Work& w, int batch, nlohmann::json* rows) {
   for (int i = 0; i < o.warmup; ++i) w.step();
-  std::unique_ptr<ProfileClock> clock;
-#ifdef TRICK_WITH_CUDA
-  if (dev.is_cuda()) clock = std::make_unique<CudaClock>();
-#endif
-  if (!clock) clock = make_host_clock();
-  LayerProfiler prof(std::move(clock));
+  LayerProfiler prof(make_profile_clock(dev));
   for (int r = 0; r < o.repeats; ++r) {
     prof.begin_pass();
     w.step();
