@@ -99,12 +99,17 @@ void LayerProfiler::begin_pass() {
   scope_depth = 0;
   prefix.clear();
   for (LayerTimes& l : layers_) l.fwd_flops = l.bwd_flops = 0;
+  broken_ = false;
   pass_from_ = clock_->mark();
   g_active = this;
 }
 
 void LayerProfiler::end_pass() {
   TRICK_CHECK(g_active == this, "LayerProfiler: end_pass without begin_pass");
+  if (broken_) {
+    g_active = nullptr;
+    fail("layer profile: the clock failed during pass ", passes_ + 1);
+  }
   const int to = clock_->mark();
   g_active = nullptr;
   clock_->resolve();
@@ -134,9 +139,15 @@ int LayerProfiler::open_layer(const std::string& name, const char* op) {
   return idx;
 }
 
-void LayerProfiler::close_layer() {
+void LayerProfiler::close_layer() noexcept {
   if (current_ < 0) return;
-  intervals_.push_back(Interval{current_, current_from_, clock_->mark(), false});
+  // Called by destructors, also while an op's error unwinds: a clock that fails now (a CUDA
+  // error) must not throw from there; the pass is then refused by end_pass.
+  try {
+    intervals_.push_back(Interval{current_, current_from_, clock_->mark(), false});
+  } catch (...) {
+    broken_ = true;
+  }
   current_ = -1;
 }
 

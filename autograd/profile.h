@@ -68,7 +68,7 @@ class LayerProfiler {
   // --- hooks (LayerScope, ProfileOp, profile_flops, Var::backward) ---
   static LayerProfiler* active();
   int open_layer(const std::string& name, const char* op);  // starts a layer; returns its index
-  void close_layer();                                       // ends the open layer
+  void close_layer() noexcept;                              // ends the open layer
   void note_op(const char* op);                             // an op run inside the open layer
   int current() const { return current_; }                  // the open layer (forward), or -1
   void begin_backward(int layer);
@@ -92,7 +92,7 @@ class LayerProfiler {
   int current_ = -1, current_from_ = -1;
   int backward_ = -1, backward_from_ = -1;
   int pass_from_ = -1;
-  bool in_pass_ = false;
+  bool broken_ = false;  // a mark failed in a destructor: end_pass refuses the pass
   LayerProfiler* previous_ = nullptr;
 };
 

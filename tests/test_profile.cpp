@@ -216,6 +216,27 @@ TEST_CASE("profile: an unfolded conv block is one layer; nodes know their layer 
   CHECK(prof.layers()[0].fwd_ms.size() == 2);
 }
 
+TEST_CASE("profile: a clock that fails as a layer ends fails the pass, not the program") {
+  // The end of a layer is marked from a destructor (also while an op's error unwinds): a
+  // failing clock there (a CUDA error on a GPU) must not throw out of it.
+  struct FailingClock : ProfileClock {
+    int marks = 0;
+    int mark() override {
+      if (marks == 2) throw Error("clock: broken");  // 0: the pass, 1: the layer's start, 2: its end
+      return marks++;
+    }
+    void resolve() override {}
+    double ms(int, int) const override { return 0; }
+    void clear() override { marks = 0; }
+  };
+  LayerProfiler prof(std::make_unique<FailingClock>());
+  prof.begin_pass();
+  Rng rng(3);
+  (void)relu(Var(rand_uniform(Shape{2, 3}, rng), true));
+  CHECK_THROWS_WITH_AS(prof.end_pass(), doctest::Contains("the clock failed during pass 1"), Error);
+  CHECK_FALSE(profiling());
+}
+
 TEST_CASE("profile: trick bench --layers prints every layer and writes them as JSON lines") {
   TempDir dir;
   const std::string json = dir.file("layers.jsonl");
