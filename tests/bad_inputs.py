@@ -118,6 +118,7 @@ OPTION_CASES = [
     ("attack", "norm-unknown", ["--norm", "l3"], "--norm", r"unknown norm"),
     ("attack", "confidence-above-one", ["--confidence", "2"], "--confidence", r"\(0, 1\]"),
     ("attack", "frames-one", ["--frames", "1"], "--frames", r"\[2, 2000\]"),
+    ("attack", "frame-width-small", ["--frame-width", "320"], "--frame-width", r"\[480, 8192\]"),
     ("attack", "untargeted-with-target", ["--untargeted"], "--untargeted", r"takes no --target"),
     ("train", "epochs-zero", ["--epochs", "0"], "--epochs", r"at least 1"),
     ("train", "lr-negative", ["--lr", "-1"], "--lr", r"positive"),

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 #include <gif_lib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -746,4 +747,46 @@ TEST_CASE("render: index.html escapes every string and shows the values it was g
     CHECK(std::string(e.what()).find(bad) != std::string::npos);
   }
   CHECK(dir.files() == std::vector<std::string>{"index.html"});
+}
+
+TEST_CASE("render: an attack on a large photo animates it reduced, with the change between steps") {
+  // 1200x1000 pixels in a 480-pixel animation: the frames see the photo reduced by 2
+  // (tools/cmd_attack.cpp, frame_factor); the change panel after the first frame must show
+  // the step's change (the embedded model is gray: red and blue in the diverging map).
+  TempDir dir;
+  Rng rng(21);
+  const std::string photo = dir.path + "/photo.png";
+  save_png(photo, rand_uniform({1000, 1200, 3}, rng, 0.2f, 0.8f));
+  const std::string cmd = cat(TRICK_BINARY, " attack ", photo, " --target 'ankle boot' --method pgd --steps 4",
+                              " --confidence 1 --refine-steps 0 --frame-width 480 --threads 1 --out ", dir.path,
+                              " > /dev/null 2>&1");
+  const int rc = std::system(cmd.c_str());
+  REQUIRE(WIFEXITED(rc));
+  CHECK((WEXITSTATUS(rc) == 0 || WEXITSTATUS(rc) == 3));  // 3: the target was not reached
+  int err = 0;
+  GifFileType* g = DGifOpenFileName((dir.path + "/animation.gif").c_str(), &err);
+  REQUIRE(g != nullptr);
+  REQUIRE(DGifSlurp(g) == GIF_OK);
+  CHECK(g->SWidth == 480);
+  REQUIRE(g->ImageCount >= 2);
+  int coloured = 0;
+  for (int i = 1; i < g->ImageCount; ++i) {
+    const SavedImage& im = g->SavedImages[i];
+    const ColorMapObject* map = im.ImageDesc.ColorMap ? im.ImageDesc.ColorMap : g->SColorMap;
+    REQUIRE(map != nullptr);
+    GraphicsControlBlock gcb;
+    int transparent = -1;
+    if (DGifSavedExtensionToGCB(g, i, &gcb) == GIF_OK) transparent = gcb.TransparentColor;
+    for (int y = 0; y < im.ImageDesc.Height; ++y)
+      for (int x = 0; x < im.ImageDesc.Width; ++x) {
+        const int gx = im.ImageDesc.Left + x, gy = im.ImageDesc.Top + y;
+        if (gx < g->SWidth / 2 || gy > g->SHeight / 2) continue;  // the change panel's quadrant
+        const int idx = im.RasterBits[y * im.ImageDesc.Width + x];
+        if (idx == transparent || idx >= map->ColorCount) continue;
+        const GifColorType c = map->Colors[idx];
+        coloured += std::abs(c.Red - c.Blue) > 60;
+      }
+  }
+  DGifCloseFile(g, &err);
+  CHECK(coloured > 100);
 }

@@ -55,9 +55,58 @@ struct Animator {
   std::vector<int> picked;  // sequence numbers to draw
   size_t next = 0;
   int seq = 0;              // steps seen (across restarts and refinement)
-  Tensor previous;          // the image of the previous step, for the delta panel
+  int factor = 1;           // frames see the image reduced by this (frame_factor)
+  Tensor previous;          // the previous step's image, sampled (sample_nearest): the delta panel's base
   std::vector<float> losses;
 };
+
+// How much a frame's panels may see the image reduced: a panel is at most half the frame's
+// width, so keeping at least the frame's width of pixels on the shorter side loses nothing
+// the frame shows. A 4000x3000 photo in a 960-pixel animation: 3 (1333x1000).
+int frame_factor(const Tensor& image, int frame_width) {
+  const int64_t shorter = std::min(image.dim(0), image.dim(1));
+  return static_cast<int>(std::max<int64_t>(1, shorter / std::max(1, frame_width)));
+}
+
+// The image (H, W, C) on the host, read in place when it already is there.
+Tensor host_contiguous(const Tensor& image) {
+  return image.device().is_cpu() && image.is_contiguous() ? image : image.to(Device::cpu()).contiguous();
+}
+
+// The image averaged over f x f blocks, (H / f, W / f, C) on the host: what the image panel's
+// smooth shrinking would average anyway (f = 1: a copy).
+Tensor reduce_box(const Tensor& image, int f) {
+  const Tensor src = host_contiguous(image);
+  const int64_t h = src.dim(0) / f, w = src.dim(1) / f, c = src.dim(2), W = src.dim(1);
+  Tensor out = Tensor::empty(Shape{h, w, c});
+  const float* in = src.data();
+  float* o = out.data();
+  const float inv = 1.f / static_cast<float>(f * f);
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x)
+      for (int64_t k = 0; k < c; ++k) {
+        float sum = 0.f;
+        for (int dy = 0; dy < f; ++dy)
+          for (int dx = 0; dx < f; ++dx) sum += in[((y * f + dy) * W + x * f + dx) * c + k];
+        o[(y * w + x) * c + k] = sum * inv;
+      }
+  return out;
+}
+
+// The centre pixel of each f x f block, (H / f, W / f, C) on the host: the delta panel shows
+// sampled pixels, not averages (averaging would turn +-1/255 noise into a flat grey), so
+// the change between two steps' samples is the sampled change.
+Tensor sample_nearest(const Tensor& image, int f) {
+  const Tensor src = host_contiguous(image);
+  const int64_t h = src.dim(0) / f, w = src.dim(1) / f, c = src.dim(2), W = src.dim(1);
+  Tensor out = Tensor::empty(Shape{h, w, c});
+  const float* in = src.data();
+  float* o = out.data();
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x)
+      for (int64_t k = 0; k < c; ++k) o[(y * w + x) * c + k] = in[((y * f + f / 2) * W + x * f + f / 2) * c + k];
+  return out;
+}
 
 std::string short_name(const std::string& path) {
   std::string base = path.substr(path.find_last_of('/') + 1);
@@ -95,6 +144,9 @@ AttackSettings settings_of(Options& o) {
   s.cuda_graph = o.graph;
   validate(s);
   TRICK_CHECK(o.frames >= 2 && o.frames <= 2000, "--frames must be in [2, 2000], got ", o.frames);
+  // render_frame's limits (480x360 .. 8192x8192 at 4:3), checked before any work.
+  TRICK_CHECK(o.frame_width >= 480 && o.frame_width <= 8192, "--frame-width must be in [480, 8192], got ",
+              o.frame_width);
   TRICK_CHECK(!o.targets.empty() || o.untargeted, "--target is required (or --untargeted)");
   TRICK_CHECK(o.targets.empty() || !o.untargeted, "--untargeted takes no --target (use --true-class)");
   return s;
@@ -215,15 +267,18 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
   RenderOptions ropt;
   ropt.width = o.frame_width;
   ropt.height = o.frame_width * 3 / 4;
-  auto frame_of = [&](size_t i, const StepRecord& r, const Tensor& image, const std::vector<float>& probs, int seq) {
+  // A frame from the step's image reduced for the panels (reduce_box), and its sampled
+  // pixels with those of the step before (sample_nearest; undefined at the first step).
+  auto frame_of = [&](size_t i, const StepRecord& r, const Tensor& reduced, const Tensor& sampled,
+                      const Tensor& before, const std::vector<float>& probs, int seq) {
     Animator& a = anim[i];
     FrameInfo f;
     f.step = seq;
     f.total_steps = std::max(budget - 1, seq);
-    f.image = image.to(Device::cpu());
-    if (a.previous.defined()) {
-      f.delta = Tensor::empty(f.image.shape());
-      binary(BinaryOp::Sub, f.image, a.previous, f.delta);
+    f.image = reduced;
+    if (before.defined()) {
+      f.delta = Tensor::empty(sampled.shape());
+      binary(BinaryOp::Sub, sampled, before, f.delta);
     }
     f.probs = probs;
     f.target = labels[i];
@@ -243,6 +298,7 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
   };
   if (!o.no_animation)
     for (size_t i = 0; i < items.size(); ++i) {
+      anim[i].factor = frame_factor(items[i].image, ropt.width);
       anim[i].picked = pick_frames_front(budget - 1, o.frames);
       anim[i].gif = std::make_unique<GifWriter>(dirs[i] + "/animation.gif", ropt.width, ropt.height);
     }
@@ -251,7 +307,7 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
   auto last_print = std::chrono::steady_clock::now();
   struct Last {
     StepRecord r;
-    Tensor image;
+    Tensor reduced, sampled, before;  // as frame_of takes them; reduced only when not drawn
     std::vector<float> probs;
     int seq = -1;
     bool drawn = false;
@@ -265,13 +321,13 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
     a.losses.push_back(static_cast<float>(v.record->loss));
     if (!o.no_animation) {
       const bool pick = a.next < a.picked.size() && a.picked[a.next] <= seq;
+      Tensor sampled = sample_nearest(*v.image, a.factor);
       if (pick) {
         while (a.next < a.picked.size() && a.picked[a.next] <= seq) ++a.next;
-        a.gif->add_frame(frame_of(i, *v.record, *v.image, *v.probs, seq));
+        a.gif->add_frame(frame_of(i, *v.record, reduce_box(*v.image, a.factor), sampled, a.previous, *v.probs, seq));
       }
-      last[i] = {*v.record, Tensor(), *v.probs, seq, pick};
-      if (!pick) last[i].image = v.image->to(Device::cpu());
-      a.previous = v.image->to(Device::cpu());
+      last[i] = {*v.record, pick ? Tensor() : reduce_box(*v.image, a.factor), sampled, a.previous, *v.probs, seq, pick};
+      a.previous = std::move(sampled);
     }
     if (tty) {
       const auto now = std::chrono::steady_clock::now();
@@ -324,7 +380,8 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
       if (last[i].seq >= 0 && !last[i].drawn) {
         Animator& a = anim[i];
         a.losses.resize(static_cast<size_t>(last[i].seq) + 1);
-        a.gif->add_frame(frame_of(i, last[i].r, last[i].image, last[i].probs, last[i].seq));
+        a.gif->add_frame(
+            frame_of(i, last[i].r, last[i].reduced, last[i].sampled, last[i].before, last[i].probs, last[i].seq));
       }
       anim[i].gif->finish();
     }
