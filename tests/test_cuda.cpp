@@ -1403,7 +1403,9 @@ TEST_CASE("cuda: the layer profile times every layer of a GPU step with CUDA eve
   for (int pass = 0; pass < 3; ++pass) {
     double sum = 0;
     for (const LayerTimes& g : gpu->layers()) sum += g.fwd_ms[pass] + g.bwd_ms[pass];
-    CHECK(sum <= gpu->pass_ms()[pass] * 1.0001);
+    // Events in stream order: the layers' intervals do not overlap, so their sum stays inside
+    // the pass up to the rounding of ~60 float elapsed times.
+    CHECK(sum <= gpu->pass_ms()[pass] * 1.001 + 0.01);
     CHECK(sum > 0);
   }
 }
