@@ -73,39 +73,41 @@ Tensor host_contiguous(const Tensor& image) {
   return image.device().is_cpu() && image.is_contiguous() ? image : image.to(Device::cpu()).contiguous();
 }
 
-// The image averaged over f x f blocks, (H / f, W / f, C) on the host: what the image panel's
-// smooth shrinking would average anyway (f = 1: a copy).
-Tensor reduce_box(const Tensor& image, int f) {
+// (H / f, W / f, C) on the host, element (y, x, k) = value(pixel, y, x, k), where pixel(py,
+// px, k) reads the image at full size.
+template <class F>
+Tensor per_block(const Tensor& image, int f, F value) {
   const Tensor src = host_contiguous(image);
   const int64_t h = src.dim(0) / f, w = src.dim(1) / f, c = src.dim(2), W = src.dim(1);
-  Tensor out = Tensor::empty(Shape{h, w, c});
   const float* in = src.data();
+  auto pixel = [&](int64_t py, int64_t px, int64_t k) { return in[(py * W + px) * c + k]; };
+  Tensor out = Tensor::empty(Shape{h, w, c});
   float* o = out.data();
-  const float inv = 1.f / static_cast<float>(f * f);
   for (int64_t y = 0; y < h; ++y)
     for (int64_t x = 0; x < w; ++x)
-      for (int64_t k = 0; k < c; ++k) {
-        float sum = 0.f;
-        for (int dy = 0; dy < f; ++dy)
-          for (int dx = 0; dx < f; ++dx) sum += in[((y * f + dy) * W + x * f + dx) * c + k];
-        o[(y * w + x) * c + k] = sum * inv;
-      }
+      for (int64_t k = 0; k < c; ++k) o[(y * w + x) * c + k] = value(pixel, y, x, k);
   return out;
 }
 
-// The centre pixel of each f x f block, (H / f, W / f, C) on the host: the delta panel shows
-// sampled pixels, not averages (averaging would turn +-1/255 noise into a flat grey), so
-// the change between two steps' samples is the sampled change.
+// The image averaged over f x f blocks: what the image panel's smooth shrinking would
+// average anyway (f = 1: a copy).
+Tensor reduce_box(const Tensor& image, int f) {
+  const float inv = 1.f / static_cast<float>(f * f);
+  return per_block(image, f, [f, inv](auto&& pixel, int64_t y, int64_t x, int64_t k) {
+    float sum = 0.f;
+    for (int dy = 0; dy < f; ++dy)
+      for (int dx = 0; dx < f; ++dx) sum += pixel(y * f + dy, x * f + dx, k);
+    return sum * inv;
+  });
+}
+
+// The centre pixel of each f x f block: the delta panel shows sampled pixels, not averages
+// (averaging would turn +-1/255 noise into a flat grey), so the change between two steps'
+// samples is the sampled change.
 Tensor sample_nearest(const Tensor& image, int f) {
-  const Tensor src = host_contiguous(image);
-  const int64_t h = src.dim(0) / f, w = src.dim(1) / f, c = src.dim(2), W = src.dim(1);
-  Tensor out = Tensor::empty(Shape{h, w, c});
-  const float* in = src.data();
-  float* o = out.data();
-  for (int64_t y = 0; y < h; ++y)
-    for (int64_t x = 0; x < w; ++x)
-      for (int64_t k = 0; k < c; ++k) o[(y * w + x) * c + k] = in[((y * f + f / 2) * W + x * f + f / 2) * c + k];
-  return out;
+  return per_block(image, f, [f](auto&& pixel, int64_t y, int64_t x, int64_t k) {
+    return pixel(y * f + f / 2, x * f + f / 2, k);
+  });
 }
 
 std::string short_name(const std::string& path) {
