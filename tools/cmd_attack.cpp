@@ -409,8 +409,9 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
     } else {
       const std::vector<float>& p = r.final_probs;
       const int top = static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
-      std::printf("%s -> %s: %s after %d steps (float %s, 8-bit %s%s); now %s %.4f, top-1 %s (%.4f)\n",
-                  paths[i].c_str(), class_label(names, labels[i]).c_str(),
+      // Targeted: "a.png -> Pig: ..."; untargeted: "a.png away from Trouser: ..." (the true class).
+      std::printf("%s %s %s: %s after %d steps (float %s, 8-bit %s%s); now %s %.4f, top-1 %s (%.4f)\n",
+                  paths[i].c_str(), s.targeted ? "->" : "away from", class_label(names, labels[i]).c_str(),
                   r.success_8bit ? "success" : "no success", r.steps, r.success_float ? "yes" : "no",
                   r.success_8bit ? "yes" : "no", r.refined ? ", refined" : "", s.targeted ? "target" : "true class",
                   p[labels[i]], class_label(names, top).c_str(), p[top]);

@@ -1,7 +1,6 @@
 #include "tools/lib/rgb8_image.h"
 
 #include <algorithm>
-#include <cmath>
 
 #include "tools/lib/atomic_file.h"
 #include "tools/lib/image.h"
@@ -29,19 +28,13 @@ void image_dims(const Tensor& t, const char* what, int* h, int* w, int* c) {
   *c = static_cast<int>(s[off + 2]);
 }
 
-static uint8_t to_level(float v) {
-  if (!(v > 0.f)) return 0;  // also NaN
-  if (v >= 1.f) return 255;
-  return static_cast<uint8_t>(std::lround(v * 255.f));
-}
-
 Rgb8Image rgb8_from_tensor(const Tensor& image, const char* what) {
   int h, w, c;
   image_dims(image, what, &h, &w, &c);
   const std::vector<float> v = image.to_vector();
   Rgb8Image out(w, h);
   for (size_t i = 0, n = static_cast<size_t>(w) * h; i < n; ++i)
-    for (int k = 0; k < 3; ++k) out.pixels[i * 3 + k] = to_level(v[i * c + (c == 3 ? k : 0)]);
+    for (int k = 0; k < 3; ++k) out.pixels[i * 3 + k] = to_8bit(v[i * c + (c == 3 ? k : 0)]);
   return out;
 }
 
