@@ -45,11 +45,17 @@ std::unique_ptr<Model> random_model(const std::string& name, uint64_t seed) {
   fail("unknown model '", name, "' (known: inception_v3, fashion_inception)");
 }
 
+std::string model_name_from_keys(const std::function<bool(const std::string&)>& has_key) {
+  if (has_key("Mixed_7c.branch_pool.conv.weight")) return "inception_v3";  // torchvision or timm keys
+  if (has_key("block2.branch_pool.conv.weight") && has_key("stem.bn.running_var")) return "fashion_inception";
+  return "";
+}
+
 std::string model_name_of(const SafetensorsFile& f) {
   auto it = f.metadata().find("model");
   if (it != f.metadata().end() && it->second != "unknown") return it->second;
-  if (f.contains("Mixed_7c.branch_pool.conv.weight")) return "inception_v3";  // torchvision or timm keys
-  if (f.contains("block2.branch_pool.conv.weight") && f.contains("stem.bn.running_var")) return "fashion_inception";
+  const std::string name = model_name_from_keys([&](const std::string& k) { return f.contains(k); });
+  if (!name.empty()) return name;
   fail(f.path(), ": cannot tell which model these weights are for (no \"model\" in the metadata and no ",
        "known tensor names)");
 }
@@ -86,32 +92,58 @@ StateDict read_all(const SafetensorsFile& f) {
     }
     if (name.compare(0, 6, "optim.") == 0) continue;  // a training checkpoint's optimiser state
     sd[name] = f.read_f32(name);
-    check_finite(name, sd[name]);
   }
   return sd;
+}
+
+namespace {
+// The model of architecture `name` from `state`, or null for an unknown name.
+std::unique_ptr<Model> build_model(const std::string& name, const StateDict& state) {
+  for (const auto& [key, t] : state) check_finite(key, t);
+  if (name == "inception_v3") {
+    auto m = std::make_unique<InceptionV3>();
+    m->load_torchvision(state);
+    return m;
+  }
+  if (name == "fashion_inception") {
+    // Our own names and layouts, unfolded (a `trick train` checkpoint or export).
+    auto m = std::make_unique<FashionInception>();
+    m->load_state_dict(state);
+    m->fold_batch_norms();
+    return m;
+  }
+  return nullptr;
+}
+
+[[noreturn]] void fail_unknown_model(const std::string& source, const std::string& name) {
+  fail(source, ": unknown model '", name, "' (known: inception_v3, fashion_inception)");
+}
+}  // namespace
+
+std::unique_ptr<Model> model_from_state_dict(const std::string& name, StateDict state, const std::string& source) {
+  std::unique_ptr<Model> m;
+  try {
+    m = build_model(name, state);
+  } catch (const Error& e) {
+    if (std::string(e.what()).rfind(source + ": ", 0) == 0) throw;  // already names the file
+    fail(source, ": ", e.what());
+  }
+  if (!m) fail_unknown_model(source, name);
+  return m;
 }
 
 std::unique_ptr<Model> load_model(const std::string& weights_path) {
   const SafetensorsFile f = SafetensorsFile::open(weights_path);
   const std::string name = model_name_of(f);
+  if (name != "inception_v3" && name != "fashion_inception") fail_unknown_model(weights_path, name);
+  StateDict state;
   try {
-    if (name == "inception_v3") {
-      auto m = std::make_unique<InceptionV3>();
-      m->load_torchvision(read_all(f));
-      return m;
-    }
-    if (name == "fashion_inception") {
-      // Our own names and layouts, unfolded (a `trick train` checkpoint or export).
-      auto m = std::make_unique<FashionInception>();
-      m->load_state_dict(read_all(f));
-      m->fold_batch_norms();
-      return m;
-    }
+    state = read_all(f);
   } catch (const Error& e) {
     if (std::string(e.what()).rfind(weights_path + ": ", 0) == 0) throw;  // already names the file
     fail(weights_path, ": ", e.what());
   }
-  fail(weights_path, ": unknown model '", name, "' (known: inception_v3, fashion_inception)");
+  return model_from_state_dict(name, std::move(state), weights_path);
 }
 
 std::string default_weights_bytes() {

@@ -14,7 +14,8 @@ succeed, so a bad case cannot pass because the good inputs were broken to begin 
 
 Adding a command is one line in COMMANDS: its command line with placeholders. The placeholders
 it uses decide which families of bad inputs it gets ({image}: images, {weights}: model weights,
-{weights_in}: any weight file to convert, {target}: class names, {out.EXT}: an output file,
+{weights_in}: any weight file to convert, {weights_pth}: a PyTorch .pth model read directly,
+{good_image}: an image that gets no bad cases, {target}: class names, {out.EXT}: an output file,
 {outdir}: an output folder, {idx_dir}: a Fashion-MNIST folder of IDX files). Command-specific
 option cases go in OPTION_CASES. A command listed here that this build of trick lacks (one
 still being written) has its cases skipped, saying so.
@@ -50,7 +51,7 @@ import zlib
 
 SKIP = 77
 SKIMAGE = "/usr/lib/python3/dist-packages/skimage/data"
-FIXTURE_VERSION = "1"  # bump when setup() makes different files
+FIXTURE_VERSION = "2"  # bump when setup() makes different files
 
 # ---- the commands ------------------------------------------------------------------------------
 
@@ -58,6 +59,7 @@ FIXTURE_VERSION = "1"  # bump when setup() makes different files
 # is an output file with that extension.
 COMMANDS = {
     "classify": "classify {image} --weights {weights}",
+    "classify_pth": "classify {good_image} --weights {weights_pth}",  # .pth read directly
     "grad": "grad {image} --weights {weights} --target {target} --out {out.npy}",
     "preprocess": "preprocess {image} --out {out.npy}",
     "convert": "convert {weights_in} -o {out.safetensors}",
@@ -290,8 +292,10 @@ def poke_f32(data, index, value):
 
 GOOD = {
     "image": lambda c: c.write("good.png", png_bytes(64, 48)),
+    "good_image": lambda c: c.write("good.png", png_bytes(64, 48)),  # an image with no bad cases
     "weights": lambda c: c.fixture("inception.safetensors"),
     "weights_in": lambda c: c.fixture("small.pth"),
+    "weights_pth": lambda c: c.fixture("inception.pth"),
     "target": lambda c: "hog",
     "out": lambda c, ext: "out." + ext,
     "outdir": lambda c: "result",
@@ -561,7 +565,7 @@ def inception_case(name, edit_tensors, edit_meta=None):
 
 # Weights that are a valid file but not a usable model: for commands that run a model ({weights}).
 MODEL_CASES = [
-    ("pth-not-converted", lambda c: c.fixture("small.pth"), r"PyTorch \.pth file .*trick convert"),
+    ("pth-not-a-model", lambda c: c.fixture("small.pth"), r"cannot tell which model .*\.pth state dict"),
     ("unknown-model", st_case("unknown.safetensors", lambda: st_build(SMALL_TENSORS)), r"cannot tell which model"),
     ("model-metadata-unknown", st_case("resnet.safetensors", lambda: st_build(SMALL_TENSORS, {"model": "resnet50"})),
      r"unknown model 'resnet50'"),
@@ -725,6 +729,7 @@ FAMILIES = {
     "image": IMAGE_CASES,
     "weights": WEIGHTS_FILE_CASES + MODEL_CASES,
     "weights_in": WEIGHTS_FILE_CASES + PTH_CASES,
+    "weights_pth": PTH_CASES,
     "target": TARGET_CASES,
     "out": OUT_CASES,
     "outdir": OUTDIR_CASES,
@@ -957,8 +962,7 @@ def setup(trick, fixture_dir):
     pth = os.path.join(fixture_dir, "inception.pth")
     torch.save(sd, pth)
     st = os.path.join(fixture_dir, "inception.safetensors")
-    subprocess.run([trick, "convert", pth, "-o", st], check=True)
-    os.remove(pth)  # 100 MB the cases do not need
+    subprocess.run([trick, "convert", pth, "-o", st], check=True)  # the .pth stays: --weights reads it too
 
     small = {"fc.weight": torch.randn(4, 3, generator=g), "fc.bias": torch.randn(4, generator=g),
              "bn.num_batches_tracked": torch.tensor(7)}

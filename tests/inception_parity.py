@@ -7,7 +7,8 @@ running statistics on real photographs in training mode (so activations are real
 scaled), saves the state dict in both .pth formats (zip and legacy pickle), converts both with
 `trick convert`, and compares trick's logits (`trick classify --json --logits`) and input
 gradients (`trick grad`) with PyTorch's in float64. The same 8-bit 299x299 PNG goes into both,
-so only the network differs.
+so only the network differs. `trick classify --weights X.pth` (the .pth read directly) must
+give the converted file's logits exactly.
 
 Why the gradient has two references. The input gradient of a ReLU network is piecewise
 constant: it depends on which of its ~9 million ReLUs are on and which max-pool input wins.
@@ -175,6 +176,14 @@ def main():
             out = json.loads(run([args.trick, "classify", png, "--weights", st, "--input-size", "raw",
                                   "--json", "--logits", "--topk", "5", "--device", "cpu"]).splitlines()[0])
             ours_logits = np.array(out["logits"], dtype=np.float64)
+            # --weights also takes the .pth itself (converted in memory): the same float32 weights,
+            # so the same logits to the last bit.
+            direct = json.loads(run([args.trick, "classify", png, "--weights", pth, "--input-size", "raw",
+                                     "--json", "--logits", "--topk", "5", "--device", "cpu"]).splitlines()[0])
+            if direct["logits"] != out["logits"]:
+                d = np.abs(np.array(direct["logits"]) - ours_logits).max()
+                failures.append(f"{fmt} {name}: logits from --weights {os.path.basename(pth)} differ from the "
+                                f"converted file's (max |difference| {d:.3e})")
             gpath = os.path.join(args.workdir, f"{name}_{fmt}_grad.npy")
             apath = os.path.join(args.workdir, f"{name}_{fmt}_activations.safetensors")
             gout = json.loads(run([args.trick, "grad", png, "--weights", st, "--target", str(target),

@@ -556,7 +556,7 @@ const bool registered = register_command(
        app.add_option("--target,-t", o->targets,
                       "Target class: index or name (e.g. 341 or pig); once for all images, once per image, "
                       "or several for one image");
-       app.add_option("--weights", o->weights, "Weights (.safetensors); default: the embedded Fashion-MNIST model");
+       app.add_option("--weights", o->weights, "Weights (.safetensors, or a PyTorch .pth state dict); default: the embedded Fashion-MNIST model");
        app.add_option("--method,-m", o->method, "descent, fgsm, bim, pgd, mifgsm, adam or cw")->capture_default_str();
        app.add_option("--eps", o->eps, "Perturbation budget in 8-bit units (8 = 8/255; L2 norm with --norm l2)")
            ->capture_default_str();

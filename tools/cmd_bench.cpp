@@ -281,7 +281,7 @@ int run(const Options& o) {
   TRICK_CHECK(o.warmup >= 0, "--warmup must be at least 0, got ", o.warmup);
   if (!o.layers_json.empty()) check_output_file(o.layers_json);
   const Device dev = choose_device(o.device);
-  std::unique_ptr<Model> model = o.weights.empty() ? random_model(o.model, o.seed) : load_model(o.weights);
+  std::unique_ptr<Model> model = o.weights.empty() ? random_model(o.model, o.seed) : load_weights(o.weights);
   model->set_requires_grad(false);
   model->train(false);
   model->to(dev);
@@ -375,7 +375,7 @@ const bool registered = register_command(
     {"bench", "Time forward and forward + input gradient (median ms)",
      [](CLI::App& app) {
        auto o = std::make_shared<Options>();
-       app.add_option("--weights", o->weights, "Weights file (default: random weights)");
+       app.add_option("--weights", o->weights, "Weights file (.safetensors or .pth; default: random weights)");
        app.add_option("--model", o->model, "Architecture for random weights (inception_v3, fashion_inception)");
        app.add_option("--batch", o->batches, "Images per step; several sizes: --batch 1,64,256")->delimiter(',');
        app.add_option("--repeats", o->repeats, "Timed repeats (the median is printed)");

@@ -62,7 +62,7 @@ const bool registered = register_command(
      [](CLI::App& app) {
        auto o = std::make_shared<Options>();
        app.add_option("images", o->images, "Image files (PNG, JPEG, ...)")->required();
-       app.add_option("--weights", o->weights, "Weights (.safetensors; see trick convert); default: the embedded Fashion-MNIST model");
+       app.add_option("--weights", o->weights, "Weights (.safetensors, or a PyTorch .pth state dict); default: the embedded Fashion-MNIST model");
        app.add_option("--topk", o->topk, "How many classes to show");
        app.add_flag("--json", o->json, "One JSON object per image: top (index, label, prob)");
        app.add_flag("--logits", o->logits, "With --json: all raw logits too");

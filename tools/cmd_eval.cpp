@@ -72,7 +72,7 @@ int run(const Options& o) {
     model = load_default_model();
     source = "embedded default model";
   } else {
-    model = load_model(o.weights);
+    model = load_weights(o.weights);
     source = o.weights;
   }
   model->set_requires_grad(false);

@@ -80,7 +80,7 @@ const bool registered = register_command(
      [](CLI::App& app) {
        auto o = std::make_shared<Options>();
        app.add_option("image", o->image, "Image file")->required();
-       app.add_option("--weights", o->weights, "Weights (.safetensors); default: the embedded Fashion-MNIST model");
+       app.add_option("--weights", o->weights, "Weights (.safetensors, or a PyTorch .pth state dict); default: the embedded Fashion-MNIST model");
        app.add_option("--target,-t", o->target, "Target class: index or name (e.g. 341 or pig)")->required();
        app.add_option("--out,-o", o->out, "Output .npy file (float32, H x W x C)")->required();
        app.add_option("--input-size", o->input_size,

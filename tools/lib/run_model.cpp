@@ -9,6 +9,7 @@
 
 #include "models/preprocess.h"
 #include "models/zoo.h"
+#include "tools/lib/pth.h"
 #include "tools/lib/sha256.h"
 
 namespace trick {
@@ -72,8 +73,26 @@ std::unique_ptr<Model> open_frozen(const std::string& what, Device device, Load 
 }
 }  // namespace
 
+std::unique_ptr<Model> load_weights(const std::string& weights_path) {
+  WeightFormat format = WeightFormat::Unknown;
+  try {
+    format = detect_weight_format(weights_path);
+  } catch (const Error&) {
+    // Unreadable: load_model says why, as it does for every file that is not a .pth.
+  }
+  if (format != WeightFormat::PthZip && format != WeightFormat::PthLegacy) return load_model(weights_path);
+  StateDictFile pth = load_pth(weights_path);
+  StateDict state;
+  for (auto& [name, t] : pth.tensors) state[name] = std::move(t);
+  const std::string name = model_name_from_keys([&](const std::string& k) { return state.count(k) > 0; });
+  if (name.empty())
+    fail(weights_path, ": cannot tell which model these weights are for (a .pth state dict without Inception v3's ",
+         "tensor names, e.g. Mixed_7c.branch_pool.conv.weight)");
+  return model_from_state_dict(name, std::move(state), weights_path);
+}
+
 std::unique_ptr<Model> open_model(const std::string& weights_path, Device device) {
-  return open_frozen(weights_path, device, [&] { return load_model(weights_path); });
+  return open_frozen(weights_path, device, [&] { return load_weights(weights_path); });
 }
 
 std::unique_ptr<Model> open_default_model(Device device) {

@@ -69,7 +69,11 @@ void add_backend_options(App& app, bool* graph = nullptr) {
 [[noreturn]] void rethrow_out_of_memory(const Error& e, const std::string& doing, Device device,
                                         const std::string& smaller);
 
-// Loads a model from a safetensors file, frozen (no parameter requires a gradient), on device.
+// Reads a model from a weight file: safetensors (models/zoo.h's load_model), or a PyTorch
+// .pth state dict (zip or legacy, read by tools/lib/pth.h, the architecture recognised from
+// its keys), converted in memory as `trick convert` would convert it.
+std::unique_ptr<Model> load_weights(const std::string& weights_path);
+// load_weights, frozen (no parameter requires a gradient), on device.
 std::unique_ptr<Model> open_model(const std::string& weights_path, Device device);
 // The model embedded in the binary (the small Inception trained on Fashion-MNIST), likewise.
 std::unique_ptr<Model> open_default_model(Device device);
