@@ -38,7 +38,7 @@ struct Bounds {
 
 }  // namespace
 
-TEST_CASE("attack: every method reaches a reachable target; projections hold on every step") {
+TEST_CASE("attack: every method reaches a reachable target, projections hold on every step") {
   TinyNet net(5);
   Rng rng(7);
   const Tensor image = grid_image(20, 24, rng);  // not the model's size: resize + crop are in the graph
@@ -139,7 +139,7 @@ TEST_CASE("attack: the saved PNG, read back, classifies exactly as reported") {
   CHECK(p[target] >= s.confidence);
 }
 
-TEST_CASE("attack: a batch stops each image independently; untargeted moves away from the true class") {
+TEST_CASE("attack: a batch stops each image independently, untargeted moves away from the true class") {
   TinyNet net(11);
   Rng rng(12);
   std::vector<AttackItem> items;
@@ -171,7 +171,7 @@ TEST_CASE("attack: a batch stops each image independently; untargeted moves away
   CHECK(std::max_element(pf.begin(), pf.end()) - pf.begin() != top);
 }
 
-TEST_CASE("attack: runs are reproducible with a seed; settings out of range are refused by name") {
+TEST_CASE("attack: runs are reproducible with a seed, settings out of range are refused by name") {
   TinyNet net(13);
   Rng rng(14);
   const Tensor image = grid_image(16, 16, rng);

@@ -51,7 +51,7 @@ TEST_CASE("autograd: Inception-style branches sharing one input, concatenated, m
   test::check_op("branches", in, op, ref, rng, o);
 }
 
-TEST_CASE("autograd: requires-grad propagates; constants and frozen inputs get nothing") {
+TEST_CASE("autograd: requires-grad propagates, constants and frozen inputs get nothing") {
   Var a(Tensor::full(Shape{2}, 2.f), false), b(Tensor::full(Shape{2}, 3.f), true);
   Var c = mul(a, a);
   CHECK_FALSE(c.requires_grad());

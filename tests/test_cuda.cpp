@@ -1042,7 +1042,7 @@ TEST_CASE("cuda: the attack's update and projection steps against the CPU") {
 // ---------------------------------------------------------------------------------------
 
 #ifdef TRICK_WITH_CUDA
-TEST_CASE("cuda: a CUDA graph replays captured work on its buffers; its memory stays its own") {
+TEST_CASE("cuda: a CUDA graph replays captured work on its buffers, its memory stays its own") {
   SKIP_WITHOUT_CUDA();
   const Device gpu = Device::cuda(0);
   Rng rng(31);

@@ -384,7 +384,7 @@ TEST_CASE("elementwise: add, sub, mul, affine, clamp, tanh, sign against the dou
                        doctest::Contains("add: a has shape (2, 3) but b has shape (3, 2)"), Error);
 }
 
-TEST_CASE("reductions: sum, mean, max forward and gradients; per-item norms") {
+TEST_CASE("reductions: sum, mean, max forward and gradients, per-item norms") {
   Rng rng(71);
   const Shape s{3, 4, 5};
   check_op("sum", {Var(randn(s, rng), true)}, [](const std::vector<Var>& v) { return sum(v[0]); },

@@ -167,7 +167,7 @@ TEST_CASE("profile: Inception v3's forward is 11.43 GFLOP per image in 94 convol
     CHECK_MESSAGE(std::count(names.begin(), names.end(), std::string(n)) == 1, n);
 }
 
-TEST_CASE("profile: an unfolded conv block is one layer; nodes know their layer only while profiling") {
+TEST_CASE("profile: an unfolded conv block is one layer, nodes know their layer only while profiling") {
   Rng rng(9);
   ConvBnRelu unit(Conv2dOptions{3, 4, 3, 3, 1, 1, 1}, 1e-3f, "unit");
   unit.conv.reset_parameters(rng);

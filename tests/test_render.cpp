@@ -273,7 +273,7 @@ TEST_CASE("render: the target's one-hot curve is red at the target's class, the 
   }
 }
 
-TEST_CASE("render: the loss axis spans the whole step budget; the curve stops at the current step") {
+TEST_CASE("render: the loss axis spans the whole step budget, the curve stops at the current step") {
   FrameInfo f = make_info(28, 28, 1, 10, 8, 1, 12);
   f.step = 10;
   f.total_steps = 100;
