@@ -18,7 +18,7 @@ struct GradCheckOptions {
   double h = 1e-6;        // step, in double
   double atol = 1e-5;     // |analytic - numeric| <= atol + rtol * |numeric|
   double rtol = 1e-3;
-  int64_t max_points = 400;  // check at most this many coordinates (spread evenly)
+  int64_t max_points = 400;  // check at most this many coordinates (a fixed-seed random sample)
 };
 
 struct GradCheckReport {

@@ -331,9 +331,16 @@ CudaCache& cuda_cache() {
 
 }  // namespace
 
+namespace {
+bool g_poison_host = false;
+}  // namespace
+
+void set_poison_new_host_memory(bool on) { g_poison_host = on; }
+
 Storage::Storage(size_t bytes, Device device) : bytes_(bytes), device_(device) {
   if (device.is_cpu()) {
     data_ = host_alloc(bytes);
+    if (g_poison_host && data_) std::memset(data_, 0xFF, bytes);  // 0xFFFFFFFF is a NaN
     return;
   }
 #ifdef TRICK_WITH_CUDA

@@ -49,6 +49,11 @@ struct Shape {
   bool operator!=(const Shape& o) const { return !(*this == o); }
 };
 
+// Tests: every new host block (every CPU Tensor::empty) is filled with NaN, so a kernel
+// that leaves part of its output unwritten fails whatever memory the allocator hands back.
+// Off by default (tests/main.cpp turns it on); not thread-safe to change while tensors are made.
+void set_poison_new_host_memory(bool on);
+
 // Owns a block of bytes on one device. Allocated once, freed on destruction.
 class Storage {
  public:

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "kernels/gemm.h"
+#include "tensor/tensor.h"
 
 namespace {
 
@@ -38,6 +39,7 @@ REGISTER_LISTENER("count_cases", 1, CountCases);
 
 int main(int argc, char** argv) {
   trick::set_num_threads(0);
+  trick::set_poison_new_host_memory(true);  // an output a kernel forgets to write is NaN
   doctest::Context context(argc, argv);
   const int rc = context.run();
   if (context.shouldExit()) return rc;  // --help, --list-test-cases, ...

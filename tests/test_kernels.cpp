@@ -303,23 +303,30 @@ TEST_CASE("relu: forward and gradient, kinks skipped") {
 
 TEST_CASE("softmax, log_softmax, cross_entropy: forward and gradients against the double reference") {
   Rng rng(51);
-  {
-    std::vector<Var> in = {Var(randn(Shape{3, 11}, rng, 3.f), true)};
-    check_op("softmax", in, [](const std::vector<Var>& v) { return softmax(v[0]); },
-             [](const std::vector<std::vector<double>>& v) { return ref::softmax(v[0], 3, 11); }, rng, grad_options());
-  }
-  {
-    std::vector<Var> in = {Var(randn(Shape{4, 9}, rng, 3.f), true)};
-    check_op("log_softmax", in, [](const std::vector<Var>& v) { return log_softmax(v[0]); },
-             [](const std::vector<std::vector<double>>& v) { return ref::log_softmax(v[0], 4, 9); }, rng,
-             grad_options());
-  }
-  {
-    Tensor targets = Tensor::from_vector(Shape{4}, {3.f, 0.f, 8.f, 3.f});
-    std::vector<Var> in = {Var(randn(Shape{4, 9}, rng, 3.f), true)};
-    check_op("cross_entropy", in, [&](const std::vector<Var>& v) { return cross_entropy(v[0], targets); },
-             [](const std::vector<std::vector<double>>& v) { return ref::cross_entropy(v[0], 4, 9, {3, 0, 8, 3}); },
-             rng, grad_options());
+  // Smooth ops with gradients of at most ~1: an absolute tolerance of 1e-6 (float32 gets
+  // ~1e-7), so that small entries (a probability of 1e-4 times its upstream gradient) are
+  // checked too, not waved through by the conv tests' 2e-4.
+  GradCheckOptions o = grad_options();
+  o.atol = 1e-6;
+  for (const float scale : {1.f, 3.f}) {
+    INFO("logits of scale " << scale);
+    {
+      std::vector<Var> in = {Var(randn(Shape{3, 11}, rng, scale), true)};
+      check_op("softmax", in, [](const std::vector<Var>& v) { return softmax(v[0]); },
+               [](const std::vector<std::vector<double>>& v) { return ref::softmax(v[0], 3, 11); }, rng, o);
+    }
+    {
+      std::vector<Var> in = {Var(randn(Shape{4, 9}, rng, scale), true)};
+      check_op("log_softmax", in, [](const std::vector<Var>& v) { return log_softmax(v[0]); },
+               [](const std::vector<std::vector<double>>& v) { return ref::log_softmax(v[0], 4, 9); }, rng, o);
+    }
+    {
+      Tensor targets = Tensor::from_vector(Shape{4}, {3.f, 0.f, 8.f, 3.f});
+      std::vector<Var> in = {Var(randn(Shape{4, 9}, rng, scale), true)};
+      check_op("cross_entropy", in, [&](const std::vector<Var>& v) { return cross_entropy(v[0], targets); },
+               [](const std::vector<std::vector<double>>& v) { return ref::cross_entropy(v[0], 4, 9, {3, 0, 8, 3}); },
+               rng, o);
+    }
   }
   {
     // Large logits stay finite (max subtraction).
