@@ -109,7 +109,7 @@ def run(args):
 
 def expect_error(label, path, out, must_contain=None):
     rc, so, se = run(["convert", path, "-o", out])
-    check(rc != 0, f"{label}: trick convert exited 0 on a bad file\n{so}{se}")
+    check(rc == 1, f"{label}: trick convert exited {rc} on a bad file (want 1; negative: a signal)\n{so}{se}")
     lines = [l for l in se.splitlines() if l.startswith("error:")]
     check(len(lines) == 1 and path in lines[0], f"{label}: expected one 'error: ...{path}...' line, got {se!r}")
     if must_contain:

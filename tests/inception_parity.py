@@ -215,6 +215,17 @@ def main():
                 failures.append(f"{fmt} {name}: plain gradient cosine {cos_plain:.5f} <= 0.98")
             if top_ours != top_ref:
                 failures.append(f"{fmt} {name}: top-5 {top_ours} != {top_ref}")
+            # What the commands report beside the arrays: grad's loss and target, classify's probabilities.
+            if not abs(gout["loss"] - ref_loss) < 1e-4 * max(1.0, abs(ref_loss)):
+                failures.append(f"{fmt} {name}: grad's loss {gout['loss']:.6f} != PyTorch's {ref_loss:.6f}")
+            if gout.get("target") != target:
+                failures.append(f"{fmt} {name}: grad's target {gout.get('target')} != {target}")
+            ref_prob = np.exp(ref_logits - ref_logits.max())
+            ref_prob /= ref_prob.sum()
+            for t in out["top"]:
+                if not abs(t["prob"] - ref_prob[t["index"]]) < 1e-5:
+                    failures.append(f"{fmt} {name}: class {t['index']} probability {t['prob']:.7f} != "
+                                    f"softmax of PyTorch's logits {ref_prob[t['index']]:.7f}")
     if failures:
         sys.exit("FAIL:\n  " + "\n  ".join(failures))
     print("ok: trick matches PyTorch on both .pth formats")
