@@ -258,8 +258,20 @@ TEST_CASE("profile: trick bench --layers prints every layer and writes them as J
   // the backward's equals the forward's (input gradient only).
   std::unique_ptr<Model> m = random_model("fashion_inception", 1);
   const size_t convs = conv_layers(*m).size();
+  // The forward's work at batch 2, counted independently: each conv from its output's size
+  // and its weight's shape, plus fc (2 x in x 10 per image).
+  double want_gflop_2 = 0;
+  {
+    Rng rng(9);
+    for (const auto& [layer, f] : conv_flops_from_outputs(*m, rand_uniform(Shape{2, 28, 28, 1}, rng)))
+      want_gflop_2 += f;
+    for (auto& [n, p] : m->named_parameters())
+      if (n == "fc.weight") want_gflop_2 += 2.0 * 2 * static_cast<double>(p->shape()[0] * p->shape()[1]);
+    want_gflop_2 /= 1e9;
+  }
+  REQUIRE(want_gflop_2 > 0);
   std::map<int, int> layers_per_batch;
-  std::map<int, double> fwd_per_batch;
+  std::map<int, double> fwd_per_batch, step_fwd;
   int steps = 0;
   std::istringstream lines(read_bytes(json));
   for (std::string line; std::getline(lines, line);) {
@@ -271,6 +283,7 @@ TEST_CASE("profile: trick bench --layers prints every layer and writes them as J
       ++steps;
       CHECK(r["step_ms"].get<double>() > 0);
       CHECK(r["gflop_backward"].get<double>() == doctest::Approx(r["gflop_forward"].get<double>()));
+      step_fwd[batch] = r["gflop_forward"].get<double>();
       continue;
     }
     CHECK(r["index"].get<int>() == ++layers_per_batch[batch]);
@@ -281,5 +294,7 @@ TEST_CASE("profile: trick bench --layers prints every layer and writes them as J
   REQUIRE(layers_per_batch.size() == 2);
   CHECK(layers_per_batch[2] == layers_per_batch[3]);
   CHECK(layers_per_batch[2] > static_cast<int>(convs));
+  CHECK(fwd_per_batch[2] == doctest::Approx(want_gflop_2).epsilon(1e-6));
   CHECK(fwd_per_batch[3] == doctest::Approx(1.5 * fwd_per_batch[2]));
+  for (const int b : {2, 3}) CHECK(step_fwd[b] == doctest::Approx(fwd_per_batch[b]).epsilon(1e-6));
 }
