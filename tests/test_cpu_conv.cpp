@@ -4,7 +4,8 @@
 // 16-wide panels, pixel counts that leave partial 6-row tiles, K longer than one 256-long
 // chunk (segments that straddle taps), one pixel block (B packed chunk by chunk) and several
 // (B packed first), strides 1 and 2 (dgrad by stride phases, phases no
-// tap reaches), asymmetric padding, batch > 1, channel-slice views, accumulation. Also the
+// tap reaches), asymmetric padding, batch > 1, channel-slice views, accumulation, im2col in
+// more than one chunk; and the weight gradient (OpenBLAS on both engines). Also the
 // thread pool those kernels run on (kernels/cpu/parallel.h), and the few-row GEMM path.
 #include <doctest/doctest.h>
 
@@ -51,6 +52,8 @@ const Case kCases[] = {
     {2, 30, 25, 17, 20, 3, 3, 2, 2, 1, 1, 1, 1, "3x3 stride 2, batch 2, 390 output pixels (B packed first)"},
     {1, 13, 12, 3, 32, 3, 3, 2, 2, 0, 0, 0, 0, "3 channels (the first layer: explicit im2col)"},
     {1, 6, 7, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1, "5 channels, pad 1"},
+    {1, 30, 30, 300, 8, 3, 3, 1, 1, 1, 1, 1, 1, "3x3, 300 channels, 900 pixels (OpenBLAS im2col in two chunks)"},
+    {1, 200, 200, 3, 8, 3, 3, 1, 1, 1, 1, 1, 1, "3 channels, 40000 pixels (explicit im2col in two chunks)"},
 };
 
 Conv2dParams params(const Case& k, bool relu) {
@@ -79,6 +82,28 @@ std::vector<double> ref_dgrad(const std::vector<double>& dy, const std::vector<d
                 dx[((b * k.h + iy) * k.w + ix) * k.c + c] += g * w[((o * k.kh + i) * k.kw + j) * k.c + c];
             }
   return dx;
+}
+
+// dw[o, i, j, c] = sum of dy[n, oy, ox, o] * x[n, oy * sh - pt + i, ox * sw - pl + j, c] over
+// (n, oy, ox) inside the input; db[o] = sum of dy[n, oy, ox, o].
+void ref_wgrad(const std::vector<double>& x, const std::vector<double>& dy, const Case& k, int64_t oh, int64_t ow,
+               std::vector<double>* dw, std::vector<double>* db) {
+  dw->assign(static_cast<size_t>(k.o * k.kh * k.kw * k.c), 0.0);
+  db->assign(static_cast<size_t>(k.o), 0.0);
+  for (int64_t b = 0; b < k.n; ++b)
+    for (int64_t oy = 0; oy < oh; ++oy)
+      for (int64_t ox = 0; ox < ow; ++ox)
+        for (int64_t o = 0; o < k.o; ++o) {
+          const double g = dy[((b * oh + oy) * ow + ox) * k.o + o];
+          (*db)[o] += g;
+          for (int64_t i = 0; i < k.kh; ++i)
+            for (int64_t j = 0; j < k.kw; ++j) {
+              const int64_t iy = oy * k.sh - k.pt + i, ix = ox * k.sw - k.pl + j;
+              if (iy < 0 || iy >= k.h || ix < 0 || ix >= k.w) continue;
+              for (int64_t c = 0; c < k.c; ++c)
+                (*dw)[((o * k.kh + i) * k.kw + j) * k.c + c] += g * x[((b * k.h + iy) * k.w + ix) * k.c + c];
+            }
+        }
 }
 
 // Channels [from, to) of every row of t, as doubles.
@@ -150,6 +175,23 @@ void check_engine(cpu::ConvEngine engine, int threads) {
     for (size_t r = 0; r < after.size() / (k.c + 4); ++r)
       for (int64_t c : {int64_t{0}, int64_t{1}, int64_t{2}, k.c + 3})
         REQUIRE(after[r * (k.c + 4) + c] == before[r * (k.c + 4) + c]);
+
+    // wgrad (OpenBLAS on either engine) from the channel slices x and dy: written (poisoned
+    // first), then accumulated onto existing values. The sums run over every output pixel.
+    std::vector<double> want_dw, want_db;
+    ref_wgrad(to_double(x), to_double(dy), k, oh, ow, &want_dw, &want_db);
+    const double wtol = 1e-5 * std::sqrt(static_cast<double>(k.n * oh * ow) / 16.0);
+    Tensor dw = test::nan_tensor(w.shape()), db = test::nan_tensor(Shape{k.o});
+    conv2d_wgrad(x, dy, q, dw, db, false);
+    expect_close(dw, want_dw, std::string("wgrad ") + k.what, 1e-4, wtol);
+    expect_close(db, want_db, std::string("wgrad bias ") + k.what, 1e-4, wtol);
+    Tensor dw_acc = randn(w.shape(), rng), db_acc = randn(Shape{k.o}, rng);
+    std::vector<double> want_dw_acc = to_double(dw_acc), want_db_acc = to_double(db_acc);
+    for (size_t i = 0; i < want_dw_acc.size(); ++i) want_dw_acc[i] += want_dw[i];
+    for (size_t i = 0; i < want_db_acc.size(); ++i) want_db_acc[i] += want_db[i];
+    conv2d_wgrad(x, dy, q, dw_acc, db_acc, true);
+    expect_close(dw_acc, want_dw_acc, std::string("wgrad accumulated ") + k.what, 1e-4, wtol);
+    expect_close(db_acc, want_db_acc, std::string("wgrad bias accumulated ") + k.what, 1e-4, wtol);
   }
   set_num_threads(saved_threads);
 }
