@@ -9,6 +9,7 @@
 #include "attack/attack.h"
 #include "kernels/attack.h"
 #include "kernels/pointwise.h"
+#include "kernels/reduce.h"
 #include "layers/module.h"
 #include "tensor/random.h"
 #include "tools/lib/image.h"
@@ -218,4 +219,72 @@ TEST_CASE("attack kernels: projections and 8-bit rounding") {
   CHECK(s.to_vector()[0] == doctest::Approx(0.49f));
   CHECK(s.to_vector()[1] == doctest::Approx(0.51f));
   CHECK(s.to_vector()[2] == 1.f);  // clamped into the pixel range
+}
+
+TEST_CASE("attack kernels: adam, momentum, the L2 projection and per-item sums against double formulas") {
+  Rng rng(16);
+  const int n = 257;  // not a multiple of a vector width
+  auto close = [](const std::vector<float>& got, const std::vector<double>& want, const char* what) {
+    REQUIRE(got.size() == want.size());
+    int bad = 0;
+    for (size_t i = 0; i < got.size(); ++i)
+      if (!(std::fabs(got[i] - want[i]) <= 1e-6 + 1e-5 * std::fabs(want[i]))) {
+        if (bad++ < 3) MESSAGE(what << "[" << i << "]: got " << got[i] << " want " << want[i]);
+      }
+    CHECK_MESSAGE(bad == 0, what << ": " << bad << " values differ");
+  };
+  const auto d = [](const Tensor& t) {
+    const std::vector<float> v = t.to_vector();
+    return std::vector<double>(v.begin(), v.end());
+  };
+  for (const bool pixels : {true, false}) {
+    CAPTURE(pixels);
+    Tensor x = rand_uniform(Shape{n}, rng, -0.1f, 1.1f), g = randn(Shape{n}, rng), m = randn(Shape{n}, rng, 0.1f);
+    Tensor v = rand_uniform(Shape{n}, rng, 0.f, 0.2f);
+    std::vector<double> xd = d(x), gd = d(g), md = d(m), vd = d(v);
+    const double b1 = 0.9, b2 = 0.999, eps = 1e-8, lr = 0.01;
+    const int t = 3;
+    for (int i = 0; i < n; ++i) {
+      md[i] = b1 * md[i] + (1 - b1) * gd[i];
+      vd[i] = b2 * vd[i] + (1 - b2) * gd[i] * gd[i];
+      const double mhat = md[i] / (1 - std::pow(b1, t)), vhat = vd[i] / (1 - std::pow(b2, t));
+      xd[i] -= lr * mhat / (std::sqrt(vhat) + eps);
+      if (pixels) xd[i] = std::min(1.0, std::max(0.0, xd[i]));
+    }
+    adam_step(x, g, m, v, static_cast<float>(lr), static_cast<float>(b1), static_cast<float>(b2),
+              static_cast<float>(eps), t, pixels);
+    close(m.to_vector(), md, "adam m");
+    close(v.to_vector(), vd, "adam v");
+    close(x.to_vector(), xd, "adam x");
+  }
+  {
+    Tensor m = randn(Shape{n}, rng), g = randn(Shape{n}, rng);
+    std::vector<double> want = d(m);
+    const std::vector<double> gd = d(g);
+    for (int i = 0; i < n; ++i) want[i] = 0.8 * want[i] + gd[i] * 0.25;
+    momentum_accumulate(m, g, 0.8f, 0.25f);
+    close(m.to_vector(), want, "momentum");
+  }
+  for (const double eps : {0.5, 100.0}) {  // outside the ball (scaled back to it), then inside (unchanged)
+    CAPTURE(eps);
+    Tensor x0 = rand_uniform(Shape{n}, rng), x = rand_uniform(Shape{n}, rng, -0.2f, 1.2f);
+    const std::vector<double> a = d(x), o = d(x0);
+    double norm = 0;
+    for (int i = 0; i < n; ++i) norm += (a[i] - o[i]) * (a[i] - o[i]);
+    norm = std::sqrt(norm);
+    const double f = norm > eps ? eps / norm : 1.0;
+    std::vector<double> want(n);
+    for (int i = 0; i < n; ++i) want[i] = std::min(1.0, std::max(0.0, o[i] + (a[i] - o[i]) * f));
+    project_l2(x, x0, static_cast<float>(eps));
+    close(x.to_vector(), want, "project_l2");
+  }
+  for (const bool square : {false, true}) {
+    CAPTURE(square);
+    Tensor x = randn(Shape{3, 5, 7, 2}, rng), y = Tensor::full(Shape{3}, std::nanf(""));
+    const std::vector<double> xv = d(x);
+    std::vector<double> want(3, 0.0);
+    for (int i = 0; i < 3 * 70; ++i) want[i / 70] += square ? xv[i] * xv[i] : xv[i];
+    sum_per_item(x, square, y);
+    close(y.to_vector(), want, "sum_per_item");
+  }
 }

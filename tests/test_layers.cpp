@@ -5,6 +5,7 @@
 
 #include "layers/module.h"
 #include "tests/op_check.h"
+#include "tests/reference.h"
 
 using namespace trick;
 
@@ -43,7 +44,13 @@ TEST_CASE("layers: load_state_dict copies by name and names what is missing, ext
   StateDict fresh;
   for (auto& [n, t] : sd) fresh[n] = randn(t.shape(), rng);
   net.load_state_dict(fresh);
-  CHECK(net.Mixed_5b.fc.weight.value().to_vector() == fresh["Mixed_5b.fc.weight"].to_vector());
+  const StateDict loaded = net.state_dict();  // parameters and buffers (running statistics)
+  CHECK(loaded.size() == fresh.size());
+  for (auto& [n, t] : fresh) {
+    CAPTURE(n);
+    REQUIRE(loaded.count(n));
+    CHECK(loaded.at(n).to_vector() == t.to_vector());
+  }
   StateDict bad = fresh;
   bad.erase("Mixed_5b.fc.bias");
   bad["Mixed_5b.extra.weight"] = Tensor::zeros(Shape{1});
@@ -70,6 +77,23 @@ TEST_CASE("layers: folding batch norm into the conv gives the same output as con
   block.train(false);
   Var x(randn(Shape{2, 9, 8, 3}, rng));
   const Tensor unfolded = block.forward(x).value();
+  // The unfolded block against the definition: relu((conv(x) - mean) / sqrt(var + eps) * gamma + beta),
+  // in double (the eps of 1e-3 matters at this tolerance).
+  {
+    Conv2dParams p;
+    p.stride_h = p.stride_w = 2;
+    p.pad_top = p.pad_bottom = p.pad_left = p.pad_right = 1;
+    int64_t oh = 0, ow = 0;
+    std::vector<double> want = ref::conv2d(test::to_double(x.value()), 2, 9, 8, 3,
+                                           test::to_double(block.conv.weight.value()), 5, 3, 3, {}, p, &oh, &ow);
+    const std::vector<double> g = test::to_double(block.bn.weight.value()), b = test::to_double(block.bn.bias.value());
+    const std::vector<double> mu = test::to_double(block.bn.running_mean), var = test::to_double(block.bn.running_var);
+    for (size_t i = 0; i < want.size(); ++i) {
+      const size_t ch = i % 5;
+      want[i] = std::max(0.0, (want[i] - mu[ch]) / std::sqrt(var[ch] + 1e-3) * g[ch] + b[ch]);
+    }
+    test::expect_close(unfolded, want, "unfolded vs the definition", 1e-4, 1e-5);
+  }
   block.fold();
   CHECK(block.folded());
   const Tensor folded = block.forward(x).value();
