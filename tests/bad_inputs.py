@@ -77,6 +77,10 @@ COMMANDS = {
 # reached, which random weights and one FGSM step do not promise).
 CONTROL_STATUS = {"attack": (0, 3)}
 
+# Commands whose --out is a checkpoint they refuse to overwrite without --resume: their bad
+# cases start without it (elsewhere a previous result exists and must survive the failure).
+OUT_IS_A_CHECKPOINT = {"train"}
+
 # Commands whose inputs are all optional (no "no-arguments" case).
 RUNS_WITHOUT_ARGUMENTS = {"bench", "bench_layers", "eval"}
 
@@ -784,7 +788,9 @@ def with_options(argv, extra):
     return argv
 
 
-def build_argv(template, ctx, bad):
+def build_argv(template, ctx, bad, expect_ok=True):
+    """The command line; in a case that must fail, a good {out.EXT} already exists (a previous
+    result), so the unchanged-directory check also proves a failed run leaves it alone."""
     argv = []
     for word in template.split():
         m = PLACEHOLDER.fullmatch(word)
@@ -794,6 +800,8 @@ def build_argv(template, ctx, bad):
         ph, ext = m.group(1), m.group(2)
         if bad and bad[0] == ph:
             value = bad[1](ctx, ext) if ph == "out" else bad[1](ctx)
+        elif ph == "out" and not expect_ok:
+            value = existing_output(ctx, ext)
         else:
             value = GOOD[ph](ctx, ext) if ph == "out" else GOOD[ph](ctx)
         argv.append(value)
@@ -867,7 +875,8 @@ def run_case(trick, fixture_dir, cmd, case, spec, quiet=False):
     elif spec["extra"] and spec["extra"][0] == sub:  # a whole command line
         argv = list(spec["extra"])
     else:
-        argv = with_options(build_argv(template, ctx, spec["bad"]), spec["extra"])
+        prefill = not spec["expect_ok"] and cmd not in OUT_IS_A_CHECKPOINT
+        argv = with_options(build_argv(template, ctx, spec["bad"], not prefill), spec["extra"])
     names = spec["names"]
     if names is None and spec["bad"]:
         ph = spec["bad"][0]
