@@ -16,7 +16,7 @@ Adding a command is one line in COMMANDS: its command line with placeholders. Th
 it uses decide which families of bad inputs it gets ({image}: images, {weights}: model weights,
 {weights_in}: any weight file to convert, {weights_pth}: a PyTorch .pth model read directly,
 {good_image}: an image that gets no bad cases, {target}: class names, {out.EXT}: an output file,
-{outdir}: an output folder, {idx_dir}: a Fashion-MNIST folder of IDX files). Command-specific
+{outdir}: an output folder, {idx_dir}: a Fashion-MNIST folder of IDX files, {manifest}: a CSV of jobs). Command-specific
 option cases go in OPTION_CASES. A command listed here that this build of trick lacks fails,
 unless it is in PENDING (one still being written), whose cases skip, saying so.
 
@@ -69,13 +69,14 @@ COMMANDS = {
     "info": "info",
     "attack": "attack {image} --weights {weights} --target {target} --out {outdir} --method fgsm --no-animation "
               "--refine-steps 0",
+    "attack_manifest": "attack --manifest {manifest} --out {outdir} --method fgsm --no-animation --refine-steps 0",
     "train": "train --data {idx_dir} --out {out.safetensors} --steps 1 --batch 16 --test-limit 16 --threads 1",
     "eval": "eval --data {idx_dir} --threads 1",
 }
 
 # Exit statuses of a successful control run other than 0 (attack: 3 = the target was not
 # reached, which random weights and one FGSM step do not promise).
-CONTROL_STATUS = {"attack": (0, 3)}
+CONTROL_STATUS = {"attack": (0, 3), "attack_manifest": (0, 3)}
 
 # Commands whose --out is a checkpoint they refuse to overwrite without --resume: their bad
 # cases start without it (elsewhere a previous result exists and must survive the failure).
@@ -304,6 +305,7 @@ GOOD = {
     "out": lambda c, ext: "out." + ext,
     "outdir": lambda c: "result",
     "idx_dir": lambda c: idx_dir(c),
+    "manifest": lambda c: manifest(c, b"image,target\ngood.png,bag\n"),
 }
 
 # ---- the bad inputs, by family -------------------------------------------------------------------
@@ -395,6 +397,35 @@ def gif_huge(c):
     return c.write("huge.gif", g)
 
 
+def png_bad_idat_crc(c):
+    """Good pixels, but the IDAT chunk's CRC is wrong (one bit flipped in the stored CRC)."""
+    p = bytearray(png_bytes(16, 12))
+    at = p.index(b"IDAT") - 4
+    n = struct.unpack(">I", p[at:at + 4])[0]
+    p[at + 8 + n + 3] ^= 1
+    return c.write("bad-crc.png", bytes(p))
+
+
+def bmp_header(bpp, compression, w=4, h=4, data=b"\0" * 64):
+    return b"BM" + struct.pack("<IHHI", 54 + len(data), 0, 0, 54) + \
+        struct.pack("<IiiHHIIiiII", 40, w, h, 1, bpp, compression, len(data), 2835, 2835, 0, 0) + data
+
+
+def jpeg_without_scan(c):
+    """A JPEG cut right before its first scan (SOS): headers, tables and no pixels."""
+    j = jpeg_bytes(32, 24)
+    sos = [s for s in jpeg_segments(j) if s[0] == 0xDA][0]
+    return c.write("no-scan.jpg", j[:sos[1]])
+
+
+def gif_bad_code_size(c):
+    """A 4x4 GIF whose image's LZW minimum code size is 12 (the format allows 2..8; giflib's
+    decoder takes up to 11)."""
+    g = b"GIF89a" + struct.pack("<HHBBB", 4, 4, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff" + \
+        b",\0\0\0\0" + struct.pack("<HH", 4, 4) + b"\0\x0c\x02\x44\x01\0;"
+    return c.write("code-size.gif", g)
+
+
 def webp(c):
     # The RIFF/WEBP container of a 1x1 lossless image: a format trick does not read.
     data = bytes.fromhex("2f000000100788888888080000")
@@ -428,6 +459,11 @@ IMAGE_CASES = [
     ("gif-without-image", lambda c: c.write("empty.gif", b"GIF89a" + struct.pack("<HHBBB", 4, 4, 0, 0, 0) + b";"),
      r"corrupt GIF file \(the file holds no image\)"),
     ("webp", webp, r"WebP images are not supported"),
+    ("png-bad-idat-crc", png_bad_idat_crc, r"corrupt PNG"),
+    ("bmp-zero-bits", lambda c: c.write("zero-bits.bmp", bmp_header(0, 0)), r"corrupt BMP|bits"),
+    ("bmp-rle", lambda c: c.write("rle.bmp", bmp_header(8, 1)), r"RLE-compressed BMP images are not supported"),
+    ("jpeg-without-scan", jpeg_without_scan, r"truncated or corrupt JPEG"),
+    ("gif-bad-code-size", gif_bad_code_size, r"corrupt GIF"),
     ("jpeg-too-many-scans", jpeg_many_scans, r"corrupt JPEG file \(progressive JPEG with more than 500 scans\)"),
     # Found by tools/fuzz.sh when stb decoded JPEGs: a Huffman table stb would overflow, behind
     # 0xFF fill bytes (stb took FF FF FF D8 for a JPEG). A JPEG starts with FF D8 FF, for
@@ -728,6 +764,28 @@ IDX_CASES = [
      r"magic|not an IDX|IDX", T10K_LABELS),
 ]
 
+def manifest(c, text, name="jobs.csv"):
+    """A manifest (CSV) beside a good image."""
+    c.write("good.png", png_bytes(64, 48))
+    return c.write(name, text)
+
+
+# Bad manifests (attack --manifest): the file itself; a bad image in a row is that row's
+# error.json, not the command's failure (tests/test_manifest.cpp).
+MANIFEST_CASES = [
+    ("manifest-missing", lambda c: "no-such-jobs.csv", r"cannot read the manifest: No such file"),
+    ("manifest-empty", lambda c: manifest(c, b""), r"the manifest is empty"),
+    ("manifest-directory", lambda c: c.mkdir("jobs.csv"), r"is a directory"),
+    ("manifest-binary", lambda c: manifest(c, png_bytes(16, 16)), r"not a CSV text file"),
+    ("manifest-no-image-column", lambda c: manifest(c, b"target\n341\n"), r"no 'image' column"),
+    ("manifest-unknown-column", lambda c: manifest(c, b"image,colour\ngood.png,red\n"), r"unknown column 'colour'"),
+    ("manifest-field-count", lambda c: manifest(c, b"image,target\ngood.png\n"), r":2: 1 fields, the header has 2"),
+    ("manifest-unclosed-quote", lambda c: manifest(c, b'image,target\n"good.png,bag\n'), r"never closed"),
+    ("manifest-duplicate-id", lambda c: manifest(c, b"image,target,id\ngood.png,bag,x\ngood.png,coat,x\n"),
+     r"id 'x' is used by an earlier row"),
+    ("manifest-empty-image", lambda c: manifest(c, b"image,target\n,bag\n"), r"the image field is empty"),
+]
+
 # Families keyed by the placeholder that selects them.
 FAMILIES = {
     "image": IMAGE_CASES,
@@ -738,6 +796,7 @@ FAMILIES = {
     "out": OUT_CASES,
     "outdir": OUTDIR_CASES,
     "idx_dir": IDX_CASES,
+    "manifest": MANIFEST_CASES,
 }
 
 PLACEHOLDER = re.compile(r"\{(\w+)(?:\.(\w+))?\}")

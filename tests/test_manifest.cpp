@@ -56,6 +56,12 @@ TEST_CASE("manifest: rows, quoting, comments, per-row settings and ids") {
   CHECK(rows[2].image == "/abs/x.png");
   CHECK(rows[2].id == "special_one");
   CHECK(rows[2].position == 2);
+  // Saved by a spreadsheet as "CSV UTF-8": a byte-order mark, then CRLF line ends.
+  write(d + "/bom.csv", "\xEF\xBB\xBFimage,target\r\ncat.png,pig\r\n");
+  const std::vector<ManifestRow> bom = read_manifest(d + "/bom.csv");
+  REQUIRE(bom.size() == 1);
+  CHECK(bom[0].image == d + "/cat.png");
+  CHECK(bom[0].target == "pig");
   std::system(("rm -rf " + d).c_str());
 }
 
@@ -68,6 +74,7 @@ TEST_CASE("manifest: malformed files are refused naming the file and line") {
   refused("", "the manifest is empty");
   refused("target\n341\n", "no 'image' column");
   refused("image,colour\na.png,red\n", "m.csv:1: unknown column 'colour'");
+  refused("\xEF\xBB\xBFimage,colour\na.png,red\n", "m.csv:1: unknown column 'colour'");  // a BOM, then the header
   refused("image,target\na.png\n", "m.csv:2: 1 fields, the header has 2");
   refused("image,target\n\"a.png,341\n", "m.csv:2: a quoted field is never closed");
   refused("image,target,id\na.png,1,x\nb.png,2,x\n", "m.csv:3: id 'x' is used by an earlier row");

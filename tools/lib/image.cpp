@@ -544,6 +544,11 @@ Tensor decode_image(const std::string& bytes, const std::string& name, int chann
     TRICK_CHECK(big.empty(), name, ": ", big);
     TRICK_CHECK(dw >= 1 && dh >= 1, name, ": the image declares an empty size ", dw, "x", dh);
     if (f == "BMP") {
+      // RLE-compressed BMPs (compression 1 and 2 in an info header) are valid files that stb
+      // does not decode: say so, rather than call them corrupt.
+      const bool rle = bytes.size() >= 34 && le32(bytes, 14) >= 40 && (le32(bytes, 30) == 1 || le32(bytes, 30) == 2);
+      TRICK_CHECK(!rle, name, ": RLE-compressed BMP images are not supported (trick reads uncompressed BMP; ",
+                  "save it as PNG)");
       const std::string short_data = bmp_data_problem(bytes, dw, dh);
       TRICK_CHECK(short_data.empty(), name, ": truncated or corrupt BMP file (", short_data, ")");
     }

@@ -101,13 +101,26 @@ std::string csv_field(const std::string& s) {
 }  // namespace
 
 std::vector<ManifestRow> read_manifest(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) fail(path, ": is a directory, not a manifest (CSV) file");
   std::ifstream in(path, std::ios::binary);
   TRICK_CHECK(in, path, ": cannot read the manifest: ", std::strerror(errno));
   std::ostringstream os;
   os << in.rdbuf();
+  TRICK_CHECK(!in.bad(), path, ": read error");
   const std::string text = os.str();
+  // A binary file (an image given by mistake, a damaged file) is said to be one, rather than
+  // read as a header of garbled column names.
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char ch = static_cast<unsigned char>(text[i]);
+    if (ch < 0x20 && ch != '\t' && ch != '\n' && ch != '\r')
+      fail(path, ": not a CSV text file (control byte 0x", "0123456789abcdef"[ch >> 4], "0123456789abcdef"[ch & 15],
+           " at offset ", i, ")");
+  }
   const std::string dir = path.find('/') == std::string::npos ? "." : path.substr(0, path.find_last_of('/'));
-  size_t pos = 0;
+  // A UTF-8 byte-order mark (spreadsheets write one when saving "CSV UTF-8") is not part of
+  // the first column's name.
+  size_t pos = text.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
   int line = 1;
   std::vector<std::string> header;
   std::vector<ManifestRow> rows;
