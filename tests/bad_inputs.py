@@ -70,6 +70,7 @@ COMMANDS = {
     "attack": "attack {image} --weights {weights} --target {target} --out {outdir} --method fgsm --no-animation "
               "--refine-steps 0",
     "attack_manifest": "attack --manifest {manifest} --out {outdir} --method fgsm --no-animation --refine-steps 0",
+    "eval_weights": "eval --data {good_idx_dir} --weights {weights_fashion} --threads 1 --limit 16",
     "train": "train --data {idx_dir} --out {out.safetensors} --steps 1 --batch 16 --test-limit 16 --threads 1",
     "eval": "eval --data {idx_dir} --threads 1",
 }
@@ -83,7 +84,7 @@ CONTROL_STATUS = {"attack": (0, 3), "attack_manifest": (0, 3)}
 OUT_IS_A_CHECKPOINT = {"train"}
 
 # Commands whose inputs are all optional (no "no-arguments" case).
-RUNS_WITHOUT_ARGUMENTS = {"bench", "bench_layers", "eval"}
+RUNS_WITHOUT_ARGUMENTS = {"bench", "bench_layers", "eval", "eval_weights"}
 
 # (command, case, options set on the good command line (replacing the value of one it has, else
 #  appended), what the error must name, pattern of what it must say is wrong)
@@ -127,6 +128,8 @@ OPTION_CASES = [
     ("attack", "frames-one", ["--frames", "1"], "--frames", r"\[2, 2000\]"),
     ("attack", "frame-width-small", ["--frame-width", "320"], "--frame-width", r"\[480, 8192\]"),
     ("attack", "untargeted-with-target", ["--untargeted"], "--untargeted", r"takes no --target"),
+    # A good image, then a missing one: nothing is attacked or written for the first either.
+    ("attack", "second-image-missing", ["no-such-second.png"], "no-such-second.png", r"[Nn]o such file"),
     ("train", "epochs-zero", ["--epochs", "0"], "--epochs", r"at least 1"),
     ("train", "lr-negative", ["--lr", "-1"], "--lr", r"positive"),
     ("train", "batch-one", ["--batch", "1"], "--batch", r"at least 2"),
@@ -306,6 +309,8 @@ GOOD = {
     "outdir": lambda c: "result",
     "idx_dir": lambda c: idx_dir(c),
     "manifest": lambda c: manifest(c, b"image,target\ngood.png,bag\n"),
+    "good_idx_dir": lambda c: idx_dir(c),  # a dataset with no bad cases
+    "weights_fashion": lambda c: FASHION_WEIGHTS,
 }
 
 # ---- the bad inputs, by family -------------------------------------------------------------------
@@ -786,6 +791,32 @@ MANIFEST_CASES = [
     ("manifest-empty-image", lambda c: manifest(c, b"image,target\n,bag\n"), r"the image field is empty"),
 ]
 
+FASHION_WEIGHTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "data", "models", "fashion_inception.safetensors")
+
+
+def fashion_case(name, edit_tensors):
+    """A copy of the embedded model's weight file with its tensor list edited."""
+    def make(c):
+        meta, tensors = st_read(FASHION_WEIGHTS)
+        return c.write(name, st_build(edit_tensors(list(tensors)), meta))
+    return make
+
+
+# Weights for the Fashion-MNIST model (eval --weights): the file cases, and valid files that
+# are not a usable Fashion-MNIST model.
+FASHION_MODEL_CASES = [
+    ("inception-for-fashion", lambda c: c.fixture("inception.safetensors"), r"does not take Fashion-MNIST"),
+    ("inception-pth-for-fashion", lambda c: c.fixture("inception.pth"), r"does not take Fashion-MNIST"),
+    ("fashion-tensor-missing", fashion_case("no-fc.safetensors", lambda t: replace_tensor(t, "fc.bias", lambda x: None)),
+     r"missing: fc\.bias"),
+    ("fashion-conv-reshaped", fashion_case("reshaped.safetensors", lambda t: replace_tensor(
+        t, "stem.conv.weight", lambda x: (x[0], x[1], list(reversed(x[2])), x[3]))), r"wrong shape: stem\.conv\.weight"),
+    ("fashion-nan", fashion_case("nan.safetensors", lambda t: replace_tensor(
+        t, "block1.branch1x1.bn.bias", lambda x: (x[0], x[1], x[2], poke_f32(x[3], 3, float("nan"))))),
+     r"block1\.branch1x1\.bn\.bias.*NaN"),
+]
+
 # Families keyed by the placeholder that selects them.
 FAMILIES = {
     "image": IMAGE_CASES,
@@ -797,6 +828,7 @@ FAMILIES = {
     "outdir": OUTDIR_CASES,
     "idx_dir": IDX_CASES,
     "manifest": MANIFEST_CASES,
+    "weights_fashion": WEIGHTS_FILE_CASES + FASHION_MODEL_CASES,
 }
 
 PLACEHOLDER = re.compile(r"\{(\w+)(?:\.(\w+))?\}")
