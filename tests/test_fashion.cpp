@@ -555,6 +555,40 @@ TEST_CASE("fashion: trick eval on the embedded model prints the recorded accurac
   // The embedded bytes are the committed file's.
   CHECK(default_weights_bytes() == read_bytes(std::string(TRICK_SOURCE_DIR) +
                                               "/data/models/fashion_inception.safetensors"));
+
+  // The count made here, not by trick eval: the embedded model's argmax against the labels
+  // of the first 1000 test images (the IDX reader is checked against zlib above), and the
+  // confusion matrix's rows against the labels.
+  std::unique_ptr<Model> m = load_default_model();
+  m->set_requires_grad(false);
+  m->train(false);
+  const int64_t n = 1000;
+  int64_t correct = 0;
+  std::vector<int64_t> per_class(10, 0);
+  {
+    NoGradScope no_grad;
+    const std::vector<float> logits = m->forward(Var(test_set().images.slice_first(0, n))).value().to_vector();
+    const float* labels = test_set().labels.data();
+    for (int64_t i = 0; i < n; ++i) {
+      const float* row = logits.data() + i * 10;
+      const int64_t top = std::max_element(row, row + 10) - row;
+      correct += top == static_cast<int64_t>(labels[i]);
+      ++per_class[static_cast<size_t>(labels[i])];
+    }
+  }
+  const nlohmann::json part =
+      nlohmann::json::parse(run_capture(std::string(TRICK_BINARY) + " eval --json --limit 1000 2>/dev/null", &status));
+  CHECK(status == 0);
+  CHECK(part.at("total").get<int64_t>() == n);
+  CHECK(part.at("correct").get<int64_t>() == correct);
+  const auto confusion = part.at("confusion").get<std::vector<std::vector<int64_t>>>();
+  REQUIRE(confusion.size() == 10);
+  for (int c = 0; c < 10; ++c) {
+    int64_t row = 0;
+    for (int64_t v : confusion[c]) row += v;
+    CHECK(row == per_class[c]);
+  }
+  CHECK(correct >= 900);  // the same promise on this part of the test set
 }
 
 TEST_CASE("fashion: the sample images are classified as their names say") {
