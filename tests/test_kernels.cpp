@@ -162,17 +162,25 @@ TEST_CASE("conv2d: a shape mismatch names the op, the layer and both shapes") {
 namespace {
 struct PoolCase {
   int64_t n, h, w, c;
-  int k, stride, pad;
-  bool count_pad;
+  Pool2dParams p;
   const char* what;
 };
+Pool2dParams rect(int kh, int kw, int sh, int sw, int pt, int pb, int pl, int pr, bool count_pad) {
+  Pool2dParams p;
+  p.kernel_h = kh, p.kernel_w = kw, p.stride_h = sh, p.stride_w = sw;
+  p.pad_top = pt, p.pad_bottom = pb, p.pad_left = pl, p.pad_right = pr;
+  p.count_include_pad = count_pad;
+  return p;
+}
 const PoolCase kPoolCases[] = {
-    {1, 9, 9, 3, 3, 2, 0, true, "3x3 stride 2 (Inception's max-pools)"},
-    {2, 7, 8, 5, 3, 1, 1, true, "3x3 stride 1 pad 1 counting padding (Inception's avg-pools)"},
-    {2, 7, 8, 5, 3, 1, 1, false, "3x3 stride 1 pad 1 not counting padding"},
-    {1, 10, 7, 4, 2, 2, 0, true, "2x2 stride 2"},
-    {3, 6, 5, 2, 3, 2, 1, true, "3x3 stride 2 pad 1, batch 3"},
-    {1, 5, 6, 3, 3, 2, 1, false, "3x3 stride 2 pad 1 not counting padding"},
+    {1, 9, 9, 3, Pool2dParams::square(3, 2, 0, true), "3x3 stride 2 (Inception's max-pools)"},
+    {2, 7, 8, 5, Pool2dParams::square(3, 1, 1, true), "3x3 stride 1 pad 1 counting padding (Inception's avg-pools)"},
+    {2, 7, 8, 5, Pool2dParams::square(3, 1, 1, false), "3x3 stride 1 pad 1 not counting padding"},
+    {1, 10, 7, 4, Pool2dParams::square(2, 2, 0, true), "2x2 stride 2"},
+    {3, 6, 5, 2, Pool2dParams::square(3, 2, 1, true), "3x3 stride 2 pad 1, batch 3"},
+    {1, 5, 6, 3, Pool2dParams::square(3, 2, 1, false), "3x3 stride 2 pad 1 not counting padding"},
+    {2, 7, 9, 3, rect(2, 3, 1, 2, 1, 0, 0, 1, true), "2x3 strides (1, 2), padding top 1 and right 1"},
+    {1, 8, 6, 4, rect(3, 1, 2, 1, 1, 1, 0, 0, false), "3x1 strides (2, 1), padding top and bottom, not counted"},
 };
 }  // namespace
 
@@ -180,7 +188,7 @@ TEST_CASE("max_pool2d: forward and gradient against the double reference") {
   Rng rng(21);
   for (const PoolCase& k : kPoolCases) {
     CAPTURE(k.what);
-    const Pool2dParams p = Pool2dParams::square(k.k, k.stride, k.pad, k.count_pad);
+    const Pool2dParams p = k.p;
     std::vector<Var> in = {Var(randn(Shape{k.n, k.h, k.w, k.c}, rng), true)};
     check_op(std::string("max_pool2d ") + k.what, in,
              [&](const std::vector<Var>& v) { return max_pool2d(v[0], p); },
@@ -205,7 +213,7 @@ TEST_CASE("avg_pool2d: forward and gradient against the double reference") {
   Rng rng(22);
   for (const PoolCase& k : kPoolCases) {
     CAPTURE(k.what);
-    const Pool2dParams p = Pool2dParams::square(k.k, k.stride, k.pad, k.count_pad);
+    const Pool2dParams p = k.p;
     std::vector<Var> in = {Var(randn(Shape{k.n, k.h, k.w, k.c}, rng), true)};
     check_op(std::string("avg_pool2d ") + k.what, in,
              [&](const std::vector<Var>& v) { return avg_pool2d(v[0], p); },
@@ -392,6 +400,84 @@ TEST_CASE("elementwise: add, sub, mul, affine, clamp, tanh, sign against the dou
                        doctest::Contains("add: a has shape (2, 3) but b has shape (3, 2)"), Error);
 }
 
+TEST_CASE("pointwise kernels: every unary and binary op on channel slices and in place, against double formulas") {
+  // Inputs and outputs are row-strided channel slices (the output's neighbours hold NaN, which
+  // must survive), then the same op in place (output = input), as kernels/pointwise.h allows.
+  Rng rng(62);
+  const int64_t rows = 13, cols = 7;
+  auto check_slice = [&](const Tensor& wide, const std::vector<double>& want, const std::string& what) {
+    const std::vector<float> v = wide.to_vector();
+    int bad = 0;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols + 3; ++c) {
+        const float got = v[r * (cols + 3) + c];
+        if (c < 1 || c > cols) {
+          bad += !std::isnan(got);  // outside the slice: untouched
+          continue;
+        }
+        const double w = want[r * cols + c - 1];
+        bad += !(std::fabs(got - w) <= 1e-6 * std::max(1.0, std::fabs(w)));
+      }
+    CHECK_MESSAGE(bad == 0, what << ": " << bad << " values wrong");
+  };
+  const Tensor xw = randn(Shape{rows, cols + 2}, rng, 2.f), bw = randn(Shape{rows, cols + 4}, rng);
+  const Tensor x = xw.slice_last(2, 2 + cols), b = bw.slice_last(1, 1 + cols);
+  const std::vector<double> xv = to_double(x.contiguous()), bv = to_double(b.contiguous());
+  struct U {
+    UnaryOp op;
+    float a, b;
+    const char* name;
+    double (*f)(double, double, double);
+  };
+  const U unaries[] = {
+      {UnaryOp::Affine, 1.5f, -0.25f, "affine", [](double x, double a, double b) { return a * x + b; }},
+      {UnaryOp::Relu, 1, 0, "relu", [](double x, double, double) { return std::max(x, 0.0); }},
+      {UnaryOp::Sign, 1, 0, "sign", [](double x, double, double) { return double((x > 0) - (x < 0)); }},
+      {UnaryOp::Clamp, -0.5f, 0.7f, "clamp", [](double x, double a, double b) { return std::min(std::max(x, a), b); }},
+      {UnaryOp::Square, 1, 0, "square", [](double x, double, double) { return x * x; }},
+      {UnaryOp::Exp, 1, 0, "exp", [](double x, double, double) { return std::exp(x); }},
+      {UnaryOp::Abs, 1, 0, "abs", [](double x, double, double) { return std::fabs(x); }},
+      {UnaryOp::Tanh, 1, 0, "tanh", [](double x, double, double) { return std::tanh(x); }},
+  };
+  for (const U& u : unaries) {
+    std::vector<double> want(xv.size());
+    for (size_t i = 0; i < xv.size(); ++i) want[i] = u.f(xv[i], u.a, u.b);
+    Tensor out = test::nan_tensor(Shape{rows, cols + 3});
+    Tensor y = out.slice_last(1, 1 + cols);
+    unary(u.op, x, y, u.a, u.b);
+    check_slice(out, want, std::string(u.name) + " into a slice");
+    Tensor inplace = test::nan_tensor(Shape{rows, cols + 3});
+    Tensor t = inplace.slice_last(1, 1 + cols);
+    copy(x, t);
+    unary(u.op, t, t, u.a, u.b);
+    check_slice(inplace, want, std::string(u.name) + " in place");
+  }
+  const std::pair<BinaryOp, const char*> binaries[] = {{BinaryOp::Add, "add"}, {BinaryOp::Sub, "sub"},
+                                                      {BinaryOp::Mul, "mul"}};
+  for (const auto& [op, name] : binaries) {
+    std::vector<double> want(xv.size());
+    for (size_t i = 0; i < xv.size(); ++i)
+      want[i] = op == BinaryOp::Add ? xv[i] + bv[i] : op == BinaryOp::Sub ? xv[i] - bv[i] : xv[i] * bv[i];
+    Tensor out = test::nan_tensor(Shape{rows, cols + 3});
+    Tensor y = out.slice_last(1, 1 + cols);
+    binary(op, x, b, y);
+    check_slice(out, want, std::string(name) + " into a slice");
+    Tensor inplace = test::nan_tensor(Shape{rows, cols + 3});
+    Tensor t = inplace.slice_last(1, 1 + cols);
+    copy(x, t);
+    binary(op, t, b, t);  // the output is the first input
+    check_slice(inplace, want, std::string(name) + " in place");
+  }
+}
+
+TEST_CASE("reductions: max with ties sends the gradient to the first maximum") {
+  Var x(Tensor::from_vector(Shape{2, 5}, {0.f, 1.f, -2.f, 4.f, 3.f, 2.f, 4.f, 4.f, -1.f, 0.f}), true);
+  Var m = max(x);
+  CHECK(m.value().item() == 4.f);
+  m.backward(Tensor::full(Shape{1}, 3.f));
+  CHECK(x.grad().to_vector() == std::vector<float>{0.f, 0.f, 0.f, 3.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f});
+}
+
 TEST_CASE("reductions: sum, mean, max forward and gradients, per-item norms") {
   Rng rng(71);
   const Shape s{3, 4, 5};
@@ -459,34 +545,60 @@ TEST_CASE("concat: forward copies, in-place parts are not copied, gradients spli
   // Branches that wrote into their slice of the block output: concat_into copies nothing.
   Tensor block = test::nan_tensor(Shape{1, 4, 4, 7});
   Var x(randn(Shape{1, 4, 4, 3}, rng), true);
-  Var a = conv2d(x, Var(randn(Shape{3, 1, 1, 3}, rng)), Var(), Conv2dParams::same(1, 0, 0), block.slice_last(0, 3));
+  const Var wa(randn(Shape{3, 1, 1, 3}, rng)), wc(randn(Shape{1, 3, 3, 3}, rng));
+  Var a = conv2d(x, wa, Var(), Conv2dParams::same(1, 0, 0), block.slice_last(0, 3));
   Var b = max_pool2d(x, Pool2dParams::square(3, 1, 1), block.slice_last(3, 6));
-  Var c = conv2d(x, Var(randn(Shape{1, 3, 3, 3}, rng)), Var(), Conv2dParams::same(1, 1, 1), block.slice_last(6, 7));
+  Var c = conv2d(x, wc, Var(), Conv2dParams::same(1, 1, 1), block.slice_last(6, 7));
   Var y = concat_into({a, b, c}, block);
   CHECK(y.value().data() == block.data());
   for (float v : block.to_vector()) REQUIRE_FALSE(std::isnan(v));
+  // The same branches into tensors of their own, concatenated by copying: the same values,
+  // and the same input gradient through the slices.
+  Var x2(x.value().clone(), true);
+  Var y2 = concat({conv2d(x2, wa, Var(), Conv2dParams::same(1, 0, 0)), max_pool2d(x2, Pool2dParams::square(3, 1, 1)),
+                   conv2d(x2, wc, Var(), Conv2dParams::same(1, 1, 1))});
+  CHECK(y.value().to_vector() == y2.value().to_vector());
+  const Tensor g = randn(y.value().shape(), rng);
+  y.backward(g);
+  y2.backward(g);
+  expect_close(x.grad(), to_double(x2.grad()), "concat_into: input gradient", 1e-6, 1e-7);
 }
 
 TEST_CASE("gemm: transposes, leading dimensions and beta against the double reference") {
+  // M = 3 takes the few-row path, M = 5 OpenBLAS; K = 0 is C = beta * C; beta = 0 must not
+  // read C (it starts as NaN there).
   Rng rng(91);
-  for (int ta = 0; ta < 2; ++ta)
-    for (int tb = 0; tb < 2; ++tb) {
-      const int64_t M = 5, N = 7, K = 6, lda = (ta ? M : K) + 2, ldb = (tb ? K : N) + 1, ldc = N + 3;
-      Tensor A = randn(Shape{ta ? K : M, lda}, rng), B = randn(Shape{tb ? N : K, ldb}, rng);
-      Tensor C = randn(Shape{M, ldc}, rng);
-      const auto a = to_double(A), b = to_double(B), c0 = to_double(C);
-      gemm(Device::cpu(), ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, 2.f, C.data(), ldc);
-      ref::Vec want(M * ldc);
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < ldc; ++j) {
-          if (j >= N) {
-            want[i * ldc + j] = c0[i * ldc + j];  // outside the matrix: untouched
-            continue;
+  for (const int64_t M : {int64_t{3}, int64_t{5}})
+    for (const int64_t K : {int64_t{6}, int64_t{0}})
+      for (const float beta : {2.f, 0.f})
+        for (int ta = 0; ta < 2; ++ta)
+          for (int tb = 0; tb < 2; ++tb) {
+            CAPTURE(M);
+            CAPTURE(K);
+            CAPTURE(beta);
+            CAPTURE(ta);
+            CAPTURE(tb);
+            const int64_t N = 7, lda = (ta ? M : K) + 2, ldb = (tb ? K : N) + 1, ldc = N + 3;
+            Tensor A = randn(Shape{std::max<int64_t>(ta ? K : M, 1), lda}, rng);
+            Tensor B = randn(Shape{std::max<int64_t>(tb ? N : K, 1), ldb}, rng);
+            Tensor C = randn(Shape{M, ldc}, rng);
+            if (beta == 0.f)
+              for (int64_t i = 0; i < M; ++i)
+                for (int64_t j = 0; j < N; ++j) C.data()[i * ldc + j] = std::nanf("");
+            const auto a = to_double(A), b = to_double(B), c0 = to_double(C);
+            gemm(Device::cpu(), ta, tb, M, N, K, 0.5f, A.data(), lda, B.data(), ldb, beta, C.data(), ldc);
+            ref::Vec want(M * ldc);
+            for (int64_t i = 0; i < M; ++i)
+              for (int64_t j = 0; j < ldc; ++j) {
+                if (j >= N) {
+                  want[i * ldc + j] = c0[i * ldc + j];  // outside the matrix: untouched
+                  continue;
+                }
+                double s = 0;
+                for (int64_t k = 0; k < K; ++k)
+                  s += (ta ? a[k * lda + i] : a[i * lda + k]) * (tb ? b[j * ldb + k] : b[k * ldb + j]);
+                want[i * ldc + j] = 0.5 * s + (beta == 0.f ? 0.0 : beta * c0[i * ldc + j]);
+              }
+            expect_close(C, want, "gemm");
           }
-          double s = 0;
-          for (int64_t k = 0; k < K; ++k) s += (ta ? a[k * lda + i] : a[i * lda + k]) * (tb ? b[j * ldb + k] : b[k * ldb + j]);
-          want[i * ldc + j] = 0.5 * s + 2 * c0[i * ldc + j];
-        }
-      expect_close(C, want, "gemm");
-    }
 }
