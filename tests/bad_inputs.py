@@ -131,6 +131,13 @@ OPTION_CASES = [
     # A good image, then a missing one: nothing is attacked or written for the first either.
     ("attack", "second-image-missing", ["no-such-second.png"], "no-such-second.png", r"[Nn]o such file"),
     ("train", "epochs-zero", ["--epochs", "0"], "--epochs", r"at least 1"),
+    # Written only when the last epoch is done: a wrong folder must fail before the first.
+    ("train", "export-missing-folder", ["--export", "no-such-dir/w.safetensors"], "no-such-dir/w.safetensors",
+     r"[Nn]o such file or directory"),
+    ("grad", "dump-activations-missing-folder", ["--dump-activations", "no-such-dir/a.safetensors"],
+     "no-such-dir/a.safetensors", r"[Nn]o such file or directory"),
+    ("eval", "samples-is-a-file", ["--samples", "data/t10k-labels-idx1-ubyte.gz"], "data/t10k-labels-idx1-ubyte.gz",
+     r"not a directory"),
     ("train", "lr-negative", ["--lr", "-1"], "--lr", r"positive"),
     ("train", "batch-one", ["--batch", "1"], "--batch", r"at least 2"),
     ("train", "optimizer-unknown", ["--optimizer", "bogus"], "bogus", r"unknown optimizer"),

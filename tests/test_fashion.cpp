@@ -515,10 +515,23 @@ TEST_CASE("fashion: trick train --resume refuses options that contradict the che
   int status = 0;
   run_capture(base + " --steps 1 2>&1", &status);
   REQUIRE(status == 0);
+  const std::string saved = read_bytes(out);
   const std::string msg = run_capture(std::string(TRICK_BINARY) + " train --out " + out + " --resume --lr 0.5 2>&1",
                                       &status);
-  CHECK(status != 0);
+  CHECK(status == 1);
   CHECK(contains(msg, "--lr 0.5 differs from the checkpoint's 0.1"));
+  CHECK(read_bytes(out) == saved);  // the refused run left the checkpoint alone
+  // A file that is not a checkpoint: refused, and left as it was.
+  const std::string junk = t.file("junk.safetensors");
+  {
+    std::ofstream f(junk, std::ios::binary);
+    f << "not a checkpoint at all";
+  }
+  const std::string bad = run_capture(std::string(TRICK_BINARY) + " train --out " + junk + " --resume 2>&1", &status);
+  CHECK(status == 1);
+  CHECK(contains(bad, "error: "));
+  CHECK(contains(bad, junk));
+  CHECK(read_bytes(junk) == "not a checkpoint at all");
   const std::string ok = run_capture(std::string(TRICK_BINARY) + " train --out " + out +
                                          " --resume --seed 9 --threads 1 --test-limit 10 --export " + t.file("w.safetensors") + " 2>&1",
                                      &status);

@@ -70,6 +70,7 @@ int run(const CLI::App& app, Options& o) {
                 "remove it to start a new one");
   }
   check_output_file(o.run.out);  // its folder, before the first epoch rather than after it
+  if (!o.run.export_path.empty()) check_output_file(o.run.export_path);  // written only at the end
 
   const IdxDataset train = read_fashion_mnist(o.data, "train");
   const IdxDataset test = read_fashion_mnist(o.data, "test");
