@@ -4,6 +4,10 @@
 #include <algorithm>
 #include <cctype>
 #include <cstddef>
+#include <cstdlib>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "tensor/error.h"
 
@@ -50,6 +54,39 @@ std::string list_candidates(const std::vector<int>& ids, const std::vector<std::
   }
   if (ids.size() > limit) out += cat(" and ", ids.size() - limit, " more");
   return out;
+}
+
+// Edit distance (insertions, deletions, substitutions, and swaps of neighbours) between a and
+// b, or limit + 1 once it exceeds limit.
+int edit_distance(const std::string& a, const std::string& b, int limit) {
+  const int n = static_cast<int>(a.size()), m = static_cast<int>(b.size());
+  if (std::abs(n - m) > limit) return limit + 1;
+  std::vector<std::vector<int>> d(n + 1, std::vector<int>(m + 1));
+  for (int i = 0; i <= n; ++i) d[i][0] = i;
+  for (int j = 0; j <= m; ++j) d[0][j] = j;
+  for (int i = 1; i <= n; ++i)
+    for (int j = 1; j <= m; ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1])});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  return std::min(d[n][m], limit + 1);
+}
+
+// The classes one of whose names is within a small edit distance of q (a typo), nearest
+// first: ": did you mean 5 (Sandal)?", or "" when none is.
+std::string did_you_mean(const std::string& q, const std::vector<std::string>& classes) {
+  const int limit = q.size() < 5 ? 1 : 2;
+  std::vector<std::pair<int, int>> near;  // (distance, class)
+  for (int i = 0; i < static_cast<int>(classes.size()); ++i) {
+    int best = limit + 1;
+    for (const std::string& s : class_synonyms(classes[i])) best = std::min(best, edit_distance(q, lower(s), limit));
+    if (best <= limit) near.push_back({best, i});
+  }
+  if (near.empty()) return "";
+  std::stable_sort(near.begin(), near.end(), [](const auto& x, const auto& y) { return x.first < y.first; });
+  std::vector<int> ids;
+  for (const auto& [dist, i] : near) ids.push_back(i);
+  return cat(": did you mean ", list_candidates(ids, classes, 3), "?");
 }
 
 bool parse_index(const std::string& s, long long* v) {
@@ -142,7 +179,8 @@ int resolve_class(const std::string& query, const std::vector<std::string>& clas
   if (partial.size() == 1) return partial[0];
   TRICK_CHECK(partial.empty(), "class '", q, "' is ambiguous: ", partial.size(), " classes have a name containing it: ",
               list_candidates(partial, classes), "; give the index or a more specific name");
-  fail("unknown class '", q, "' (run `trick classes` to list the class names, `trick classes --search TEXT` to search)");
+  fail("unknown class '", q, "'", did_you_mean(ql, classes),
+       " (run `trick classes` to list the class names, `trick classes --search TEXT` to search)");
 }
 
 }  // namespace trick

@@ -649,6 +649,7 @@ MODEL_CASES = [
 TARGET_CASES = [
     ("target-ambiguous", lambda c: "panda", r"ambiguous"),
     ("target-unknown", lambda c: "xyzzy", r"unknown class"),
+    ("target-typo", lambda c: "hgo", r"unknown class 'hgo': did you mean 341 \(hog\)"),
     ("target-index-1000", lambda c: "1000", r"out of range"),
     ("target-negative", lambda c: "-1", r"out of range|unknown class"),
     ("target-empty", lambda c: "", r"empty"),

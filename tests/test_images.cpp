@@ -573,6 +573,11 @@ TEST_CASE("labels: resolving names and indices") {
   msg = error_of([&] { resolve_class("xyzzyq", c); });
   CHECK(contains(msg, "unknown class 'xyzzyq'"));
   CHECK(contains(msg, "trick classes"));
+  CHECK_FALSE(contains(msg, "did you mean"));
+  // A typo (a letter missing, two swapped, one wrong) gets the nearest names.
+  CHECK(contains(error_of([&] { resolve_class("jellyfsh", c); }), "unknown class 'jellyfsh': did you mean 107 (jellyfish)?"));
+  CHECK(contains(error_of([&] { resolve_class("porcupnie", c); }), "did you mean 334 (porcupine)?"));
+  CHECK(contains(error_of([&] { resolve_class("Sandle", fashion_mnist_classes()); }), "did you mean 5 (Sandal)?"));
   // Many substring matches: listed up to 10, then a count.
   msg = error_of([&] { resolve_class("dog", c); });
   CHECK(contains(msg, "ambiguous"));
