@@ -306,20 +306,23 @@ void dgrad_by_columns(const Tensor& dy, const Tensor& w, const Conv2dParams& p, 
     P.src = dy.data() + r0 * dy.ld();
     run(P);
     // dx[b, iy, ix, :] += col[r, (i, j, :)] over the output pixels r in [r0, r1) whose window
-    // (i, j) is (iy, ix). A gather over input rows: no two threads write the same pixel.
+    // (i, j) is (iy, ix). A gather over input rows: no two threads write the same pixel. Only
+    // the taps of the pixel's stride phase are visited: i = (iy + pt) mod sh, then every sh-th.
     const int64_t b0 = r0 / (oh * ow), b1 = (r1 - 1) / (oh * ow);
+    const int64_t sh = p.stride_h, sw = p.stride_w;
     parallel_range((b1 - b0 + 1) * h, 4, [&](int64_t s0, int64_t s1) {
       for (int64_t row = s0; row < s1; ++row) {
         const int64_t b = b0 + row / h, iy = row % h;
-        for (int64_t ix = 0; ix < wd; ++ix) {
-          float* d = dxp + ((b * h + iy) * wd + ix) * ldx;
-          for (int64_t i = 0; i < kh; ++i) {
-            const int64_t ty = iy + p.pad_top - i;
-            if (ty < 0 || ty % p.stride_h || ty / p.stride_h >= oh) continue;
-            for (int64_t j = 0; j < kw; ++j) {
+        for (int64_t i = (iy + p.pad_top) % sh; i < kh; i += sh) {
+          const int64_t ty = iy + p.pad_top - i;
+          if (ty < 0 || ty / sh >= oh) continue;
+          const int64_t rbase = (b * oh + ty / sh) * ow;
+          for (int64_t ix = 0; ix < wd; ++ix) {
+            float* d = dxp + ((b * h + iy) * wd + ix) * ldx;
+            for (int64_t j = (ix + p.pad_left) % sw; j < kw; j += sw) {
               const int64_t tx = ix + p.pad_left - j;
-              if (tx < 0 || tx % p.stride_w || tx / p.stride_w >= ow) continue;
-              const int64_t r = (b * oh + ty / p.stride_h) * ow + tx / p.stride_w;
+              if (tx < 0 || tx / sw >= ow) continue;
+              const int64_t r = rbase + tx / sw;
               if (r < r0 || r >= r1) continue;
               const float* s = col.data() + (r - r0) * k + (i * kw + j) * c;
               for (int64_t ch = 0; ch < c; ++ch) d[ch] += s[ch];
