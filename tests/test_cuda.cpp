@@ -19,6 +19,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -71,12 +72,15 @@ std::string no_cuda_reason() {
 #endif
 }
 
-#define SKIP_WITHOUT_CUDA()                                            \
-  do {                                                                 \
-    if (!cuda_available()) {                                           \
-      MESSAGE("skipped: no CUDA device (" << no_cuda_reason() << ")"); \
-      return;                                                          \
-    }                                                                  \
+// Without a device the test is skipped, saying so; with TRICK_REQUIRE_CUDA set (tools/gpu_check.sh
+// sets it: a run on a lent GPU must not "pass" by skipping) that is a failure instead.
+#define SKIP_WITHOUT_CUDA()                                                                     \
+  do {                                                                                          \
+    if (!cuda_available()) {                                                                    \
+      if (std::getenv("TRICK_REQUIRE_CUDA")) FAIL("TRICK_REQUIRE_CUDA is set, but " << no_cuda_reason()); \
+      MESSAGE("skipped: no CUDA device (" << no_cuda_reason() << ")");                          \
+      return;                                                                                   \
+    }                                                                                           \
   } while (0)
 
 // ---------------------------------------------------------------------------------------

@@ -179,7 +179,8 @@ fi
 if [ -z "$BIN" ]; then
   if [ -f "$KIT/bin.tar.xz" ] && tar -xJf "$KIT/bin.tar.xz" -C "$KIT_DIR" 2>>"$OUT/build.log"; then
     BIN=$KIT_DIR/bin
-    say "build: using the prebuilt binaries from .gpukit/bin.tar.xz"
+    say "build: using the prebuilt binaries from .gpukit/bin.tar.xz ($(cat "$BIN/BUILT_FROM" 2>/dev/null ||
+      echo 'commit not recorded'); this tree: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
   else
     say "build: FAILED and no prebuilt binaries (.gpukit/bin.tar.xz): the trick stages are skipped"
   fi
@@ -192,6 +193,18 @@ if [ -n "$BIN" ] && ! trk "$BIN/trick" --version >>"$OUT/build.log" 2>&1; then
 fi
 
 export RUN_LD
+# The GPU tests must not pass by skipping: with TRICK_REQUIRE_CUDA set, a test that finds no
+# device fails. And the binaries must have the CUDA backend and see the GPU at all.
+export TRICK_REQUIRE_CUDA=1
+if [ -n "$BIN" ]; then
+  info=$(trk "$BIN/trick" info 2>&1)
+  echo "$info" >>"$OUT/build.log"
+  if ! grep -q 'cuda backend: compiled' <<<"$info" || grep -q 'cuda devices: 0' <<<"$info"; then
+    say "cuda: FAILED: the binaries have no CUDA backend or see no GPU (trick info):"
+    echo "$info" | sed 's/^/    /'
+    SUMMARY+=("cuda: FAILED (trick info: no CUDA backend or no device)")
+  fi
+fi
 
 # --- profile (GPU_CHECK_PROFILE=1: instead of the tests and the benchmark) -------------------
 # Nsight Compute's kernel durations (one pass, the card's clocks left alone) for one eager
@@ -251,7 +264,9 @@ doctest_summary() {  # the test counts and the first failures of a doctest log
   grep -E 'skipped: no CUDA' "$1" | head -1 | cut -c1-160 | sed 's/^/    /'
 }
 if [ -n "$BIN" ]; then
-  run_stage "cuda tests" 150 "$OUT/tests.log" env LD_LIBRARY_PATH="$RUN_LD" "$BIN/trick_tests" -tc="cuda:*"
+  # The host-only cases (index math, schedules replayed on the host) run in CI: not here.
+  run_stage "cuda tests" 150 "$OUT/tests.log" env LD_LIBRARY_PATH="$RUN_LD" "$BIN/trick_tests" -tc="cuda:*" \
+    -tce="*(host)*,*replayed on the host*"
   doctest_summary "$OUT/tests.log"
   run_stage "inception gpu vs cpu" 120 "$OUT/inception.log" env LD_LIBRARY_PATH="$RUN_LD" \
     "$BIN/trick_tests" -tc="gpu inception*"

@@ -117,6 +117,8 @@ grep -q 'TRICK_WITH_CUDA' "$build_dir/CMakeFiles/trick_lib.dir/flags.make" 2>/de
 cmake --build "$build_dir" -j"$(nproc)" --target trick trick_tests
 mkdir -p "$tmp/bin"
 cp "$build_dir/trick" "$build_dir/trick_tests" "$tmp/bin/"
+echo "built from $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' + uncommitted changes')" \
+  >"$tmp/bin/BUILT_FROM"
 strip "$tmp/bin/trick" "$tmp/bin/trick_tests"
 tar -cJf .gpukit/bin.tar.xz -C "$tmp" bin
 echo "make_gpu_kit: .gpukit/bin.tar.xz $(du -h .gpukit/bin.tar.xz | cut -f1) (built from $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' + uncommitted changes'))"
