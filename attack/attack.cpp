@@ -435,8 +435,9 @@ class Attack {
       std::vector<size_t> finished;
       for (size_t a = 0; a < act.size(); ++a) {
         const size_t j = act_j[a], i = ids[j];
-        const StepRecord r = record(i, *act[a], step, round, false, e.loss[a], e.ce[a], e.probs[a], e.grad_norms[a],
-                                    e.graphed ? &e.norms[a] : nullptr);
+        StepRecord r = record(i, *act[a], step, round, false, e.loss[a], e.ce[a], e.probs[a], e.grad_norms[a],
+                              e.graphed ? &e.norms[a] : nullptr);
+        r.from_graph = e.graphed;
         out[j].trace.push_back(r);
         notify(i, r, act[a]->x, e.probs[a]);
         act[a]->steps = step;

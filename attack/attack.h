@@ -82,6 +82,7 @@ struct StepRecord {
   int64_t l0 = 0;             // pixel values changed by at least half an 8-bit level
   float grad_norm = 0;        // L2 norm of the gradient with respect to the image
   double seconds = 0;         // since the attack started
+  bool from_graph = false;    // this step's forward and gradient were a CUDA graph's replay
 };
 
 struct ItemResult {

@@ -1123,14 +1123,26 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 // The attack with cuda_graph on and off: every record and every image bit for bit (the
-// L2 norm, summed in float on the device against double on the host, within 1e-6).
+// L2 norm, summed in float on the device against double on the host, within 1e-6). With
+// `replays` the graph run must have replayed steps (a capture that fails falls back to eager
+// steps, which would equal the eager run trivially); without, it must have run none.
 void expect_graph_equals_eager(Model& model, const std::vector<AttackItem>& items, AttackSettings s,
-                               const std::string& what) {
+                               const std::string& what, bool replays = true) {
   s.cuda_graph = false;
   const std::vector<ItemResult> eager = run_attack(model, items, s);
   s.cuda_graph = true;
   const std::vector<ItemResult> graph = run_attack(model, items, s);
   REQUIRE(eager.size() == graph.size());
+  int replayed = 0;
+  for (const ItemResult& r : graph)
+    for (const StepRecord& t : r.trace) replayed += t.from_graph;
+  for (const ItemResult& r : eager)
+    for (const StepRecord& t : r.trace) CHECK_FALSE(t.from_graph);
+  INFO(what << ": " << replayed << " steps replayed from a graph");
+  if (replays)
+    CHECK(replayed > 0);
+  else
+    CHECK(replayed == 0);
   for (size_t i = 0; i < eager.size(); ++i) {
     INFO(what << ", item " << i);
     const ItemResult &e = eager[i], &g = graph[i];
@@ -1233,7 +1245,7 @@ TEST_CASE("cuda: attack steps replayed from a CUDA graph equal the eager steps b
   expect_graph_equals_eager(model, items, s, "descent");
   s.method = AttackMethod::Adam;  // eager either way: the setting must not change it
   s.step = 1.f / 255.f;
-  expect_graph_equals_eager(model, items, s, "adam (eager)");
+  expect_graph_equals_eager(model, items, s, "adam (eager)", false);
 }
 
 TEST_CASE("cuda: the Inception v3 attack step from a CUDA graph equals the eager step bit for bit") {
@@ -1251,8 +1263,9 @@ TEST_CASE("cuda: the Inception v3 attack step from a CUDA graph equals the eager
   s.refine_steps = 0;
   s.random_start = true;
   s.seed = 9;
-  // cuBLAS and our kernels are deterministic; cuDNN may pick an algorithm with atomics.
-  for (ConvBackend b : {ConvBackend::Own, ConvBackend::Cublas}) {
+  // Every backend is deterministic (cuDNN: only CUDNN_DETERMINISTIC algorithms are chosen,
+  // kernels/cuda/conv_cudnn.cpp), and graphs are the default for each of them.
+  for (ConvBackend b : {ConvBackend::Own, ConvBackend::Cublas, ConvBackend::Cudnn}) {
     ConvBackendScope scope(b);
     expect_graph_equals_eager(*model, items, s, cat("inception v3, pgd, ", conv_backend_name(b)));
   }
@@ -1347,8 +1360,12 @@ TEST_CASE("cuda: the graph step captures again when the active set changes, and 
 // random sign, a harsher perturbation than rounding (2026-11-30): e = 10, 9, 8 give logits
 // 2.6e-3, 4.9e-3, 1.1e-2, gradient 0.24, 0.35, 0.46, cosine 0.970, 0.938, 0.895.
 constexpr double kInceptionFp32Logits = 1e-4, kInceptionFp32Grad = 0.1, kInceptionFp32Cosine = 0.995;
-constexpr double kInceptionTf32Logits = 1e-2, kInceptionTf32Grad = 0.5, kInceptionTf32Cosine = 0.9;
-constexpr double kInceptionBf16Logits = 5e-2, kInceptionBf16Grad = 0.9, kInceptionBf16Cosine = 0.75;
+// The reduced-precision bounds sit between those measurements (weights only) and what a
+// lost term would give: a real run also rounds the activations, so some margin, but a dgrad
+// that dropped one branch's gradient must fail (tightened 2026-11-30 from 0.5/0.9 and
+// 0.9/0.75, before their first GPU run).
+constexpr double kInceptionTf32Logits = 1e-2, kInceptionTf32Grad = 0.4, kInceptionTf32Cosine = 0.94;
+constexpr double kInceptionBf16Logits = 5e-2, kInceptionBf16Grad = 0.75, kInceptionBf16Cosine = 0.8;
 
 double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
   double num = 0, den = 0;

@@ -148,6 +148,7 @@ TEST_CASE("graph step: on the CPU it stays off and the attack is the same with o
     CHECK(with[i].adversarial_float.to_vector() == without[i].adversarial_float.to_vector());
     REQUIRE(with[i].trace.size() == without[i].trace.size());
     CHECK(with[i].trace.size() >= 2);
+    for (const StepRecord& t : with[i].trace) CHECK_FALSE(t.from_graph);  // no graph on the CPU
     for (size_t t = 0; t < with[i].trace.size(); ++t) {
       CHECK(with[i].trace[t].loss == without[i].trace[t].loss);
       CHECK(with[i].trace[t].l2 == without[i].trace[t].l2);
