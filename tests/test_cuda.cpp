@@ -424,12 +424,19 @@ const std::vector<GpuConvCase>& gpu_conv_cases() {
   return cases;
 }
 
-// Convs with enough output rows (8 images of 35x35) for the 128x128 tiles, 3x3 at stride
-// 1 and 2: for each math mode.
+// Convs with enough output rows for the 128x128 tiles, 3x3 at stride 1 and 2: for each math
+// mode. igemm::use_large_tiles takes them when M and N are over 64 and the grid has a block
+// for every multiprocessor (132 on an H200). Blocks there, forward / dgrad:
+//   8x35x35, 64 -> 160, stride 1:   77x2 = 154 (large) / N = 64 (small)
+//   8x35x35, 96 -> 144, stride 2:   19x2 = 38 (small) / 21x1x4 phases = 84 (small)
+//   8x35x35, 160 -> 192, stride 1:  77x2 = 154 (large) / 77x2 = 154 (large)
+//   32x35x35, 160 -> 192, stride 2: 73x2 = 146 (large) / 81x2x4 phases = 648 (large: stride phases)
 const std::vector<GpuConvCase>& large_tile_conv_cases() {
   static const std::vector<GpuConvCase> cases = {
       {{8, 35, 35, 64, 160, 3, 3, 1, 1, 1, 1, 1, 1, true, false}, true, true},
       {{8, 35, 35, 96, 144, 3, 3, 2, 2, 0, 0, 0, 0, false, false}, false, true},
+      {{8, 35, 35, 160, 192, 3, 3, 1, 1, 1, 1, 1, 1, false, true}, true, true},
+      {{32, 35, 35, 160, 192, 3, 3, 2, 2, 0, 0, 0, 0, true, false}, false, false},
   };
   return cases;
 }
