@@ -294,9 +294,11 @@ TEST_CASE("cuda: the split-K decision fills the GPU without ranges below min k")
 // GPU against CPU
 // ---------------------------------------------------------------------------------------
 
-// A tensor under test on both devices: the same values in a buffer that is either the
-// tensor itself or wider by 5 channels (the view is channels [2, 2 + C)), so kernels see
-// row-strided views and the channels outside must come back bit for bit.
+// A tensor under test on both devices: the same values in a buffer one entry longer in the
+// first dimension (a guard row after the last, where a kernel that runs one row too far
+// writes) and, when sliced, wider by 5 channels (the view is channels [2, 2 + C)), so
+// kernels see row-strided views. Everything outside the view must come back bit for bit.
+// The view starts at the buffer's start: its alignment is the allocation's.
 struct Twin {
   Tensor host_buf, dev_buf;
   Tensor host, dev;
@@ -305,57 +307,136 @@ struct Twin {
 
 enum class Init { Random, Poison };  // Poison: NaN inside the view (write-only outputs)
 
+// The poison: a NaN with a payload no computation makes (inputs' NaNs are std::nanf's
+// 0x7fc00000, and arithmetic passes an input NaN's payload on), so an output still holding
+// these exact bits was never written, even where the expected value is NaN too.
+float poison_nan() {
+  const uint32_t bits = 0x7fc0deadu;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+bool is_poison(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  return bits == 0x7fc0deadu;
+}
+
+// The view of shape s in a buffer made by make_twin.
+Tensor twin_view(const Tensor& buf, const Shape& s, bool sliced) {
+  Tensor v = s.ndim >= 1 && buf.dim(0) > s[0] ? buf.slice_first(0, s[0]) : buf;
+  return sliced ? v.slice_last(2, 2 + s[s.ndim - 1]) : v;
+}
+
 Twin make_twin(const Shape& s, Rng& rng, bool sliced, Init init = Init::Random, float lo = -2.f, float hi = 2.f) {
   Twin t;
   t.sliced = sliced && s.ndim >= 2;
   Shape b = s;
+  if (s.ndim >= 1) b.d[0] += 1;  // the guard row
   if (t.sliced) b.d[s.ndim - 1] += 5;
   t.host_buf = rand_uniform(b, rng, lo, hi);
-  t.host = t.sliced ? t.host_buf.slice_last(2, 2 + s[s.ndim - 1]) : t.host_buf;
-  if (init == Init::Poison) t.host.fill(std::nanf(""));
+  t.host = twin_view(t.host_buf, s, t.sliced);
+  if (init == Init::Poison) t.host.fill(poison_nan());
   t.dev_buf = t.host_buf.to(Device::cuda());
-  t.dev = t.sliced ? t.dev_buf.slice_last(2, 2 + s[s.ndim - 1]) : t.dev_buf;
+  t.dev = twin_view(t.dev_buf, s, t.sliced);
   return t;
 }
 
 // The device result against the host reference: relative L2 error inside the view, exact
-// bits outside it, NaN exactly where the reference has NaN.
-double expect_twin(const std::string& what, const Twin& t, double bound = kFp32Bound) {
+// bits outside it (the guard row and the channels beside a slice), NaN exactly where the
+// reference has NaN.
+struct TwinDiff {
+  double err = 0;
+  int nan_bad = 0, outside_bad = 0;
+  std::string first;  // the first few mismatches
+};
+
+TwinDiff twin_diff(const Twin& t) {
   const std::vector<float> want = t.host_buf.to_vector(), got = t.dev_buf.to_vector();
   REQUIRE(want.size() == got.size());
   const int64_t wide = t.host_buf.cols(), c0 = t.sliced ? 2 : 0, c1 = t.sliced ? 2 + t.host.cols() : wide;
+  // Where the view's rows end in the buffer: after it, the guard row.
+  const int64_t rows0 = t.host_buf.dim(0) ? t.host_buf.numel() / t.host_buf.dim(0) : 0;
+  const int64_t inside_end =
+      t.host_buf.ndim() >= 1 && t.host_buf.dim(0) > t.host.dim(0) ? t.host.dim(0) * rows0 : t.host_buf.numel();
+  TwinDiff d;
   double num = 0, den = 0;
-  int nan_bad = 0, outside_bad = 0;
   std::ostringstream first;
   for (size_t i = 0; i < got.size(); ++i) {
     const int64_t col = wide ? static_cast<int64_t>(i) % wide : 0;
-    if (col < c0 || col >= c1) {
+    if (static_cast<int64_t>(i) >= inside_end || col < c0 || col >= c1) {
       if (std::memcmp(&got[i], &want[i], sizeof(float)) != 0) {
-        if (outside_bad < 3) first << "  outside the view at " << i << ": " << got[i] << " (was " << want[i] << ")\n";
-        ++outside_bad;
+        if (d.outside_bad < 3) first << "  outside the view at " << i << ": " << got[i] << " (was " << want[i] << ")\n";
+        ++d.outside_bad;
       }
       continue;
     }
     const bool gn = std::isnan(got[i]), wn = std::isnan(want[i]);
     if (gn || wn) {
-      if (gn != wn) {
-        if (nan_bad < 3) first << "  at " << i << ": got " << got[i] << ", want " << want[i] << "\n";
-        ++nan_bad;
+      if (gn != wn || is_poison(got[i]) || is_poison(want[i])) {  // different, or left unwritten
+        if (d.nan_bad < 3) first << "  at " << i << ": got " << got[i] << ", want " << want[i] << "\n";
+        ++d.nan_bad;
       }
       continue;
     }
-    const double d = static_cast<double>(got[i]) - want[i];
-    num += d * d;
+    const double e = static_cast<double>(got[i]) - want[i];
+    num += e * e;
     den += static_cast<double>(want[i]) * want[i];
   }
-  const double err = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-  INFO(what << ": relative L2 error " << err << " (bound " << bound << "), NaN mismatches " << nan_bad
-            << ", changed outside the view " << outside_bad << "\n"
-            << first.str());
-  CHECK(nan_bad == 0);
-  CHECK(outside_bad == 0);
-  CHECK(err < bound);
-  return err;
+  d.err = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  d.first = first.str();
+  return d;
+}
+
+double expect_twin(const std::string& what, const Twin& t, double bound = kFp32Bound) {
+  const TwinDiff d = twin_diff(t);
+  INFO(what << ": relative L2 error " << d.err << " (bound " << bound << "), NaN mismatches " << d.nan_bad
+            << ", changed outside the view " << d.outside_bad << "\n"
+            << d.first);
+  CHECK(d.nan_bad == 0);
+  CHECK(d.outside_bad == 0);
+  CHECK(d.err < bound);
+  return d.err;
+}
+
+TEST_CASE("cuda: twins see writes past the view's last row and beside its channels (host)") {
+  // The comparison itself, on host tensors standing in for the device's.
+  Rng rng(5);
+  for (const bool sliced : {false, true})
+    for (const Shape s : {Shape{3, 4, 5}, Shape{7}}) {
+      CAPTURE(sliced);
+      CAPTURE(s.str());
+      Shape b = s;
+      b.d[0] += 1;
+      const bool sl = sliced && s.ndim >= 2;
+      if (sl) b.d[s.ndim - 1] += 5;
+      Twin t;
+      t.sliced = sl;
+      t.host_buf = rand_uniform(b, rng);
+      t.host = twin_view(t.host_buf, s, sl);
+      t.dev_buf = t.host_buf.clone();
+      t.dev = twin_view(t.dev_buf, s, sl);
+      CHECK(t.host.shape() == s);
+      CHECK(twin_diff(t).outside_bad == 0);
+      CHECK(twin_diff(t).err == 0);
+      t.dev_buf.data()[t.dev_buf.numel() - 1] += 1.f;  // the guard row's last entry
+      CHECK(twin_diff(t).outside_bad == 1);
+      t.dev_buf.data()[t.dev_buf.numel() - 1] = t.host_buf.data()[t.host_buf.numel() - 1];
+      t.dev.data()[0] += 1.f;  // inside the view: an error, not an outside write
+      CHECK(twin_diff(t).outside_bad == 0);
+      CHECK(twin_diff(t).err > 0);
+      // An output left as the poison where the reference is NaN: unwritten, so a mismatch.
+      t.dev.data()[0] = poison_nan();
+      t.host.data()[0] = std::nanf("");
+      CHECK(twin_diff(t).nan_bad == 1);
+      t.dev.data()[0] = std::nanf("");
+      CHECK(twin_diff(t).nan_bad == 0);
+      if (sl) {
+        t.dev.data()[0] = t.host.data()[0];
+        t.dev_buf.data()[0] = 9.f;  // channel 0, beside the slice
+        CHECK(twin_diff(t).outside_bad == 1);
+      }
+    }
 }
 
 const char* yes_no(bool b) { return b ? "yes" : "no"; }
@@ -674,9 +755,9 @@ TEST_CASE("cuda: pooling against the CPU (ties, NaN, padding divisors)") {
         for (float& f : v) f = std::floor(f);
         for (int i = 0; i < 4; ++i) v[static_cast<size_t>(rng.below(static_cast<int64_t>(v.size())))] = std::nanf("");
         x.host_buf = Tensor::from_vector(x.host_buf.shape(), v);
-        x.host = c.sliced ? x.host_buf.slice_last(2, 2 + c.x[3]) : x.host_buf;
+        x.host = twin_view(x.host_buf, c.x, x.sliced);
         x.dev_buf = x.host_buf.to(Device::cuda());
-        x.dev = c.sliced ? x.dev_buf.slice_last(2, 2 + c.x[3]) : x.dev_buf;
+        x.dev = twin_view(x.dev_buf, c.x, x.sliced);
       }
       const std::string name = cat("pool x ", c.x.str(), " k ", c.p.kernel_h, "x", c.p.kernel_w, " s ", c.p.stride_h,
                                    "x", c.p.stride_w, quantised ? " with ties and NaN" : "");
