@@ -265,7 +265,7 @@ doctest_summary() {  # the test counts and the first failures of a doctest log
 }
 if [ -n "$BIN" ]; then
   # The host-only cases (index math, schedules replayed on the host) run in CI: not here.
-  run_stage "cuda tests" 150 "$OUT/tests.log" env LD_LIBRARY_PATH="$RUN_LD" "$BIN/trick_tests" -tc="cuda:*" \
+  run_stage "cuda tests" 200 "$OUT/tests.log" env LD_LIBRARY_PATH="$RUN_LD" "$BIN/trick_tests" -tc="cuda:*" \
     -tce="*(host)*,*replayed on the host*"
   doctest_summary "$OUT/tests.log"
   run_stage "inception gpu vs cpu" 120 "$OUT/inception.log" env LD_LIBRARY_PATH="$RUN_LD" \
