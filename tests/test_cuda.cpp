@@ -523,6 +523,8 @@ const std::vector<GpuConvCase>& gpu_conv_cases() {
       {{2, 37, 37, 3, 32, 3, 3, 2, 2, 0, 0, 0, 0, false, false}, true, true},   // the 3-channel first layer
       {{1, 12, 10, 6, 8, 5, 5, 1, 1, 2, 1, 2, 0, false, true}, true, true},     // asymmetric padding
       {{1, 4, 4, 2, 3, 4, 4, 1, 1, 0, 0, 0, 0, false, false}, true, true},      // the kernel covers the image
+      {{1, 11, 13, 1, 8, 3, 3, 2, 2, 0, 0, 0, 0, false, true}, true, true},     // 1 channel, sliced dy
+      {{2, 9, 9, 4, 6, 3, 3, 1, 1, 1, 1, 1, 1, true, true}, false, true},       // 4 channels: the last few-channel dgrad
   };
   return cases;
 }
@@ -688,7 +690,7 @@ TEST_CASE("cuda: conv2d and gemm on our TF32 tensor-core kernel stay within the 
 TEST_CASE("cuda: conv2d and gemm in bf16 (our tensor-core kernel and cuBLAS) stay within the bf16 bound") {
   SKIP_WITHOUT_CUDA();
   Rng rng(38);
-  for (SplitKPolicy policy : {SplitKPolicy{}, SplitKPolicy{64, 8}}) {
+  for (SplitKPolicy policy : {SplitKPolicy{}, SplitKPolicy{0, 1}, SplitKPolicy{64, 8}}) {
     SplitKScope scope(policy);
     for (const GpuConvCase& cc : gpu_conv_cases()) run_conv_case(cc, ConvBackend::Own, MathMode::BF16, rng);
   }
