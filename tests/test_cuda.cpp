@@ -874,6 +874,7 @@ TEST_CASE("cuda: batch norm and channel affine against the CPU") {
       batch_norm_backward(x.host, dy.host, gamma.host, sm.host, si.host, none, false, dg.host, dbt.host, false);
       batch_norm_backward(x.dev, dy.dev, gamma.dev, sm.dev, si.dev, none, false, dg.dev, dbt.dev, false);
       expect_twin(name + " dgamma without dx", dg);
+      expect_twin(name + " dbeta without dx", dbt);
       for (bool relu : {false, true}) {
         Twin out = make_twin(xs, rng, sliced, Init::Poison);
         Twin xa = make_twin(xs, rng, sliced);
