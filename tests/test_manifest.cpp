@@ -3,10 +3,13 @@
 #include <doctest/doctest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "tensor/error.h"
 #include "tools/lib/atomic_file.h"
@@ -210,5 +213,58 @@ TEST_CASE("manifest: trick attack --manifest runs rows, records failures, resume
   CHECK(status == 1);
   CHECK(contains(out, "--shard needs --manifest"));
   CHECK(!exists(d + "/bad"));
+  std::system(("rm -rf " + d).c_str());
+}
+
+TEST_CASE("attack: --target least-likely and random are chosen per image from the model's prediction") {
+  const std::string d = temp_dir();
+  const std::string samples = std::string(TRICK_SOURCE_DIR) + "/data/samples/fashion/";
+  const std::string bin = std::string(TRICK_BINARY);
+  int status = -1;
+  // Every class's probability, as classify prints them; the least likely and the top-1.
+  auto probs_of = [&](const std::string& image) {
+    const nlohmann::json c =
+        nlohmann::json::parse(run_capture(bin + " classify " + image + " --topk 10 --json 2>/dev/null", &status));
+    REQUIRE(status == 0);
+    std::vector<double> p(10, -1);
+    for (const auto& t : c.at("top")) p.at(t.at("index").get<int>()) = t.at("prob").get<double>();
+    return p;
+  };
+  auto summaries = [&](const std::string& args) {
+    const std::string out = run_capture(bin + " attack " + args + " --steps 1 --no-animation --refine-steps 0 --json "
+                                              "2>/dev/null",
+                                        &status);
+    CHECK((status == 0 || status == 3));
+    std::vector<nlohmann::json> js;
+    size_t at = 0;
+    for (size_t nl; (nl = out.find('\n', at)) != std::string::npos; at = nl + 1)
+      if (nl > at) js.push_back(nlohmann::json::parse(out.substr(at, nl - at)));
+    return js;
+  };
+  const std::string dress = samples + "3_dress.png", trouser = samples + "1_trouser.png";
+  const std::vector<double> p = probs_of(dress);
+  const int least = static_cast<int>(std::min_element(p.begin(), p.end()) - p.begin());
+  const std::vector<nlohmann::json> ll = summaries(dress + " --target least-likely --out " + d + "/ll");
+  REQUIRE(ll.size() == 1);
+  CHECK(ll[0].at("target").at("index").get<int>() == least);
+  CHECK(ll[0].at("target").at("chosen_by") == "least-likely");
+
+  // random: any class but the predicted one, the same for the same --seed.
+  const std::vector<nlohmann::json> r1 = summaries(dress + " " + trouser + " --target random --seed 4 --out " + d + "/r1");
+  const std::vector<nlohmann::json> r2 = summaries(dress + " " + trouser + " --target random --seed 4 --out " + d + "/r2");
+  REQUIRE(r1.size() == 2);
+  REQUIRE(r2.size() == 2);
+  for (size_t i = 0; i < 2; ++i) {
+    const std::vector<double> q = probs_of(i == 0 ? dress : trouser);
+    const int top = static_cast<int>(std::max_element(q.begin(), q.end()) - q.begin());
+    const int t = r1[i].at("target").at("index").get<int>();
+    CHECK(t != top);
+    CHECK(t == r2[i].at("target").at("index").get<int>());
+    CHECK(r1[i].at("target").at("chosen_by") == "random");
+  }
+  // A named target records no choice.
+  const std::vector<nlohmann::json> named = summaries(dress + " --target bag --out " + d + "/named");
+  REQUIRE(named.size() == 1);
+  CHECK_FALSE(named[0].at("target").contains("chosen_by"));
   std::system(("rm -rf " + d).c_str());
 }

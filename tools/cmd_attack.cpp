@@ -7,6 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -28,9 +30,17 @@
 #include "tools/lib/manifest.h"
 #include "tools/lib/render.h"
 #include "tools/lib/run_model.h"
+#include "tensor/random.h"
 
 namespace trick {
 namespace {
+
+std::string lower_trimmed(const std::string& t) {
+  const size_t a = t.find_first_not_of(" \t"), b = t.find_last_not_of(" \t");
+  std::string s = a == std::string::npos ? std::string() : t.substr(a, b - a + 1);
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
 
 volatile sig_atomic_t g_interrupted = 0;
 void on_sigint(int) { g_interrupted = 1; }
@@ -186,7 +196,14 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
       fail(option, ": ", e.what());
     }
   };
-  for (const std::string& t : o.targets) resolved.push_back(resolve("--target", t));
+  // Two targets chosen per image from the model's own prediction on it (resolved below,
+  // once the images are read): the least likely class, and a random class other than the
+  // predicted one (seeded by --seed and the image's position: reproducible).
+  constexpr int kLeastLikely = -1, kRandomTarget = -2;
+  for (const std::string& t : o.targets) {
+    const std::string q = lower_trimmed(t);
+    resolved.push_back(q == "least-likely" ? kLeastLikely : q == "random" ? kRandomTarget : resolve("--target", t));
+  }
   if (!o.untargeted) {
     if (resolved.size() == 1 || resolved.size() == o.images.size()) {
       for (size_t i = 0; i < o.images.size(); ++i)
@@ -212,6 +229,27 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
     }
     originals.push_back(decoded[p]);
   }
+  std::vector<std::string> chosen(paths.size()), chosen_by(paths.size());  // how a target was chosen
+  if (std::any_of(labels.begin(), labels.end(), [](int l) { return l < 0; })) {
+    const std::vector<std::vector<float>> p0 = predict(model, originals, s.raw_input);
+    for (size_t i = 0; i < paths.size(); ++i) {
+      if (labels[i] >= 0) continue;
+      const std::vector<float>& p = p0[i];
+      const int top = static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
+      if (labels[i] == kLeastLikely) {
+        labels[i] = static_cast<int>(std::min_element(p.begin(), p.end()) - p.begin());
+        chosen[i] = cat(" (least likely: ", p[labels[i]], ")");
+        chosen_by[i] = "least-likely";
+      } else {
+        Rng pick(s.seed * 0x9E3779B97F4A7C15ull + i + 1);
+        const int k = static_cast<int>(p.size());
+        const int r = static_cast<int>(pick.below(k - 1));
+        labels[i] = r >= top ? r + 1 : r;  // any class but the predicted one
+        chosen[i] = cat(" (random, seed ", s.seed, ")");
+        chosen_by[i] = "random";
+      }
+    }
+  }
   if (o.untargeted) {  // the true class: given, or the model's own prediction
     const std::vector<std::vector<float>> p0 = predict(model, originals, s.raw_input);
     for (size_t i = 0; i < paths.size(); ++i) {
@@ -223,8 +261,8 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
     }
   }
   for (size_t i = 0; i < paths.size(); ++i)
-    std::fprintf(stderr, "%s: %s %d (%s)\n", paths[i].c_str(), o.untargeted ? "moving away from" : "target",
-                 labels[i], names[labels[i]].c_str());
+    std::fprintf(stderr, "%s: %s %d (%s)%s\n", paths[i].c_str(), o.untargeted ? "moving away from" : "target",
+                 labels[i], names[labels[i]].c_str(), chosen[i].c_str());
 
   // Output folders: DIR itself for one image, DIR/NN-name-to-label for several. Folders this
   // run creates are removed again if it fails before writing its outputs (declared before
@@ -393,6 +431,7 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
     rec.original = originals[i];
     rec.result = &results[i];
     rec.label = labels[i];
+    rec.chosen_by = chosen_by[i];
     rec.class_names = &names;
     rec.model_name = model.name();
     rec.weights = o.weights.empty() ? "embedded" : o.weights;
@@ -554,8 +593,9 @@ const bool registered = register_command(
                       "true_class]): each row to DIR/<id>/, DIR/results.csv; rows already done are skipped");
        app.add_option("--shard", o->shard, "With --manifest: i/N, this process takes rows p with p % N == i");
        app.add_option("--target,-t", o->targets,
-                      "Target class: index or name (e.g. 341 or pig); once for all images, once per image, "
-                      "or several for one image");
+                      "Target class: index or name (e.g. 341 or pig), or least-likely or random (chosen per "
+                      "image from the model's prediction; random: any class but the predicted one, by --seed); "
+                      "once for all images, once per image, or several for one image");
        app.add_option("--weights", o->weights, "Weights (.safetensors, or a PyTorch .pth state dict); default: the embedded Fashion-MNIST model");
        app.add_option("--method,-m", o->method, "descent, fgsm, bim, pgd, mifgsm, adam or cw")->capture_default_str();
        app.add_option("--eps", o->eps, "Perturbation budget in 8-bit units (8 = 8/255; L2 norm with --norm l2)")

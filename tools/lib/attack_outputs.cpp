@@ -116,7 +116,10 @@ nlohmann::json summary_json(const AttackRecord& r) {
       {"device", r.device},
       {"method", attack_method_name(s.method)},
       {"targeted", s.targeted},
-      {s.targeted ? "target" : "true_class", {{"index", r.label}, {"label", names[r.label]}}},
+      {s.targeted ? "target" : "true_class",
+       r.chosen_by.empty()
+           ? nlohmann::json{{"index", r.label}, {"label", names[r.label]}}
+           : nlohmann::json{{"index", r.label}, {"label", names[r.label]}, {"chosen_by", r.chosen_by}}},
       {"settings", settings},
       {"success", {{"float", res.success_float}, {"8bit", res.success_8bit}, {"refined", res.refined}}},
       {"steps", res.steps},

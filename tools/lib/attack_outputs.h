@@ -16,6 +16,7 @@ struct AttackRecord {
   Tensor original;              // (H, W, C) as decoded
   const ItemResult* result = nullptr;
   int label = 0;                // target (targeted) or true class (untargeted)
+  std::string chosen_by;        // "", or how the target was chosen: "least-likely" or "random"
   const std::vector<std::string>* class_names = nullptr;
   std::string model_name, weights, weights_sha256, device;
   AttackSettings settings;
