@@ -113,7 +113,7 @@ TEST_CASE("manifest: resume state and results.csv come from the files on disk") 
   ensure_directory(out + "/" + rows[0].id);
   write(out + "/" + rows[0].id + "/summary.json",
         R"({"success": {"float": true, "8bit": true}, "steps": 12, "norms_255": {"linf": 4, "l2": 30.5},
-            "final_label_prob": 0.995, "wall_seconds": 1.5})");
+            "final_label_prob": 0.995, "wall_seconds": 1.5, "target": {"index": 1, "label": "Trouser, pants"}})");
   write_row_error(out, rows[1], "b.png: not an image");
   CHECK(row_state(out, rows[0]) == RowState::Done);
   CHECK(row_state(out, rows[1]) == RowState::Failed);
@@ -124,9 +124,22 @@ TEST_CASE("manifest: resume state and results.csv come from the files on disk") 
   CHECK(n.failed == 1);
   CHECK(n.pending == 1);
   const std::string csv = slurp(out + "/results.csv");
-  CHECK(csv.find(rows[0].id + "," + d + "/a.png,1,done,1,1,12,4,30.5,0.995,1.5,") != std::string::npos);
-  CHECK(csv.find("failed,,,,,,,,b.png: not an image") != std::string::npos);
-  CHECK(csv.find(rows[2].id + "," + d + "/c.png,3,pending") != std::string::npos);
+  CHECK(csv.find(rows[0].id + "," + d + "/a.png,1,done,1,1,12,4,30.5,0.995,1.5,,1,\"Trouser, pants\"\n") !=
+        std::string::npos);
+  CHECK(csv.find("failed,,,,,,,,b.png: not an image,,\n") != std::string::npos);
+  CHECK(csv.find(rows[2].id + "," + d + "/c.png,3,pending,,,,,,,,,,\n") != std::string::npos);
+  // Every line has the header's 14 fields (commas outside quotes: 13).
+  CHECK(csv.find("class_index,class_label\n") != std::string::npos);
+  size_t line_start = 0;
+  for (size_t nl; (nl = csv.find('\n', line_start)) != std::string::npos; line_start = nl + 1) {
+    int commas = 0;
+    bool quoted = false;
+    for (size_t i = line_start; i < nl; ++i) {
+      if (csv[i] == '"') quoted = !quoted;
+      commas += csv[i] == ',' && !quoted;
+    }
+    CHECK_MESSAGE(commas == 13, csv.substr(line_start, nl - line_start));
+  }
   clear_row_error(out, rows[1]);
   CHECK(row_state(out, rows[1]) == RowState::Pending);
   std::system(("rm -rf " + d).c_str());

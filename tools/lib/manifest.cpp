@@ -208,7 +208,10 @@ void clear_row_error(const std::string& out_dir, const ManifestRow& row) {
 ManifestCounts write_results(const std::string& out_dir, const std::vector<ManifestRow>& rows) {
   ManifestCounts n;
   std::ostringstream os;
-  os << "id,image,target,status,success_float,success_8bit,steps,linf_255,l2_255,final_label_prob,seconds,error\n";
+  // class_index, class_label: the class the row attacked toward (or, untargeted, away from), as
+  // resolved: a name, least-likely or random in the target column becomes its class here.
+  os << "id,image,target,status,success_float,success_8bit,steps,linf_255,l2_255,final_label_prob,seconds,error,"
+        "class_index,class_label\n";
   for (const ManifestRow& r : rows) {
     const std::string d = out_dir + "/" + r.id + "/";
     os << csv_field(r.id) << ',' << csv_field(r.image) << ',' << csv_field(r.target) << ',';
@@ -221,9 +224,15 @@ ManifestCounts write_results(const std::string& out_dir, const std::vector<Manif
         ok = j.at("success").at("8bit").get<bool>();
         row << "done," << j.at("success").at("float").get<bool>() << ',' << ok << ',' << j.at("steps") << ','
             << j.at("norms_255").at("linf") << ',' << j.at("norms_255").at("l2") << ','
-            << j.at("final_label_prob") << ',' << j.at("wall_seconds") << ",\n";
+            << j.at("final_label_prob") << ',' << j.at("wall_seconds") << ",,";
+        const char* key = j.contains("target") ? "target" : j.contains("true_class") ? "true_class" : nullptr;
+        if (key)
+          row << j.at(key).at("index").get<int>() << ',' << csv_field(j.at(key).at("label").get<std::string>());
+        else
+          row << ',';  // a summary without the class (written by hand): the columns stay empty
+        row << "\n";
       } catch (const std::exception&) {
-        os << "unreadable,,,,,,,,summary.json does not parse or lacks a field\n";
+        os << "unreadable,,,,,,,,summary.json does not parse or lacks a field,,\n";
         ++n.failed;
         continue;
       }
@@ -238,10 +247,10 @@ ManifestCounts write_results(const std::string& out_dir, const std::vector<Manif
       } catch (const std::exception&) {
         msg = "error.json does not parse";
       }
-      os << "failed,,,,,,,," << csv_field(msg) << '\n';
+      os << "failed,,,,,,,," << csv_field(msg) << ",,\n";
     } else {
       ++n.pending;
-      os << "pending,,,,,,,,\n";
+      os << "pending,,,,,,,,,,\n";
     }
   }
   atomic_write(out_dir + "/results.csv", os.str());
