@@ -154,6 +154,11 @@ std::vector<int> search_classes(const std::string& text, const std::vector<std::
   return ids;
 }
 
+TargetRule target_rule(const std::string& query) {
+  const std::string q = lower(trim(query));
+  return q == "least-likely" ? TargetRule::LeastLikely : q == "random" ? TargetRule::Random : TargetRule::None;
+}
+
 int resolve_class(const std::string& query, const std::vector<std::string>& classes) {
   const std::string q = trim(query);
   TRICK_CHECK(!q.empty(), "class: empty class name");

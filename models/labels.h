@@ -27,6 +27,11 @@ std::string short_label(const std::string& line);
 // Errors are trick::Error with the candidates in the message.
 int resolve_class(const std::string& query, const std::vector<std::string>& classes);
 
+// Targets chosen per image from the model's prediction rather than named: "least-likely"
+// and "random" (any case, spaces around ignored); None for every other query.
+enum class TargetRule { None, LeastLikely, Random };
+TargetRule target_rule(const std::string& query);
+
 // Classes with a synonym containing `text` (case-insensitive), in index order; all when
 // text is empty. For `trick classes --search`.
 std::vector<int> search_classes(const std::string& text, const std::vector<std::string>& classes);

@@ -574,6 +574,10 @@ TEST_CASE("labels: resolving names and indices") {
   CHECK(contains(msg, "unknown class 'xyzzyq'"));
   CHECK(contains(msg, "trick classes"));
   CHECK_FALSE(contains(msg, "did you mean"));
+  CHECK(target_rule(" Least-Likely ") == TargetRule::LeastLikely);
+  CHECK(target_rule("random") == TargetRule::Random);
+  CHECK(target_rule("pig") == TargetRule::None);
+  CHECK(target_rule("least likely") == TargetRule::None);  // only the exact words
   // A typo (a letter missing, two swapped, one wrong) gets the nearest names.
   CHECK(contains(error_of([&] { resolve_class("jellyfsh", c); }), "unknown class 'jellyfsh': did you mean 107 (jellyfish)?"));
   CHECK(contains(error_of([&] { resolve_class("porcupnie", c); }), "did you mean 334 (porcupine)?"));

@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -34,13 +33,6 @@
 
 namespace trick {
 namespace {
-
-std::string lower_trimmed(const std::string& t) {
-  const size_t a = t.find_first_not_of(" \t"), b = t.find_last_not_of(" \t");
-  std::string s = a == std::string::npos ? std::string() : t.substr(a, b - a + 1);
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 volatile sig_atomic_t g_interrupted = 0;
 void on_sigint(int) { g_interrupted = 1; }
@@ -201,8 +193,10 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
   // predicted one (seeded by --seed and the image's position: reproducible).
   constexpr int kLeastLikely = -1, kRandomTarget = -2;
   for (const std::string& t : o.targets) {
-    const std::string q = lower_trimmed(t);
-    resolved.push_back(q == "least-likely" ? kLeastLikely : q == "random" ? kRandomTarget : resolve("--target", t));
+    const TargetRule rule = target_rule(t);
+    resolved.push_back(rule == TargetRule::LeastLikely ? kLeastLikely
+                       : rule == TargetRule::Random    ? kRandomTarget
+                                                       : resolve("--target", t));
   }
   if (!o.untargeted) {
     if (resolved.size() == 1 || resolved.size() == o.images.size()) {
