@@ -97,7 +97,20 @@ StateDict read_all(const SafetensorsFile& f) {
 }
 
 namespace {
-// The model of architecture `name` from `state`, or null for an unknown name.
+// f(), with an error that does not already name `source` prefixed by it.
+template <class F>
+auto naming_source(const std::string& source, F f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    if (std::string(e.what()).rfind(source + ": ", 0) == 0) throw;  // already names the file
+    fail(source, ": ", e.what());
+  }
+}
+
+bool known_model(const std::string& name) { return name == "inception_v3" || name == "fashion_inception"; }
+
+// The model of architecture `name` (a known one) from `state`.
 std::unique_ptr<Model> build_model(const std::string& name, const StateDict& state) {
   for (const auto& [key, t] : state) check_finite(key, t);
   if (name == "inception_v3") {
@@ -112,7 +125,7 @@ std::unique_ptr<Model> build_model(const std::string& name, const StateDict& sta
     m->fold_batch_norms();
     return m;
   }
-  return nullptr;
+  fail("unknown model '", name, "'");
 }
 
 [[noreturn]] void fail_unknown_model(const std::string& source, const std::string& name) {
@@ -121,29 +134,15 @@ std::unique_ptr<Model> build_model(const std::string& name, const StateDict& sta
 }  // namespace
 
 std::unique_ptr<Model> model_from_state_dict(const std::string& name, StateDict state, const std::string& source) {
-  std::unique_ptr<Model> m;
-  try {
-    m = build_model(name, state);
-  } catch (const Error& e) {
-    if (std::string(e.what()).rfind(source + ": ", 0) == 0) throw;  // already names the file
-    fail(source, ": ", e.what());
-  }
-  if (!m) fail_unknown_model(source, name);
-  return m;
+  if (!known_model(name)) fail_unknown_model(source, name);
+  return naming_source(source, [&] { return build_model(name, state); });
 }
 
 std::unique_ptr<Model> load_model(const std::string& weights_path) {
   const SafetensorsFile f = SafetensorsFile::open(weights_path);
   const std::string name = model_name_of(f);
-  if (name != "inception_v3" && name != "fashion_inception") fail_unknown_model(weights_path, name);
-  StateDict state;
-  try {
-    state = read_all(f);
-  } catch (const Error& e) {
-    if (std::string(e.what()).rfind(weights_path + ": ", 0) == 0) throw;  // already names the file
-    fail(weights_path, ": ", e.what());
-  }
-  return model_from_state_dict(name, std::move(state), weights_path);
+  if (!known_model(name)) fail_unknown_model(weights_path, name);  // before reading any data
+  return model_from_state_dict(name, naming_source(weights_path, [&] { return read_all(f); }), weights_path);
 }
 
 std::string default_weights_bytes() {

@@ -223,12 +223,18 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
     }
     originals.push_back(decoded[p]);
   }
+  // The model's prediction on the originals, made once and only when a target or true class
+  // is chosen from it.
+  std::vector<std::vector<float>> p0;
+  auto prediction = [&](size_t i) -> const std::vector<float>& {
+    if (p0.empty()) p0 = predict(model, originals, s.raw_input);
+    return p0[i];
+  };
   std::vector<std::string> chosen(paths.size()), chosen_by(paths.size());  // how a target was chosen
   if (std::any_of(labels.begin(), labels.end(), [](int l) { return l < 0; })) {
-    const std::vector<std::vector<float>> p0 = predict(model, originals, s.raw_input);
     for (size_t i = 0; i < paths.size(); ++i) {
       if (labels[i] >= 0) continue;
-      const std::vector<float>& p = p0[i];
+      const std::vector<float>& p = prediction(i);
       const int top = static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
       if (labels[i] == kLeastLikely) {
         labels[i] = static_cast<int>(std::min_element(p.begin(), p.end()) - p.begin());
@@ -245,12 +251,12 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
     }
   }
   if (o.untargeted) {  // the true class: given, or the model's own prediction
-    const std::vector<std::vector<float>> p0 = predict(model, originals, s.raw_input);
     for (size_t i = 0; i < paths.size(); ++i) {
       if (!o.true_class.empty()) {
         labels.push_back(resolve("--true-class", o.true_class));
       } else {
-        labels.push_back(static_cast<int>(std::max_element(p0[i].begin(), p0[i].end()) - p0[i].begin()));
+        const std::vector<float>& p = prediction(i);
+        labels.push_back(static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin()));
       }
     }
   }
