@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "tensor/error.h"
+#include "tensor/random.h"
 
 namespace trick {
 
@@ -23,15 +24,9 @@ GradCheckReport check_gradient(const std::function<double(const std::vector<doub
   std::vector<int64_t> order(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) order[i] = i;
   const int64_t points = std::min<int64_t>(n, std::max<int64_t>(1, o.max_points));
-  uint64_t state = 0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(n);
-  for (int64_t k = 0; k < points && points < n; ++k) {  // partial Fisher-Yates, splitmix64
-    state += 0x9E3779B97F4A7C15ull;
-    uint64_t z = state;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    std::swap(order[k], order[k + static_cast<int64_t>(z % static_cast<uint64_t>(n - k))]);
-  }
+  Rng rng(0x9E3779B97F4A7C15ull ^ static_cast<uint64_t>(n));
+  for (int64_t k = 0; k < points && points < n; ++k)  // partial Fisher-Yates
+    std::swap(order[k], order[k + rng.below(n - k)]);
   order.resize(static_cast<size_t>(points));
   std::sort(order.begin(), order.end());
   for (const int64_t i : order) {
