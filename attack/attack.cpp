@@ -51,6 +51,9 @@ void validate(const AttackSettings& s) {
   TRICK_CHECK(std::isfinite(s.confidence) && s.confidence > 0.f && s.confidence <= 1.f,
               "--confidence must be in (0, 1], got ", s.confidence);
   TRICK_CHECK(s.restarts >= 1 && s.restarts <= 1000, "--restarts must be in [1, 1000], got ", s.restarts);
+  TRICK_CHECK(s.restarts == 1 || s.random_start || s.method == AttackMethod::Cw,
+              "--restarts ", s.restarts, " needs a random start (--random-start; pgd has one unless "
+              "--no-random-start): without one every restart repeats the first run exactly");
   TRICK_CHECK(std::isfinite(s.momentum) && s.momentum >= 0.f, "--momentum must be >= 0, got ", s.momentum);
   TRICK_CHECK(s.beta1 >= 0.f && s.beta1 < 1.f && s.beta2 >= 0.f && s.beta2 < 1.f, "adam betas must be in [0, 1)");
   TRICK_CHECK(std::isfinite(s.kappa) && s.kappa >= 0.f, "--kappa must be >= 0, got ", s.kappa);
@@ -144,7 +147,7 @@ bool is_success(const AttackSettings& s, const std::vector<float>& probs, int la
 class Attack {
  public:
   Attack(Model& model, const std::vector<AttackItem>& items, const AttackSettings& s, const StepObserver& observer)
-      : model_(model), items_(items), s_(s), observer_(observer), rng_(s.seed), start_(Clock::now()) {
+      : model_(model), items_(items), s_(s), observer_(observer), start_(Clock::now()) {
     dev_ = model.device();
     k_ = model.classes();
     labels_host_.resize(items.size());
@@ -225,15 +228,19 @@ class Attack {
     return out;
   }
 
-  void random_start(Item& it) {
+  // Each image's start is drawn from its own stream, seeded by (seed, image, restart): the
+  // same whichever other images share the batch and whichever of them are still running.
+  void random_start(Item& it, size_t image, int round) {
+    Rng mix(s_.seed ^ (0x9e3779b97f4a7c15ULL * (image + 1)) ^ (0xbf58476d1ce4e5b9ULL * (static_cast<uint64_t>(round) + 1)));
+    Rng rng(mix.next_u64());
     const Shape s = it.x.shape();
     if (s_.ball == Ball::Linf) {
-      it.x.copy_from(rand_uniform(s, rng_, -s_.eps, s_.eps).to(dev_));
+      it.x.copy_from(rand_uniform(s, rng, -s_.eps, s_.eps).to(dev_));
     } else {
-      Tensor d = randn(s, rng_);
+      Tensor d = randn(s, rng);
       double n = 0;
       for (float v : d.to_vector()) n += static_cast<double>(v) * v;
-      const float radius = static_cast<float>(s_.eps * rng_.uniform() / std::max(std::sqrt(n), 1e-12));
+      const float radius = static_cast<float>(s_.eps * rng.uniform() / std::max(std::sqrt(n), 1e-12));
       unary(UnaryOp::Affine, d, d, radius, 0.f);
       it.x.copy_from(d.to(dev_));
     }
@@ -310,9 +317,10 @@ class Attack {
     std::vector<Var> xs;
     std::vector<Var> ws;
     for (Item* it : its) {
-      if (cw && grad) {
-        // x = (tanh(w) + 1) / 2, w kept in it->m
-        Var w(it->m, true);
+      if (cw) {
+        // x = (tanh(w) + 1) / 2, w kept in it->m: also without a gradient (the last step of a
+        // round), so the image evaluated is the one recorded and kept, not the one before it.
+        Var w(it->m, grad);
         ws.push_back(w);
         xs.push_back(affine(tanh(w), 0.5f, 0.5f));
       } else {
@@ -418,7 +426,7 @@ class Attack {
       it.x = it.x0.clone();
       if (s_.method == AttackMethod::MiFgsm || s_.method == AttackMethod::Adam) it.m = Tensor::zeros(it.x.shape(), dev_);
       if (s_.method == AttackMethod::Adam) it.v = Tensor::zeros(it.x.shape(), dev_);
-      if (s_.random_start) random_start(it);
+      if (s_.random_start) random_start(it, ids[j], round);
       out[j].best_run = round;
     }
     const int max_steps = s_.method == AttackMethod::Fgsm ? 1 : s_.steps;
@@ -517,6 +525,9 @@ class Attack {
       Eval e = evaluate(act, act_ids, true, false);
       for (size_t a = 0; a < act.size(); ++a) {
         sign_step(act[a]->x, e.grads[a], level);
+        // Back into the ball before rounding: one level on every pixel is sqrt(n) levels of L2,
+        // and snap only shortens changes that a projection has already bounded.
+        if (s_.method != AttackMethod::Cw) project(*act[a]);
         Tensor q = snap(act[a]->x, act[a]->x0);
         act[a]->x.copy_from(q);
       }
@@ -631,7 +642,6 @@ class Attack {
   const std::vector<AttackItem>& items_;
   const AttackSettings& s_;
   const StepObserver& observer_;
-  Rng rng_;
   Clock::time_point start_;
   Device dev_;
   int64_t k_ = 0;

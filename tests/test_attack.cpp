@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <unistd.h>
 
 #include "attack/attack.h"
@@ -11,6 +12,8 @@
 #include "kernels/pointwise.h"
 #include "kernels/reduce.h"
 #include "layers/module.h"
+#include "layers/ops.h"
+#include "models/preprocess.h"
 #include "tensor/random.h"
 #include "tools/lib/image.h"
 #include "tests/tiny_net.h"
@@ -86,6 +89,10 @@ TEST_CASE("attack: every method reaches a reachable target, projections hold on 
       float linf = 0;
       for (size_t i = 0; i < x.size(); ++i) linf = std::max(linf, std::fabs(x[i] - x0[i]) * 255.f);
       REQUIRE(v.record->linf == doctest::Approx(linf));
+      // ... and the probabilities are this image's (cw's last step of a round once paired the
+      // image after the round's last update with the probabilities of the image before it).
+      const std::vector<float> p = predict(net, {*v.image}, false)[0];
+      for (size_t k = 0; k < p.size(); ++k) REQUIRE(std::fabs(p[k] - (*v.probs)[k]) <= 1e-5f);
     };
     const std::vector<ItemResult> r = run_attack(net, {AttackItem{image, target}}, s, observe);
     REQUIRE(r.size() == 1);
@@ -110,6 +117,204 @@ TEST_CASE("attack: every method reaches a reachable target, projections hold on 
     if (s.method != AttackMethod::Cw && c.ball == Ball::L2) CHECK(r[0].l2 <= c.eps * (1 + 1e-5f));
     CHECK(r[0].final_probs[target] == *std::max_element(r[0].final_probs.begin(), r[0].final_probs.end()));
   }
+}
+
+namespace {
+
+// The attack's gradient, recomputed outside it: the objective (cross-entropy toward the target,
+// or its negative away from the true class) of the batch `xs`, through the model's resize +
+// crop, differentiated with respect to each image. The same ops on the same batch as the
+// attack's own step, so the same floats.
+std::vector<std::vector<float>> objective_grads(Model& m, const std::vector<Tensor>& xs, const std::vector<int>& labels,
+                                                bool targeted) {
+  std::vector<Var> vs, inputs;
+  std::vector<float> lab;
+  for (size_t j = 0; j < xs.size(); ++j) {
+    vs.push_back(Var(xs[j].clone(), true));
+    const Shape s = xs[j].shape();
+    inputs.push_back(apply_preprocess(reshape(vs.back(), Shape{1, s[0], s[1], s[2]}), m.preprocess(),
+                                      m.input_height(), m.input_width()));
+    lab.push_back(static_cast<float>(labels[j]));
+  }
+  Var ce = cross_entropy(m.forward(concat_batch(inputs)), Tensor::from_vector(Shape{static_cast<int64_t>(lab.size())}, lab));
+  sum(targeted ? ce : affine(ce, -1.f, 0.f)).backward();
+  std::vector<std::vector<float>> out;
+  for (const Var& v : vs) out.push_back(v.grad().to_vector());
+  return out;
+}
+
+float sgn(float v) { return v > 0.f ? 1.f : (v < 0.f ? -1.f : 0.f); }
+
+}  // namespace
+
+TEST_CASE("attack: every method's steps are its paper's update, per image of a batch") {
+  // Two images of different sizes in one batch, three steps, a confidence no image reaches:
+  // every step of every image is rebuilt here from the recorded image before it, with the
+  // gradient recomputed and the update written out from the papers (descent: the article's
+  // x -= lr g with lr fixed by the first step; FGSM / BIM / PGD-Linf: x -= a sign(g), clipped to
+  // the eps-ball and [0, 1]; PGD-L2: x -= a g / ||g||_2, then the ball; MI-FGSM: m = mu m +
+  // g / ||g||_1 with the L1 norm of that image's gradient alone, x -= a sign(m); Adam: bias-
+  // corrected moments). A norm taken over the batch, a flipped sign or a missing projection
+  // moves some pixel by a whole step.
+  TinyNet net(21);
+  Rng rng(22);
+  const std::vector<Tensor> images = {grid_image(20, 23, rng), grid_image(17, 18, rng)};
+  std::vector<AttackItem> items;
+  for (const Tensor& im : images) items.push_back({im, runner_up(net, im)});
+  struct Case {
+    const char* method;
+    Ball ball;
+    bool targeted, random_start;
+  };
+  const Case cases[] = {{"descent", Ball::Linf, true, false}, {"fgsm", Ball::Linf, true, false},
+                        {"bim", Ball::Linf, true, false},     {"bim", Ball::Linf, false, false},
+                        {"pgd", Ball::Linf, true, true},      {"pgd", Ball::L2, true, true},
+                        {"pgd", Ball::L2, false, false},      {"mifgsm", Ball::Linf, true, false},
+                        {"mifgsm", Ball::Linf, false, false}, {"adam", Ball::Linf, true, false}};
+  for (const Case& c : cases) {
+    const std::string what = std::string(c.method) + " " + ball_name(c.ball) + (c.targeted ? "" : " untargeted");
+    CAPTURE(what);
+    AttackSettings s;
+    s.method = parse_attack_method(c.method);
+    s.ball = c.ball;
+    s.targeted = c.targeted;
+    s.eps = (c.ball == Ball::L2 ? 40.f : 5.f) / 255.f;  // three steps of 2 reach past 5
+    s.step = (c.ball == Ball::L2 ? 15.f : 2.f) / 255.f;
+    s.steps = s.method == AttackMethod::Fgsm ? 1 : 3;
+    s.confidence = 1.f;  // no targeted image stops early
+    s.momentum = 0.7f;
+    s.random_start = c.random_start;
+    s.refine_steps = 0;
+    s.seed = 5;
+    std::vector<AttackItem> batch = items;
+    if (!c.targeted)  // away from each image's own prediction
+      for (size_t i = 0; i < batch.size(); ++i) {
+        const std::vector<float> p = predict(net, {batch[i].image}, false)[0];
+        batch[i].label = static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
+      }
+    std::map<std::pair<int, int>, Tensor> seen;  // (step, image) -> the image at that step
+    auto observe = [&](const StepView& v) { seen[{v.record->step, v.item}] = v.image->clone(); };
+    run_attack(net, batch, s, observe);
+    REQUIRE(seen.count({0, 0}));
+    REQUIRE(seen.count({0, 1}));
+    for (int i = 0; i < 2; ++i) {  // the start: the original, or a random point of the ball
+      const std::vector<float> x = seen[{0, i}].to_vector(), x0 = batch[i].image.to_vector();
+      double l2 = 0, linf = 0;
+      for (size_t k = 0; k < x.size(); ++k) {
+        l2 += (x[k] - x0[k]) * static_cast<double>(x[k] - x0[k]);
+        linf = std::max<double>(linf, std::fabs(x[k] - x0[k]));
+      }
+      if (!c.random_start) {
+        CHECK(l2 == 0.0);
+      } else {
+        CHECK(l2 > 0.0);
+        CHECK((c.ball == Ball::Linf ? linf : std::sqrt(l2)) <= s.eps * (1 + 1e-5));
+      }
+    }
+    std::vector<std::vector<double>> m(2), v(2);  // mifgsm momentum, adam moments
+    std::vector<float> lr(2, 0.f);
+    int updates = 0;
+    for (int t = 0; t < s.steps; ++t) {
+      std::vector<int> batch_t, labels;
+      std::vector<Tensor> xs;
+      for (int i = 0; i < 2; ++i)
+        if (seen.count({t, i})) batch_t.push_back(i), labels.push_back(batch[i].label), xs.push_back(seen[{t, i}]);
+      if (batch_t.empty()) break;
+      const std::vector<std::vector<float>> g = objective_grads(net, xs, labels, c.targeted);
+      for (size_t a = 0; a < batch_t.size(); ++a) {
+        const int i = batch_t[a];
+        if (!seen.count({t + 1, i})) continue;  // it stopped here
+        const std::vector<float> x = xs[a].to_vector(), x0 = batch[i].image.to_vector(), got = seen[{t + 1, i}].to_vector();
+        const std::vector<float>& gi = g[a];
+        const size_t n = x.size();
+        std::vector<double> want(n);
+        double l1 = 0, l2 = 0, gmax = 0;
+        for (float e : gi) l1 += std::fabs(e), l2 += static_cast<double>(e) * e, gmax = std::max<double>(gmax, std::fabs(e));
+        if (m[i].empty()) m[i].assign(n, 0.0), v[i].assign(n, 0.0);
+        for (size_t k = 0; k < n; ++k) {
+          double y = x[k];
+          switch (s.method) {
+            case AttackMethod::Descent:
+              if (lr[i] == 0.f) lr[i] = static_cast<float>(s.step / gmax);
+              y -= lr[i] * gi[k];
+              break;
+            case AttackMethod::Fgsm:
+            case AttackMethod::Bim:
+              y -= s.step * sgn(gi[k]);
+              break;
+            case AttackMethod::Pgd:
+              y -= c.ball == Ball::Linf ? s.step * sgn(gi[k]) : s.step * gi[k] / std::sqrt(l2);
+              break;
+            case AttackMethod::MiFgsm:
+              m[i][k] = s.momentum * m[i][k] + gi[k] / l1;
+              y -= s.step * sgn(static_cast<float>(m[i][k]));
+              break;
+            case AttackMethod::Adam: {
+              m[i][k] = s.beta1 * m[i][k] + (1 - s.beta1) * gi[k];
+              v[i][k] = s.beta2 * v[i][k] + (1 - s.beta2) * gi[k] * static_cast<double>(gi[k]);
+              const double mh = m[i][k] / (1 - std::pow(s.beta1, t + 1)), vh = v[i][k] / (1 - std::pow(s.beta2, t + 1));
+              y -= s.step * mh / (std::sqrt(vh) + 1e-8);
+              break;
+            }
+            case AttackMethod::Cw:
+              break;
+          }
+          want[k] = y;  // Linf: into [0, 1] and the ball; L2: below, after the whole step
+          if (c.ball == Ball::Linf)
+            want[k] = std::min(std::min(1.0, x0[k] + static_cast<double>(s.eps)),
+                               std::max(std::max(0.0, x0[k] - static_cast<double>(s.eps)), y));
+        }
+        if (c.ball == Ball::L2) {  // onto the ball: the whole change scaled, then into [0, 1]
+          double d2 = 0;
+          for (size_t k = 0; k < n; ++k) d2 += (want[k] - x0[k]) * (want[k] - x0[k]);
+          const double f = std::sqrt(d2) > s.eps ? s.eps / std::sqrt(d2) : 1.0;
+          for (size_t k = 0; k < n; ++k) want[k] = std::min(1.0, std::max(0.0, x0[k] + (want[k] - x0[k]) * f));
+        }
+        int bad = 0;
+        for (size_t k = 0; k < n; ++k)
+          if (!(std::fabs(got[k] - want[k]) <= 2e-6)) {
+            if (bad++ < 3) MESSAGE("image " << i << " step " << t + 1 << " [" << k << "]: got " << got[k] << " want " << want[k]);
+          }
+        CHECK_MESSAGE(bad == 0, bad << " of " << n << " values differ");
+        ++updates;
+      }
+    }
+    CHECK(updates >= (s.method == AttackMethod::Fgsm ? 2 : 4));  // both images, every step (untargeted: most)
+  }
+}
+
+TEST_CASE("attack: the 8-bit refinement stays inside the L2 ball") {
+  // Steps of a quarter level toward a confidence the float image then just passes: rounding
+  // to 8 bits loses some of those successes (5 of the 16 here), so the refinement's 8-bit steps
+  // run. One such step on every pixel is sqrt(n) levels of L2 (38 here), and these budgets are
+  // just what the success needs, so each step must be projected back into the ball (without
+  // the projection: 115 to 127 levels in balls of 100 and 120).
+  TinyNet net(5);
+  Rng rng(7);
+  const Tensor image = grid_image(20, 24, rng);
+  const int target = runner_up(net, image);
+  int refined = 0;
+  for (const float eps : {100.f, 120.f})
+    for (const float confidence : {0.45f, 0.46f, 0.47f, 0.48f, 0.49f, 0.5f, 0.52f, 0.55f}) {
+      CAPTURE(eps);
+      CAPTURE(confidence);
+      AttackSettings s;
+      s.method = AttackMethod::Pgd;
+      s.ball = Ball::L2;
+      s.eps = eps / 255.f;
+      s.step = 0.25f / 255.f;  // small steps: the float success is just past the boundary
+      s.steps = 1000;
+      s.confidence = confidence;  // and the top-1: reached by small steps, just past it
+      s.refine_steps = 10;
+      float max_l2 = 0;
+      auto observe = [&](const StepView& v) { max_l2 = std::max(max_l2, v.record->l2); };
+      const std::vector<ItemResult> r = run_attack(net, {AttackItem{image, target}}, s, observe);
+      CHECK(max_l2 <= eps * (1 + 1e-5f));
+      CHECK(r[0].l2 <= eps * (1 + 1e-5f));
+      refined += r[0].refined;
+    }
+  CHECK(refined >= 1);  // the path under test ran
+  MESSAGE(refined << " of 16 runs refined");
 }
 
 TEST_CASE("attack: the saved PNG, read back, classifies exactly as reported") {
@@ -193,6 +398,46 @@ TEST_CASE("attack: runs are reproducible with a seed, settings out of range are 
   bad.steps = 0;
   CHECK_THROWS_WITH_AS(validate(bad), doctest::Contains("--steps"), Error);
   CHECK_THROWS_WITH_AS(parse_attack_method("deepfool"), doctest::Contains("known: descent, fgsm"), Error);
+  bad = s;
+  bad.random_start = false;  // restarts of a deterministic run would repeat it exactly
+  CHECK_THROWS_WITH_AS(validate(bad), doctest::Contains("--restarts 2 needs a random start"), Error);
+}
+
+TEST_CASE("attack: an image's random starts depend on the seed, the image and the restart, not the batch") {
+  TinyNet net(13);
+  Rng rng(14);
+  const Tensor a = grid_image(16, 16, rng), b = grid_image(18, 17, rng);
+  AttackSettings s;
+  s.method = AttackMethod::Pgd;
+  s.random_start = true;
+  s.restarts = 2;
+  s.steps = 2;
+  s.confidence = 1.f;  // nothing succeeds: both restarts run
+  s.seed = 99;
+  // (round, image) -> the image at step 0 of that round: the random start.
+  auto starts = [&](const std::vector<AttackItem>& items, uint64_t seed) {
+    std::map<std::pair<int, int>, std::vector<float>> out;
+    AttackSettings t = s;
+    t.seed = seed;
+    run_attack(net, items, t, [&](const StepView& v) {
+      if (v.record->step == 0) out[{v.record->round, v.item}] = v.image->to_vector();
+    });
+    return out;
+  };
+  auto alone = starts({AttackItem{a, 1}}, 99);
+  auto pair = starts({AttackItem{a, 1}, AttackItem{b, 2}}, 99);
+  auto other_seed = starts({AttackItem{a, 1}}, 100);
+  REQUIRE(alone.size() == 2);
+  REQUIRE(pair.size() == 4);
+  CHECK(alone[{0, 0}] == pair[{0, 0}]);  // the same with or without b in the batch
+  CHECK(alone[{1, 0}] == pair[{1, 0}]);
+  CHECK(alone[{0, 0}] != alone[{1, 0}]);  // each restart starts somewhere else
+  CHECK(alone[{0, 0}] != other_seed[{0, 0}]);
+  // Item 1's start is drawn from its own stream: not item 0's numbers at a smaller size.
+  const std::vector<float>& s0 = pair[{0, 0}];
+  const std::vector<float>& s1 = pair[{0, 1}];
+  const std::vector<float> a0 = a.to_vector(), b0 = b.to_vector();
+  CHECK(s0[0] - a0[0] != s1[0] - b0[0]);
 }
 
 TEST_CASE("attack kernels: projections and 8-bit rounding") {
