@@ -47,6 +47,7 @@ struct Options {
   bool json = false, untargeted = false, random_start = false, no_random_start = false, no_animation = false;
   uint64_t seed = 0;
   bool graph = true;  // --graph / --no-graph: the steps from one CUDA graph on a GPU
+  bool eps_given = false;  // --eps or a manifest row's eps: the L2 ball has no default size
   std::string manifest, shard;  // --manifest jobs.csv [--shard i/N] (tools/lib/manifest.h)
   std::string command_line;
 };
@@ -127,6 +128,12 @@ AttackSettings settings_of(Options& o) {
   s.method = parse_attack_method(o.method);
   s.ball = parse_ball(o.norm);
   s.targeted = !o.untargeted;
+  // 8 levels is a usual L-inf budget; as an L2 norm over a whole image it is next to nothing
+  // (published ImageNet L2 budgets are 0.5 to 3 in [0, 1] units at 224x224, 128 to 765
+  // levels), and it grows with the resolution, so L2 has no default: the user picks it.
+  TRICK_CHECK(o.eps_given || parse_ball(o.norm) != Ball::L2,
+              "--norm l2 needs --eps: the L2 norm of the change over the whole image, in 8-bit units "
+              "(e.g. --eps 765 is 3.0 in [0, 1] units), at the image's own resolution");
   s.eps = o.eps / 255.f;
   const bool sign_method = s.method == AttackMethod::Fgsm || s.method == AttackMethod::Bim ||
                            s.method == AttackMethod::Pgd || s.method == AttackMethod::MiFgsm;
@@ -491,7 +498,7 @@ Options row_options(const Options& base, const ManifestRow& row) {
     };
     if (k == "method") o.method = v;
     else if (k == "norm") o.norm = v;
-    else if (k == "eps") o.eps = static_cast<float>(number(-1e9, 1e9));
+    else if (k == "eps") o.eps = static_cast<float>(number(-1e9, 1e9)), o.eps_given = true;
     else if (k == "step") o.step = static_cast<float>(number(-1e9, 1e9));
     else if (k == "steps") o.steps = static_cast<int>(integer(-1e9, 1e9));
     else if (k == "confidence") o.confidence = static_cast<float>(number(-1e9, 1e9));
@@ -523,6 +530,7 @@ int run_manifest(Options& o) {
     Options check = o;
     check.images = {"-"};
     if (check.targets.empty()) check.untargeted = true;
+    check.eps_given = true;  // rows may give it; a row that needs one and has none fails alone
     settings_of(check);
   }
   const Device dev = choose_device(o.device);
@@ -598,8 +606,11 @@ const bool registered = register_command(
                       "once for all images, once per image, or several for one image");
        app.add_option("--weights", o->weights, "Weights (.safetensors, or a PyTorch .pth state dict); default: the embedded Fashion-MNIST model");
        app.add_option("--method,-m", o->method, "descent, fgsm, bim, pgd, mifgsm, adam or cw")->capture_default_str();
-       app.add_option("--eps", o->eps, "Perturbation budget in 8-bit units (8 = 8/255; L2 norm with --norm l2)")
-           ->capture_default_str();
+       app.add_option("--eps", o->eps,
+                      "Perturbation budget in 8-bit units (8 = 8/255). With --norm l2 it must be given: the L2 "
+                      "norm of the change over the whole image (765 = 3.0 in [0, 1] units)")
+           ->capture_default_str()
+           ->each([o](const std::string&) { o->eps_given = true; });
        app.add_option("--norm", o->norm, "The eps-ball: linf or l2 (l2 for pgd)")->capture_default_str();
        app.add_option("--step", o->step,
                       "Step in 8-bit units (sign methods: per step; descent: the first step's largest change; "
