@@ -65,6 +65,7 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& 
   check_same_shape("cross_entropy", "logits", logits, "probabilities", probs);
   check_row_strided("cross_entropy", "probabilities", probs);
   check_shape("cross_entropy", "losses", losses, Shape{logits.dim(0)});
+  check_contiguous("cross_entropy", "losses", losses);  // the kernels index it by row
   TRICK_DISPATCH("cross_entropy", dev, cross_entropy_forward, logits, targets, probs, losses);
 }
 
@@ -74,6 +75,7 @@ void cross_entropy_backward(const Tensor& probs, const Tensor& targets, const Te
   check_logits("cross_entropy_backward", "probabilities", probs);
   check_targets("cross_entropy_backward", targets, probs);
   check_shape("cross_entropy_backward", "loss gradient", dlosses, Shape{probs.dim(0)});
+  check_contiguous("cross_entropy_backward", "loss gradient", dlosses);
   check_same_shape("cross_entropy_backward", "probabilities", probs, "logit gradient", dlogits);
   check_row_strided("cross_entropy_backward", "logit gradient", dlogits);
   TRICK_DISPATCH("cross_entropy_backward", dev, cross_entropy_backward, probs, targets, dlosses, dlogits,

@@ -418,7 +418,9 @@ void Tensor::fill(float value) {
     cudaGetDevice(&prev);
     if (prev != device_.index) cudaSetDevice(device_.index);
     const cudaError_t e =
-        is_contiguous() ? cudaMemsetAsync(data_, 0, numel() * sizeof(float), s)
+        // One row is one run of memory whatever its stride (which cudaMemset2D would refuse
+        // as a pitch when it is below the row's width).
+        is_contiguous() || rows() == 1 ? cudaMemsetAsync(data_, 0, numel() * sizeof(float), s)
                         : cudaMemset2DAsync(data_, ld() * sizeof(float), 0, cols() * sizeof(float), rows(), s);
     if (prev != device_.index) cudaSetDevice(prev);
     cuda_check(e, captured ? "cudaMemsetAsync (captured)" : "cudaMemsetAsync");

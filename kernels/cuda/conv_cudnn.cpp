@@ -166,6 +166,9 @@ std::unique_ptr<Plan> build_plan(Kind kind, const Geometry& g, MathMode mode, cu
       break;
     }
   }
+  // A candidate whose buffers did not fit can leave its failed allocation as the runtime's
+  // last error; our next launch check would then report it as that kernel's failure.
+  if (measure) (void)cudaGetLastError();
   if (algo < 0) {
     why = CUDNN_STATUS_NOT_SUPPORTED;
     return nullptr;

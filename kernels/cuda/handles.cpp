@@ -68,12 +68,18 @@ CudnnHandle& CudnnHandle::operator=(CudnnHandle&& o) noexcept {
 namespace {
 // Never destroyed: handles must not be torn down after the CUDA runtime at exit.
 template <class H>
-H& handle_for(int device) {
+H& handle_for(int device, const char* library) {
   static std::mutex mu;
   static auto* handles = new std::map<int, H>();
   std::lock_guard<std::mutex> lock(mu);
   auto it = handles->find(device);
-  if (it == handles->end()) it = handles->emplace(device, H()).first;
+  if (it == handles->end()) {
+    // Creating a handle allocates and synchronises: inside a capture it would fail the capture
+    // with no word of why.
+    TRICK_CHECK(!stream_capturing(), library, ": first use on cuda:", device,
+                " inside a CUDA graph capture (its handle cannot be created then); run the work eagerly once first");
+    it = handles->emplace(device, H()).first;
+  }
   return it->second;
 }
 }  // namespace
@@ -100,7 +106,7 @@ void* cublas_workspace(int device) {
 
 cublasHandle_t cublas() {
   const int device = current_device();
-  cublasHandle_t h = handle_for<CublasHandle>(device).get();
+  cublasHandle_t h = handle_for<CublasHandle>(device, "cublas").get();
   TRICK_CUBLAS_CHECK(cublasSetStream(h, stream()));
   // cublasSetStream puts the handle back on cuBLAS's own workspace pool, which it serves
   // differently during a graph capture (stream-ordered allocations) than eagerly: our fixed
@@ -111,7 +117,7 @@ cublasHandle_t cublas() {
 }
 
 cudnnHandle_t cudnn() {
-  cudnnHandle_t h = handle_for<CudnnHandle>(current_device()).get();
+  cudnnHandle_t h = handle_for<CudnnHandle>(current_device(), "cudnn").get();
   TRICK_CUDNN_CHECK(cudnnSetStream(h, stream()));
   return h;
 }
