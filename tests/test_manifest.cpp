@@ -188,6 +188,15 @@ TEST_CASE("manifest: trick attack --manifest runs rows, records failures, resume
   CHECK(contains(csv, "sneaker," + samples + "7_sneaker.png,ankle boot,done,1,1,"));
   CHECK(contains(csv, "bag," + samples + "8_bag.png,9,done,0,0,3,"));
   CHECK(count_of(csv, ",failed,") == 3);
+  {  // summary.json says what success means, and the papers' top-1 criterion beside it
+    const nlohmann::json sneaker = nlohmann::json::parse(slurp(d + "/out/sneaker/summary.json"));
+    CHECK(sneaker["success"]["8bit"] == true);
+    CHECK(sneaker["success"]["top1_8bit"] == true);
+    CHECK(sneaker["success"]["rule"] == "target probability >= 0.99 and top-1");
+    const nlohmann::json bag = nlohmann::json::parse(slurp(d + "/out/bag/summary.json"));
+    CHECK(bag["success"]["8bit"] == false);
+    CHECK(bag["success"]["top1_8bit"] == (bag["final_top5"][0]["index"] == 9));
+  }
 
   // Again: the finished rows are skipped, the failed ones tried again (and fail again).
   out = run_trick("attack --manifest " + d + "/jobs.csv --out " + d + "/out --no-animation --device cpu", &status);

@@ -1,5 +1,7 @@
 #include "tools/lib/attack_outputs.h"
 
+#include <algorithm>
+
 #include <cmath>
 #include <exception>
 #include <future>
@@ -107,6 +109,12 @@ nlohmann::json summary_json(const AttackRecord& r) {
   if (s.method == AttackMethod::Adam) settings["betas"] = {s.beta1, s.beta2};
   if (s.method == AttackMethod::Cw)
     settings.update({{"kappa", s.kappa}, {"cw_c", s.cw_c}, {"cw_search", s.cw_search}, {"cw_lr", s.cw_lr}});
+  // What "success" means, and the top-1 criterion most papers count, for comparing with them.
+  const int top1 =
+      static_cast<int>(std::max_element(res.final_probs.begin(), res.final_probs.end()) - res.final_probs.begin());
+  const std::string rule = !s.targeted                        ? std::string("top-1 is not the true class")
+                           : s.method == AttackMethod::Cw ? cat("top-1 is the target by a logit margin >= ", s.kappa)
+                                                          : cat("target probability >= ", s.confidence, " and top-1");
   nlohmann::json j = {
       {"image", r.image_path},
       {"image_size", {r.original.dim(0), r.original.dim(1)}},
@@ -121,7 +129,12 @@ nlohmann::json summary_json(const AttackRecord& r) {
            ? nlohmann::json{{"index", r.label}, {"label", names[r.label]}}
            : nlohmann::json{{"index", r.label}, {"label", names[r.label]}, {"chosen_by", r.chosen_by}}},
       {"settings", settings},
-      {"success", {{"float", res.success_float}, {"8bit", res.success_8bit}, {"refined", res.refined}}},
+      {"success",
+       {{"float", res.success_float},
+        {"8bit", res.success_8bit},
+        {"refined", res.refined},
+        {"rule", rule},
+        {"top1_8bit", s.targeted ? top1 == r.label : top1 != r.label}}},
       {"steps", res.steps},
       {"best_run", res.best_run},
       {"norms_255", {{"linf", res.linf}, {"l2", res.l2}, {"l0", res.l0}}},
