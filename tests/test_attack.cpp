@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "attack/attack.h"
+#include "attack/losses.h"
 #include "kernels/attack.h"
 #include "kernels/pointwise.h"
 #include "kernels/reduce.h"
@@ -16,6 +17,7 @@
 #include "models/preprocess.h"
 #include "tensor/random.h"
 #include "tools/lib/image.h"
+#include "tests/op_check.h"
 #include "tests/tiny_net.h"
 
 using namespace trick;
@@ -438,6 +440,36 @@ TEST_CASE("attack: an image's random starts depend on the seed, the image and th
   const std::vector<float>& s1 = pair[{0, 1}];
   const std::vector<float> a0 = a.to_vector(), b0 = b.to_vector();
   CHECK(s0[0] - a0[0] != s1[0] - b0[0]);
+}
+
+TEST_CASE("margin_loss (cw): forward and gradient against the double reference") {
+  // Carlini-Wagner's f: max(max_{j != t} z_j - z_t, -kappa) (targeted), max(z_t - max_{j != t}
+  // z_j, -kappa) (untargeted). With kappa 2 some items are past the margin: flat, gradient 0.
+  Rng rng(31);
+  const int64_t n = 6, k = 7;
+  for (const bool targeted : {true, false})
+    for (const float kappa : {0.f, 2.f}) {
+      const std::string what = std::string("margin_loss ") + (targeted ? "targeted" : "untargeted") + " kappa " +
+                               std::to_string(static_cast<int>(kappa));
+      std::vector<float> t(n);
+      for (int64_t i = 0; i < n; ++i) t[i] = static_cast<float>(rng.below(k));
+      const Tensor targets = Tensor::from_vector(Shape{n}, t);
+      auto ref = [&](const std::vector<std::vector<double>>& in) {
+        const std::vector<double>& z = in[0];
+        std::vector<double> out(n);
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t c = static_cast<int64_t>(t[i]);
+          double other = -INFINITY;
+          for (int64_t j = 0; j < k; ++j)
+            if (j != c) other = std::max(other, z[i * k + j]);
+          const double m = targeted ? other - z[i * k + c] : z[i * k + c] - other;
+          out[i] = std::max(m, -static_cast<double>(kappa));
+        }
+        return out;
+      };
+      test::check_op(what, {Var(randn(Shape{n, k}, rng, 3.f), true)},
+                     [&](const std::vector<Var>& v) { return margin_loss(v[0], targets, kappa, targeted); }, ref, rng);
+    }
 }
 
 TEST_CASE("attack kernels: projections and 8-bit rounding") {
