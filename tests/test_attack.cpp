@@ -287,7 +287,7 @@ TEST_CASE("attack: every method's steps are its paper's update, per image of a b
 
 TEST_CASE("attack: the 8-bit refinement stays inside the L2 ball") {
   // Steps of a quarter level toward a confidence the float image then just passes: rounding
-  // to 8 bits loses some of those successes (5 of the 16 here), so the refinement's 8-bit steps
+  // to 8 bits loses some of those successes (these 5), so the refinement's 8-bit steps
   // run. One such step on every pixel is sqrt(n) levels of L2 (38 here), and these budgets are
   // just what the success needs, so each step must be projected back into the ball (without
   // the projection: 115 to 127 levels in balls of 100 and 120).
@@ -296,27 +296,29 @@ TEST_CASE("attack: the 8-bit refinement stays inside the L2 ball") {
   const Tensor image = grid_image(20, 24, rng);
   const int target = runner_up(net, image);
   int refined = 0;
-  for (const float eps : {100.f, 120.f})
-    for (const float confidence : {0.45f, 0.46f, 0.47f, 0.48f, 0.49f, 0.5f, 0.52f, 0.55f}) {
-      CAPTURE(eps);
-      CAPTURE(confidence);
-      AttackSettings s;
-      s.method = AttackMethod::Pgd;
-      s.ball = Ball::L2;
-      s.eps = eps / 255.f;
-      s.step = 0.25f / 255.f;  // small steps: the float success is just past the boundary
-      s.steps = 1000;
-      s.confidence = confidence;  // and the top-1: reached by small steps, just past it
-      s.refine_steps = 10;
-      float max_l2 = 0;
-      auto observe = [&](const StepView& v) { max_l2 = std::max(max_l2, v.record->l2); };
-      const std::vector<ItemResult> r = run_attack(net, {AttackItem{image, target}}, s, observe);
-      CHECK(max_l2 <= eps * (1 + 1e-5f));
-      CHECK(r[0].l2 <= eps * (1 + 1e-5f));
-      refined += r[0].refined;
-    }
+  // (budget, confidence): the runs that refine, of a sweep of 16 (fewer: faster under ASan).
+  const std::pair<float, float> runs[] = {{100.f, 0.45f}, {100.f, 0.46f}, {120.f, 0.45f}, {120.f, 0.46f}, {120.f, 0.5f}};
+  for (const auto& run : runs) {
+    const float eps = run.first, confidence = run.second;
+    CAPTURE(eps);
+    CAPTURE(confidence);
+    AttackSettings s;
+    s.method = AttackMethod::Pgd;
+    s.ball = Ball::L2;
+    s.eps = eps / 255.f;
+    s.step = 0.25f / 255.f;  // small steps: the float success is just past the boundary
+    s.steps = 600;  // they succeed in 358 to 413
+    s.confidence = confidence;  // and the top-1: reached by small steps, just past it
+    s.refine_steps = 10;
+    float max_l2 = 0;
+    auto observe = [&](const StepView& v) { max_l2 = std::max(max_l2, v.record->l2); };
+    const std::vector<ItemResult> r = run_attack(net, {AttackItem{image, target}}, s, observe);
+    CHECK(max_l2 <= eps * (1 + 1e-5f));
+    CHECK(r[0].l2 <= eps * (1 + 1e-5f));
+    refined += r[0].refined;
+  }
   CHECK(refined >= 1);  // the path under test ran
-  MESSAGE(refined << " of 16 runs refined");
+  MESSAGE(refined << " of 5 runs refined");
 }
 
 TEST_CASE("attack: the saved PNG, read back, classifies exactly as reported") {
