@@ -131,14 +131,11 @@ AttackSettings settings_of(Options& o) {
   // 8 levels is a usual L-inf budget; as an L2 norm over a whole image it is next to nothing
   // (published ImageNet L2 budgets are 0.5 to 3 in [0, 1] units at 224x224, 128 to 765
   // levels), and it grows with the resolution, so L2 has no default: the user picks it.
-  TRICK_CHECK(o.eps_given || parse_ball(o.norm) != Ball::L2,
+  TRICK_CHECK(o.eps_given || s.ball != Ball::L2,
               "--norm l2 needs --eps: the L2 norm of the change over the whole image, in 8-bit units "
               "(e.g. --eps 765 is 3.0 in [0, 1] units), at the image's own resolution");
   s.eps = o.eps / 255.f;
-  const bool sign_method = s.method == AttackMethod::Fgsm || s.method == AttackMethod::Bim ||
-                           s.method == AttackMethod::Pgd || s.method == AttackMethod::MiFgsm;
   if (o.step < 0) o.step = s.method == AttackMethod::Fgsm ? o.eps : (s.ball == Ball::L2 ? o.eps / 10.f : 1.f);
-  (void)sign_method;
   s.step = o.step / 255.f;
   s.steps = s.method == AttackMethod::Fgsm ? 1 : o.steps;
   s.confidence = o.confidence;
