@@ -269,6 +269,7 @@ class Attack {
     const Norms n = norms ? *norms : perturbation_norms(it.x, it.x0);
     r.linf = n.linf, r.l2 = n.l2, r.l0 = n.l0;
     r.grad_norm = grad_norm;
+    if (s_.method == AttackMethod::Cw && !refine) r.cw_c = it.c;
     r.seconds = std::chrono::duration<double>(Clock::now() - start_).count();
     return r;
   }
@@ -561,6 +562,7 @@ class Attack {
   // with a binary search over c per item; the result is the smallest successful perturbation.
   std::vector<ItemResult> run_cw(const std::vector<Tensor>& originals, const std::vector<size_t>& ids) {
     std::vector<ItemResult> out(ids.size());
+    for (ItemResult& r : out) r.steps = s_.steps, r.best_run = s_.cw_search - 1;  // no success: the last round
     std::vector<float> c(ids.size(), s_.cw_c), lo(ids.size(), 0.f), hi(ids.size(), 1e10f);
     std::vector<bool> have_best(ids.size(), false);
     std::vector<float> best_l2(ids.size(), INFINITY);
@@ -605,7 +607,7 @@ class Attack {
               best_l2[j] = r.l2;
               best_float[j] = x.clone();
               have_best[j] = true;
-              out[j].steps = global_step;
+              out[j].steps = step;  // updates in its round (the trace's step counts all rounds' rows)
               out[j].best_run = round;
             }
           }

@@ -81,6 +81,7 @@ struct StepRecord {
   float linf = 0, l2 = 0;     // of the perturbation x - x0, in 8-bit units
   int64_t l0 = 0;             // pixel values changed by at least half an 8-bit level
   float grad_norm = 0;        // L2 norm of the gradient with respect to the image
+  float cw_c = 0;             // cw: the constant c of this step's round (0 for other methods)
   double seconds = 0;         // since the attack started
   bool from_graph = false;    // this step's forward and gradient were a CUDA graph's replay
 };

@@ -70,7 +70,7 @@ TEST_CASE("attack: every method reaches a reachable target, projections hold on 
     s.steps = c.steps;
     s.confidence = 0.6f;
     s.random_start = s.method == AttackMethod::Pgd;
-    s.cw_lr = 0.05f;
+    s.cw_lr = 0.001f;
     s.cw_search = 3;
     s.seed = 3;
     Bounds b;
@@ -285,6 +285,136 @@ TEST_CASE("attack: every method's steps are its paper's update, per image of a b
   }
 }
 
+namespace {
+
+// cw's objective ||x - x0||^2 + c * margin(z(x)) per image of the batch `xs`, differentiated
+// with respect to each image x (not w): the chain through x = (tanh w + 1) / 2 is the test's.
+std::vector<std::vector<float>> cw_grads(Model& m, const std::vector<Tensor>& xs, const std::vector<Tensor>& x0s,
+                                         const std::vector<int>& labels, const std::vector<float>& cs, float kappa) {
+  std::vector<Var> vs, inputs, dists;
+  std::vector<float> lab;
+  for (size_t j = 0; j < xs.size(); ++j) {
+    vs.push_back(Var(xs[j].clone(), true));
+    const Shape s = xs[j].shape();
+    inputs.push_back(apply_preprocess(reshape(vs.back(), Shape{1, s[0], s[1], s[2]}), m.preprocess(),
+                                      m.input_height(), m.input_width()));
+    Var d = sub(vs.back(), Var(x0s[j]));
+    dists.push_back(reshape(sum(mul(d, d)), Shape{1}));
+    lab.push_back(static_cast<float>(labels[j]));
+  }
+  const int64_t n = static_cast<int64_t>(xs.size());
+  Var margin = margin_loss(m.forward(concat_batch(inputs)), Tensor::from_vector(Shape{n}, lab), kappa, true);
+  sum(add(concat_batch(dists), mul(margin, Var(Tensor::from_vector(Shape{n}, cs))))).backward();
+  std::vector<std::vector<float>> out;
+  for (const Var& v : vs) out.push_back(v.grad().to_vector());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("attack: cw's steps are Adam on w, its c follows the binary search, it keeps the smallest success") {
+  // Carlini-Wagner L2 on two images of a batch, rebuilt from the paper and nn_robust_attacks:
+  // x = (tanh w + 1) / 2 from w0 = atanh(2 x0 - 1); each round runs Adam (bias-corrected, its
+  // moments and step count new each round) on w for ||x - x0||^2 + c * max(max_{j != t} z_j -
+  // z_t, -kappa); after a round c is halved toward the last failure if some step succeeded
+  // (hi = c), else raised (lo = c; times 10 while no success bounds it). The result is the
+  // successful step with the smallest L2 over all rounds.
+  TinyNet net(21);
+  Rng rng(23);
+  const std::vector<Tensor> images = {grid_image(20, 23, rng), grid_image(17, 18, rng)};
+  std::vector<AttackItem> items;
+  for (const Tensor& im : images) items.push_back({im, runner_up(net, im)});
+  AttackSettings s;
+  s.method = AttackMethod::Cw;
+  s.steps = 6;
+  s.cw_search = 5;
+  // Small steps and a small c (the runner-up is close: larger ones succeed in every round):
+  // some rounds fail and c grows, some succeed and c shrinks, and image 0's smallest success
+  // is not its last one.
+  s.cw_c = 1e-2f;
+  s.cw_lr = 0.001f;
+  s.refine_steps = 0;
+  struct Seen {
+    StepRecord record;
+    Tensor image;
+  };
+  std::map<std::pair<int, int>, Seen> seen;  // (image, global step) -> what the observer saw
+  auto observe = [&](const StepView& v) {
+    if (!v.record->refine) seen[{v.item, v.record->step}] = Seen{*v.record, v.image->clone()};
+  };
+  const std::vector<ItemResult> res = run_attack(net, items, s, observe);
+  REQUIRE(res.size() == 2);
+  const int per_round = s.steps + 1;  // steps 0..steps: the last one is evaluated, not updated
+  int rebuilt = 0, successes = 0, failures = 0, discriminating = 0;
+  for (int i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    const std::vector<float> x0 = images[i].to_vector();
+    const size_t n = x0.size();
+    float c = s.cw_c, lo = 0.f, hi = 1e10f;
+    int best_step = -1, last_step = -1;
+    float best_l2 = INFINITY;
+    for (int round = 0; round < s.cw_search; ++round) {
+      CAPTURE(round);
+      std::vector<double> w(n), m(n, 0.0), v(n, 0.0);
+      for (size_t k = 0; k < n; ++k) w[k] = std::atanh((2.f * x0[k] - 1.f) * 0.999999f);
+      bool round_success = false;
+      for (int t = 0; t <= s.steps; ++t) {
+        const int g = round * per_round + t;
+        REQUIRE(seen.count({i, g}));
+        const Seen& at = seen[{i, g}];
+        CHECK(at.record.round == round);
+        CHECK(at.record.cw_c == c);  // the binary search's constant, exactly
+        // The image is (tanh w + 1) / 2 of the w rebuilt here.
+        const std::vector<float> x = at.image.to_vector();
+        double worst = 0;
+        for (size_t k = 0; k < n; ++k) worst = std::max(worst, std::fabs(x[k] - (std::tanh(w[k]) + 1) / 2));
+        CHECK_MESSAGE(worst <= 2e-6, "step " << t << ": the image is " << worst << " from (tanh w + 1) / 2");
+        ++rebuilt;
+        if (at.record.top1.index == items[i].label) {  // kappa 0: success is the target on top
+          round_success = true;
+          last_step = g;
+          if (at.record.l2 < best_l2) best_l2 = at.record.l2, best_step = g;
+        }
+        if (t == s.steps) break;
+        // Adam on w with the gradient through x = (tanh w + 1) / 2.
+        const std::vector<float> gx = cw_grads(net, {at.image}, {images[i]}, {items[i].label}, {c}, s.kappa)[0];
+        for (size_t k = 0; k < n; ++k) {
+          const double th = std::tanh(w[k]), gw = gx[k] * (1 - th * th) / 2;
+          m[k] = s.beta1 * m[k] + (1 - s.beta1) * gw;
+          v[k] = s.beta2 * v[k] + (1 - s.beta2) * gw * gw;
+          const double mh = m[k] / (1 - std::pow(s.beta1, t + 1)), vh = v[k] / (1 - std::pow(s.beta2, t + 1));
+          w[k] -= s.cw_lr * mh / (std::sqrt(vh) + 1e-8);
+        }
+      }
+      (round_success ? successes : failures) += 1;
+      if (round_success) {
+        hi = std::min(hi, c);
+        c = (lo + hi) / 2;
+      } else {
+        lo = std::max(lo, c);
+        c = hi < 1e9f ? (lo + hi) / 2 : c * 10;
+      }
+    }
+    CHECK(!seen.count({i, s.cw_search * per_round}));  // nothing past the last round
+    // The result is the smallest successful image, rounded to 8 bits.
+    REQUIRE(best_step >= 0);
+    discriminating += best_step != last_step;
+    CHECK(res[i].success_float);
+    CHECK(res[i].steps == best_step % per_round);  // updates in its round
+    CHECK(res[i].best_run == best_step / per_round);
+    CHECK(res[i].adversarial_float.to_vector() == seen[{i, best_step}].image.to_vector());
+    std::vector<float> want = seen[{i, best_step}].image.to_vector();
+    for (float& f : want) f = std::round(f * 255.f) / 255.f;
+    const std::vector<float> got = res[i].adversarial.to_vector();
+    for (size_t k = 0; k < n; ++k) REQUIRE(std::fabs(got[k] - want[k]) <= 1e-6f);
+  }
+  CHECK(rebuilt == 2 * s.cw_search * per_round);
+  CHECK(discriminating >= 1);  // keeping the last success instead of the smallest would fail here
+  // Both branches of the search ran: rounds that failed (c raised) and rounds that succeeded.
+  CHECK(successes >= 2);
+  CHECK(failures >= 2);
+}
+
 TEST_CASE("attack: the 8-bit refinement stays inside the L2 ball") {
   // Steps of a quarter level toward a confidence the float image then just passes: rounding
   // to 8 bits loses some of those successes (these 5), so the refinement's 8-bit steps
@@ -405,6 +535,67 @@ TEST_CASE("attack: runs are reproducible with a seed, settings out of range are 
   bad = s;
   bad.random_start = false;  // restarts of a deterministic run would repeat it exactly
   CHECK_THROWS_WITH_AS(validate(bad), doctest::Contains("--restarts 2 needs a random start"), Error);
+}
+
+TEST_CASE("attack: restarts keep the better run: 8-bit success, then float success, then the target's probability") {
+  // The same seed with 1, 2, 3, 4 restarts: run r is the same in each (its start comes from
+  // (seed, image, r)), so the result with n restarts is the better of the result with n - 1
+  // and run n - 1 alone. Unreachable confidence: no run succeeds, every run runs all its
+  // steps, and the rule comes down to the target's probability on the saved 8-bit image.
+  TinyNet net(13);
+  Rng rng(17);
+  const Tensor image = grid_image(16, 16, rng);
+  const int target = runner_up(net, image);
+  AttackSettings s;
+  s.method = AttackMethod::Pgd;
+  s.random_start = true;
+  s.eps = 6.f / 255.f;
+  s.steps = 3;
+  s.confidence = 1.f;
+  s.seed = 7;
+  std::vector<ItemResult> r;
+  for (int n = 1; n <= 4; ++n) {
+    s.restarts = n;
+    r.push_back(run_attack(net, {AttackItem{image, target}}, s)[0]);
+  }
+  int later_won = 0;
+  for (int n = 1; n <= 4; ++n) {
+    CAPTURE(n);
+    const ItemResult& now = r[n - 1];
+    CHECK(!now.success_float);
+    CHECK(!now.success_8bit);
+    REQUIRE(now.trace.size() == static_cast<size_t>(n * (s.steps + 1)));  // every run, every step, in order
+    for (size_t k = 0; k < now.trace.size(); ++k) CHECK(now.trace[k].round == static_cast<int>(k) / (s.steps + 1));
+    if (n == 1) {
+      CHECK(now.best_run == 0);
+      continue;
+    }
+    const ItemResult& before = r[n - 2];
+    for (size_t k = 0; k < before.trace.size(); ++k)  // the earlier runs are repeated exactly
+      CHECK(now.trace[k].label_prob == before.trace[k].label_prob);
+    REQUIRE((now.best_run == before.best_run || now.best_run == n - 1));
+    if (now.best_run == before.best_run) {  // run n - 1 was not better: the result is unchanged
+      CHECK(now.adversarial.to_vector() == before.adversarial.to_vector());
+      CHECK(now.final_probs == before.final_probs);
+    } else {  // run n - 1 won: its saved image gives the target more probability
+      ++later_won;
+      CHECK(now.final_probs[target] > before.final_probs[target]);
+      CHECK(now.adversarial.to_vector() != before.adversarial.to_vector());
+    }
+    // Never worse than before, whichever run won.
+    CHECK(now.final_probs[target] >= before.final_probs[target]);
+  }
+  CHECK(later_won >= 1);  // the test saw a later restart win
+  // A run that succeeds ends the restarts: with a reachable confidence, run 0 succeeds and
+  // no second run starts.
+  s.confidence = 0.5f;
+  s.steps = 100;
+  s.eps = 24.f / 255.f;
+  s.restarts = 3;
+  const ItemResult one = run_attack(net, {AttackItem{image, target}}, s)[0];
+  REQUIRE(one.success_8bit);
+  CHECK(one.best_run == 0);
+  for (const StepRecord& t : one.trace) CHECK(t.round == 0);
 }
 
 TEST_CASE("attack: an image's random starts depend on the seed, the image and the restart, not the batch") {

@@ -290,3 +290,47 @@ TEST_CASE("attack: --target least-likely and random are chosen per image from th
   CHECK_FALSE(named[0].at("target").contains("chosen_by"));
   std::system(("rm -rf " + d).c_str());
 }
+
+TEST_CASE("attack: cw's trace.csv and trace.json carry each round's constant c") {
+  const std::string d = temp_dir();
+  const std::string image = std::string(TRICK_SOURCE_DIR) + "/data/samples/fashion/3_dress.png";
+  int status = -1;
+  const std::string out =
+      run_capture(std::string(TRICK_BINARY) + " attack " + image + " --target bag --method cw --steps 2 --cw-search 2 " +
+                      "--cw-c 0.5 --refine-steps 0 --no-animation --device cpu --out " + d + "/cw 2>&1",
+                  &status);
+  INFO(out);
+  CHECK((status == 0 || status == 3));
+  const std::string csv = slurp(d + "/cw/trace.csv");
+  REQUIRE(csv.find('\n') != std::string::npos);
+  const std::string header = csv.substr(0, csv.find('\n'));
+  CHECK(header.size() > 5);
+  CHECK(header.substr(header.size() - 5) == ",cw_c");
+  const nlohmann::json trace = nlohmann::json::parse(slurp(d + "/cw/trace.json"));
+  REQUIRE(trace.size() == 6);  // 2 rounds of steps 0, 1, 2
+  for (const auto& t : trace) {
+    CAPTURE(t.dump());
+    // Round 0 runs with --cw-c; round 1 with c halved (0.25) or, after a failure, times 10 (5).
+    if (t.at("run") == 0) CHECK(t.at("cw_c").get<double>() == 0.5);
+    if (t.at("run") == 1) CHECK((t.at("cw_c").get<double>() == 0.25 || t.at("cw_c").get<double>() == 5.0));
+  }
+  // The result's steps are updates within its round (at most --steps), the round is best_run.
+  const nlohmann::json sum = nlohmann::json::parse(slurp(d + "/cw/summary.json"));
+  const int steps = sum.at("steps").get<int>(), run = sum.at("best_run").get<int>();
+  CHECK(steps >= 0);
+  CHECK(steps <= 2);
+  CHECK(run >= 0);
+  CHECK(run <= 1);
+  if (!sum.at("success").at("float").get<bool>()) {  // no success: the last round's last image
+    CHECK(steps == 2);
+    CHECK(run == 1);
+  }
+  CHECK(contains(out, cat("after ", steps, " steps of run ", run + 1, "/2")));
+  // Other methods have no such column.
+  run_capture(std::string(TRICK_BINARY) + " attack " + image + " --target bag --steps 1 --no-animation --device cpu " +
+                  "--out " + d + "/pgd 2>&1",
+              &status);
+  const std::string pgd = slurp(d + "/pgd/trace.csv");
+  CHECK(pgd.substr(0, pgd.find('\n')).find("cw_c") == std::string::npos);
+  std::system(("rm -rf " + d).c_str());
+}

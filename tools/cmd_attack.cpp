@@ -453,9 +453,11 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
       const std::vector<float>& p = r.final_probs;
       const int top = static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
       // Targeted: "a.png -> Pig: ..."; untargeted: "a.png away from Trouser: ..." (the true class).
-      std::printf("%s %s %s: %s after %d steps (float %s, 8-bit %s%s); now %s %.4f, top-1 %s (%.4f)\n",
+      // With restarts or cw's rounds: which run the result is from (its steps are that run's).
+      const std::string of_run = runs > 1 ? cat(" of run ", r.best_run + 1, "/", runs) : std::string();
+      std::printf("%s %s %s: %s after %d steps%s (float %s, 8-bit %s%s); now %s %.4f, top-1 %s (%.4f)\n",
                   paths[i].c_str(), s.targeted ? "->" : "away from", class_label(names, labels[i]).c_str(),
-                  r.success_8bit ? "success" : "no success", r.steps, r.success_float ? "yes" : "no",
+                  r.success_8bit ? "success" : "no success", r.steps, of_run.c_str(), r.success_float ? "yes" : "no",
                   r.success_8bit ? "yes" : "no", r.refined ? ", refined" : "", s.targeted ? "target" : "true class",
                   p[labels[i]], class_label(names, top).c_str(), p[top]);
       std::printf("  perturbation: L-inf %.0f/255, L2 %.2f/255, %lld values changed; perturbation.png: +-%.0f/255 "

@@ -287,9 +287,17 @@ Tensor packed_copy(const Tensor& t) {
   return c;
 }
 
+// cuDNN's kernels may load 16 bytes at a time, and an algorithm is chosen (measured on
+// cuDNN's own, aligned buffers) and cached per shape, not per address; a view that starts
+// inside a row (a channel slice at channel 2, say) may be only 4-byte aligned. Such
+// operands are never handed to cuDNN: they go through aligned packed copies (our own
+// allocations are 512-byte aligned). Inception's branch slices start at multiples of 4
+// channels and run in place.
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
 // Runs `kind` on the tensors in place when cuDNN takes their strides, else through packed
-// copies of the strided ones. x_side / y_side are the (N, H, W, C) / (N, OH, OW, O)
-// tensors; `out` says which of them (or the filter) is written, `beta` how.
+// copies of the strided or misaligned ones. x_side / y_side are the (N, H, W, C) / (N, OH,
+// OW, O) tensors; `out` says which of them (or the filter) is written, `beta` how.
 void convolve(const char* op, Kind kind, const Tensor& x_side, const Tensor& w, const Tensor& y_side,
               const Conv2dParams& p, float beta) {
   const MathMode mode = math_mode();
@@ -298,47 +306,49 @@ void convolve(const char* op, Kind kind, const Tensor& x_side, const Tensor& w, 
               ": no bf16 math on fp32 tensors; use --bf16 with --conv own or cublas, or --tf32 with cudnn");
   const Geometry g = geometry(op, x_side, w, y_side, p);
   const bool strided = g.ldx != g.c || g.ldy != g.o;
-  auto operands = [&](const Tensor& xs, const Tensor& ys) {
+  const bool aligned = aligned16(x_side.data()) && aligned16(y_side.data()) && aligned16(w.data());
+  auto operands = [&](const Tensor& xs, const Tensor& ws, const Tensor& ys) {
     Operands o;
-    o.x = xs.data(), o.y = ys.data(), o.w = w.data(), o.beta = beta;
+    o.x = xs.data(), o.y = ys.data(), o.w = ws.data(), o.beta = beta;
     if (kind == Kind::Forward) o.y_out = ys.data();
     if (kind == Kind::Dgrad) o.x_out = xs.data();
-    if (kind == Kind::Wgrad) o.w_out = w.data();
+    if (kind == Kind::Wgrad) o.w_out = ws.data();
     return o;
   };
   cudnnStatus_t why = CUDNN_STATUS_SUCCESS;
-  if (Plan* plan = plans().get(kind, g, mode, why)) {
-    why = run(kind, *plan, operands(x_side, y_side));
-    if (why == CUDNN_STATUS_SUCCESS) return;
-    if (!strided || !refused(why)) check_cudnn(why, op, __FILE__, __LINE__);
-    plans().refuse(kind, g, mode, why);  // strided layout refused at run time: go packed from now on
+  if (aligned) {
+    if (Plan* plan = plans().get(kind, g, mode, why)) {
+      why = run(kind, *plan, operands(x_side, w, y_side));
+      if (why == CUDNN_STATUS_SUCCESS) return;
+      if (!strided || !refused(why)) check_cudnn(why, op, __FILE__, __LINE__);
+      plans().refuse(kind, g, mode, why);  // strided layout refused at run time: go packed from now on
+    }
+    if (!strided || !refused(why))
+      fail("cudnn: ", op, ": no algorithm for ", describe(g), ": ", cudnnGetErrorString(why));
   }
-  if (!strided || !refused(why))
-    fail("cudnn: ", op, ": no algorithm for ", describe(g), ": ", cudnnGetErrorString(why));
 
   Geometry gp = g;
   gp.ldx = g.c, gp.ldy = g.o;
   Plan* plan = plans().get(kind, gp, mode, why);
   TRICK_CHECK(plan, "cudnn: ", op, ": no algorithm for ", describe(gp), ": ", cudnnGetErrorString(why));
-  // Inputs are copied in; the written side is a fresh packed tensor copied back after
-  // (and copied in first when the call accumulates into it).
-  const bool x_written = kind == Kind::Dgrad, y_written = kind == Kind::Forward;
-  const bool x_packed = g.ldx == g.c, y_packed = g.ldy == g.o;
-  Tensor xs = x_packed
-                  ? x_side
-                  : (x_written && beta == 0.f ? Tensor::empty(x_side.shape(), x_side.device()) : packed_copy(x_side));
-  Tensor ys = y_packed
-                  ? y_side
-                  : (y_written && beta == 0.f ? Tensor::empty(y_side.shape(), y_side.device()) : packed_copy(y_side));
-  check_cudnn(run(kind, *plan, operands(xs, ys)), op, __FILE__, __LINE__);
-  if (x_written && !x_packed) {
-    Tensor dst = x_side;
-    cuda::copy(xs, dst);
-  }
-  if (y_written && !y_packed) {
-    Tensor dst = y_side;
-    cuda::copy(ys, dst);
-  }
+  // Inputs are copied in; a written operand that is copied is a fresh packed tensor copied
+  // back after (and copied in first when the call accumulates into it).
+  const bool x_written = kind == Kind::Dgrad, y_written = kind == Kind::Forward, w_written = kind == Kind::Wgrad;
+  const bool x_copy = g.ldx != g.c || !aligned16(x_side.data()), y_copy = g.ldy != g.o || !aligned16(y_side.data());
+  const bool w_copy = !aligned16(w.data());
+  auto side = [&](const Tensor& t, bool copy, bool written) {
+    if (!copy) return t;
+    return written && beta == 0.f ? Tensor::empty(t.shape(), t.device()) : packed_copy(t);
+  };
+  Tensor xs = side(x_side, x_copy, x_written), ys = side(y_side, y_copy, y_written), ws = side(w, w_copy, w_written);
+  check_cudnn(run(kind, *plan, operands(xs, ws, ys)), op, __FILE__, __LINE__);
+  auto copy_back = [](const Tensor& from, const Tensor& to) {
+    Tensor dst = to;
+    cuda::copy(from, dst);
+  };
+  if (x_written && x_copy) copy_back(xs, x_side);
+  if (y_written && y_copy) copy_back(ys, y_side);
+  if (w_written && w_copy) copy_back(ws, w);
 }
 
 }  // namespace

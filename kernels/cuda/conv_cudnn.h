@@ -1,7 +1,8 @@
 // The cuDNN v9 convolution backend (legacy convolution API), used by kernels/cuda/conv.cu
 // when conv_backend() is Cudnn. Tensors are described as NHWC with their real row stride
 // (cudnnSetTensor4dDescriptorEx), so channel slices are passed in place; when cuDNN
-// refuses a strided layout the data goes through packed copies instead. Per shape the
+// refuses a strided layout, or an operand does not start on 16 bytes (the algorithm is
+// chosen per shape, not per address), the data goes through packed copies instead. Per shape the
 // algorithm and its descriptors are chosen once and cached: measured (cudnnFind*, the
 // fastest) or from cuDNN's heuristic ranking (cudnnGet*_v7) as cudnn_algo() says
 // (kernels/backend.h), always deterministic and within the math mode and a 1 GiB

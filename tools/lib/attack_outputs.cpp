@@ -53,15 +53,22 @@ std::string trace_csv(const AttackRecord& r) {
   const auto& names = *r.class_names;
   std::ostringstream os;
   os << std::setprecision(8);
+  const bool cw = r.settings.method == AttackMethod::Cw;  // its constant per round, as the last column
   os << "step,run,refine,loss,cross_entropy," << (r.settings.targeted ? "target_prob" : "true_class_prob")
-     << ",top1,top1_label,top1_prob,top5,linf_255,l2_255,l0,grad_norm,seconds\n";
+     << ",top1,top1_label,top1_prob,top5,linf_255,l2_255,l0,grad_norm,seconds"
+     << (cw ? ",cw_c\n" : "\n");
   for (const StepRecord& s : r.result->trace) {
     std::string top5;
     for (const ClassProb& c : s.top5) top5 += cat(top5.empty() ? "" : " ", c.index, ":", c.prob);
     os << s.step << ',' << s.round << ',' << (s.refine ? 1 : 0) << ',' << s.loss << ',' << s.cross_entropy << ','
        << s.label_prob << ',' << s.top1.index << ',' << csv_quote(class_label(names, s.top1.index)) << ','
        << s.top1.prob << ',' << top5 << ',' << s.linf << ',' << s.l2 << ',' << s.l0 << ',' << s.grad_norm << ','
-       << s.seconds << '\n';
+       << s.seconds;
+    if (cw) {
+      os << ',';
+      if (!s.refine) os << s.cw_c;
+    }
+    os << '\n';
   }
   return os.str();
 }
@@ -85,6 +92,7 @@ nlohmann::json trace_json(const AttackRecord& r) {
                    {"l0", s.l0},
                    {"grad_norm", s.grad_norm},
                    {"seconds", s.seconds}});
+    if (r.settings.method == AttackMethod::Cw && !s.refine) out.back()["cw_c"] = s.cw_c;
   }
   return out;
 }
