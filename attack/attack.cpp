@@ -159,6 +159,10 @@ class Attack {
     std::vector<Tensor> originals;
     for (const AttackItem& it : items_) originals.push_back(it.image.contiguous().to(dev_));
     const std::vector<std::vector<float>> p0 = probs_of(originals);
+    // An original that already passes keeps its pixels: no random start (whose noise would be
+    // saved as the "adversarial" image of a success at step 0).
+    original_passes_.resize(items_.size());
+    for (size_t i = 0; i < items_.size(); ++i) original_passes_[i] = is_success(s_, p0[i], labels_host_[i]);
     std::vector<ItemResult> best(items_.size());
     std::vector<bool> have(items_.size(), false);
     const int runs = s_.method == AttackMethod::Cw ? 1 : s_.restarts;
@@ -427,7 +431,7 @@ class Attack {
       it.x = it.x0.clone();
       if (s_.method == AttackMethod::MiFgsm || s_.method == AttackMethod::Adam) it.m = Tensor::zeros(it.x.shape(), dev_);
       if (s_.method == AttackMethod::Adam) it.v = Tensor::zeros(it.x.shape(), dev_);
-      if (s_.random_start) random_start(it, ids[j], round);
+      if (s_.random_start && !original_passes_[ids[j]]) random_start(it, ids[j], round);
       out[j].best_run = round;
     }
     const int max_steps = s_.method == AttackMethod::Fgsm ? 1 : s_.steps;
@@ -648,6 +652,7 @@ class Attack {
   Device dev_;
   int64_t k_ = 0;
   std::vector<int> labels_host_;
+  std::vector<bool> original_passes_;
   float grid_eps_ = 0;
 };
 

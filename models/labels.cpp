@@ -184,8 +184,16 @@ int resolve_class(const std::string& query, const std::vector<std::string>& clas
   if (partial.size() == 1) return partial[0];
   TRICK_CHECK(partial.empty(), "class '", q, "' is ambiguous: ", partial.size(), " classes have a name containing it: ",
               list_candidates(partial, classes), "; give the index or a more specific name");
+  // A short list is named in full (the embedded Fashion-MNIST model's ten); `trick classes`
+  // lists ImageNet's by default.
+  std::string all;
+  if (n <= 20)
+    for (int i = 0; i < n; ++i) all += cat(i ? ", " : "", i, " ", classes[i]);
   fail("unknown class '", q, "'", did_you_mean(ql, classes),
-       " (run `trick classes` to list the class names, `trick classes --search TEXT` to search)");
+       n <= 20 ? cat(" (the model's classes: ", all, ")")
+       : classes == imagenet_classes()
+           ? std::string(" (run `trick classes` to list the class names, `trick classes --search TEXT` to search)")
+           : cat(" (the model has ", n, " classes; give an index 0..", n - 1, ")"));
 }
 
 }  // namespace trick

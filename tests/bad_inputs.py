@@ -114,13 +114,21 @@ OPTION_CASES = [
     ("bench", "batch-huge", ["bench", "--batch", "100000"], "--batch", r"\[1, 4096\]"),
     ("bench", "repeats-zero", ["bench", "--repeats", "0"], "--repeats", r"at least 1"),
     ("bench", "warmup-negative", ["bench", "--warmup", "-1"], "--warmup", r"at least 0"),
-    ("bench", "threads-negative", ["bench", "--threads", "-2"], "--threads", r"at least 0"),
+    ("bench", "threads-negative", ["bench", "--threads", "-2"], "--threads", r"-2 not in range 0 to 1024"),
+    ("bench", "seed-negative", ["bench", "--seed", "-1"], "--seed", r"not a whole number"),
     ("bench", "device-unknown", ["bench", "--device", "tpu"], "tpu", r"cannot parse .*expected cpu, cuda"),
     ("bench", "model-unknown", ["bench", "--model", "resnet50"], "resnet50", r"unknown model"),
     ("bench", "layers-with-both", ["--layers", "--both"], "--layers", r"excludes"),
     ("bench", "layers-json-without-layers", ["--layers-json", "layers.jsonl"], "--layers-json", r"requires"),
     ("classes", "labels-unknown", ["--labels", "cifar"], "--labels", r"expected 'imagenet'"),
-    ("attack", "eps-negative", ["--eps", "-1"], "--eps", r"\[0, 255\]"),
+    ("attack", "eps-negative", ["--eps", "-1"], "--eps", r"must be positive"),
+    ("attack", "eps-zero", ["--eps", "0"], "--eps", r"must be positive"),
+    # cw has no budget: an --eps it would ignore (and record) is refused.
+    ("attack", "cw-with-eps", ["--method", "cw", "--eps", "16"], "--eps", r"not used by --method cw"),
+    # A negative step once fell back silently to the default step.
+    ("attack", "step-negative", ["--step", "-1"], "--step", r"\(0, 255\]"),
+    ("attack", "threads-negative", ["--threads", "-3"], "--threads", r"-3 not in range 0 to 1024"),
+    ("attack", "seed-negative", ["--seed", "-1"], "--seed", r"not a whole number"),
     ("attack", "steps-zero", ["--method", "pgd", "--steps", "0"], "--steps", r"\[1, 100000\]"),
     ("attack", "method-unknown", ["--method", "bogus"], "--method", r"unknown method"),
     ("attack", "norm-unknown", ["--norm", "l3"], "--norm", r"unknown norm"),
@@ -145,7 +153,7 @@ OPTION_CASES = [
     ("train", "batch-one", ["--batch", "1"], "--batch", r"at least 2"),
     ("train", "optimizer-unknown", ["--optimizer", "bogus"], "bogus", r"unknown optimizer"),
     ("eval", "limit-negative", ["--limit", "-1"], "--limit", r">= 0"),
-    ("eval", "threads-negative", ["--threads", "-1"], "--threads", r">= 0"),
+    ("eval", "threads-negative", ["--threads", "-1"], "--threads", r"-1 not in range 0 to 1024"),
 ]
 
 # ---- small helpers ------------------------------------------------------------------------------

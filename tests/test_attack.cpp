@@ -598,6 +598,31 @@ TEST_CASE("attack: restarts keep the better run: 8-bit success, then float succe
   for (const StepRecord& t : one.trace) CHECK(t.round == 0);
 }
 
+TEST_CASE("attack: an original that already passes is returned unchanged, even with a random start") {
+  TinyNet net(13);
+  Rng rng(14);
+  const Tensor image = grid_image(16, 16, rng);
+  const std::vector<float> p = predict(net, {image}, false)[0];
+  const int top = static_cast<int>(std::max_element(p.begin(), p.end()) - p.begin());
+  AttackSettings s;
+  s.method = AttackMethod::Pgd;
+  s.random_start = true;
+  s.restarts = 3;
+  s.confidence = p[top] * 0.99f;  // the original passes as it is
+  s.seed = 1;
+  const ItemResult r = run_attack(net, {AttackItem{image, top}}, s)[0];
+  CHECK(r.success_8bit);
+  CHECK(r.steps == 0);
+  CHECK(r.l0 == 0);
+  CHECK(r.trace.size() == 1);
+  CHECK(r.adversarial.to_vector() == image.to_vector());
+  // Untargeted away from a class the model does not predict: already passes too.
+  s.targeted = false;
+  const ItemResult u = run_attack(net, {AttackItem{image, (top + 1) % 4}}, s)[0];
+  CHECK(u.success_8bit);
+  CHECK(u.l0 == 0);
+}
+
 TEST_CASE("attack: an image's random starts depend on the seed, the image and the restart, not the batch") {
   TinyNet net(13);
   Rng rng(14);

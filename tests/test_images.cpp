@@ -574,6 +574,14 @@ TEST_CASE("labels: resolving names and indices") {
   CHECK(contains(msg, "unknown class 'xyzzyq'"));
   CHECK(contains(msg, "trick classes"));
   CHECK_FALSE(contains(msg, "did you mean"));
+  // The embedded model's ten classes are named in the message (`trick classes` lists ImageNet's).
+  msg = error_of([&] { resolve_class("pig", fashion_mnist_classes()); });
+  CHECK(contains(msg, "unknown class 'pig'"));
+  CHECK(contains(msg, "the model's classes: 0 T-shirt/top, 1 Trouser"));
+  CHECK(contains(msg, "9 Ankle boot)"));
+  CHECK_FALSE(contains(msg, "trick classes"));
+  msg = error_of([&] { resolve_class("pig", std::vector<std::string>(30, "x")); });
+  CHECK(contains(msg, "the model has 30 classes; give an index 0..29"));
   CHECK(target_rule(" Least-Likely ") == TargetRule::LeastLikely);
   CHECK(target_rule("random") == TargetRule::Random);
   CHECK(target_rule("pig") == TargetRule::None);

@@ -203,6 +203,19 @@ TEST_CASE("manifest: trick attack --manifest runs rows, records failures, resume
   CHECK(status == 3);
   CHECK(contains(out, "now 0 attacked"));
   CHECK(contains(out, "3 failed, 2 already done"));
+  // A done row edited since (its eps), or a default on the command line that rows take
+  // (--steps), is done again; the others are not.
+  const std::string jobs = slurp(d + "/jobs.csv");
+  write(d + "/jobs.csv", jobs.substr(0, jobs.find("bag,1,3")) + "bag,2,3" + jobs.substr(jobs.find("bag,1,3") + 7));
+  out = run_trick("attack --manifest " + d + "/jobs.csv --out " + d + "/out --no-animation --device cpu", &status);
+  CHECK(contains(out, "(row bag) changed since it was done (settings.eps_255 1.0 -> 2.0): attacking it again"));
+  CHECK(contains(out, "now 1 attacked"));
+  CHECK(contains(out, "1 already done, 1 redone (changed since)"));
+  CHECK(nlohmann::json::parse(slurp(d + "/out/bag/summary.json"))["settings"]["eps_255"] == 2.0);
+  out = run_trick("attack --manifest " + d + "/jobs.csv --out " + d + "/out --no-animation --device cpu --steps 200",
+                  &status);
+  CHECK(contains(out, "(row sneaker) changed since it was done (settings.steps 300 -> 200)"));
+  CHECK(contains(out, "1 already done, 1 redone"));  // bag gives its own steps
 
   // Two shards into a fresh folder: each takes its rows, together they cover all of them.
   for (const char* shard : {"0/2", "1/2"}) {
@@ -333,4 +346,12 @@ TEST_CASE("attack: cw's trace.csv and trace.json carry each round's constant c")
   const std::string pgd = slurp(d + "/pgd/trace.csv");
   CHECK(pgd.substr(0, pgd.find('\n')).find("cw_c") == std::string::npos);
   std::system(("rm -rf " + d).c_str());
+}
+
+TEST_CASE("trick: an unknown command is named, with the list of commands") {
+  int status = 0;
+  const std::string out = run_capture(std::string(TRICK_BINARY) + " frobnicate 2>&1", &status);
+  CHECK(status == 2);
+  CHECK(contains(out, "error: unknown command 'frobnicate' (commands: attack, classify"));
+  CHECK(std::count(out.begin(), out.end(), '\n') == 1);
 }

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <new>
 #include <cstdio>
+#include <fstream>
 #include <map>
 #include <utility>
 #include <nlohmann/json.hpp>
@@ -41,14 +42,16 @@ struct Options {
   std::vector<std::string> images, targets;
   std::string weights, method = "pgd", norm = "linf", out = "trick-out", device = "auto", input_size;
   std::string true_class;
-  float eps = 8.f, step = -1.f, confidence = 0.99f, momentum = 1.f, kappa = 0.f, cw_c = 1.f, cw_lr = 0.01f;
+  float eps = 8.f, step = 1.f, confidence = 0.99f, momentum = 1.f, kappa = 0.f, cw_c = 1.f, cw_lr = 0.01f;
   int steps = 300, restarts = 1, cw_search = 5, refine_steps = 50, frames = 100, threads = 0;
   int frame_width = 960;
   bool json = false, untargeted = false, random_start = false, no_random_start = false, no_animation = false;
   uint64_t seed = 0;
   bool graph = true;  // --graph / --no-graph: the steps from one CUDA graph on a GPU
   bool eps_given = false;  // --eps or a manifest row's eps: the L2 ball has no default size
+  bool step_given = false; // --step or a manifest row's step (else the method's default)
   std::string manifest, shard;  // --manifest jobs.csv [--shard i/N] (tools/lib/manifest.h)
+  nlohmann::json manifest_row;  // a manifest row's fingerprint (row_fingerprint), into summary.json
   std::string command_line;
 };
 
@@ -134,8 +137,15 @@ AttackSettings settings_of(Options& o) {
   TRICK_CHECK(o.eps_given || s.ball != Ball::L2,
               "--norm l2 needs --eps: the L2 norm of the change over the whole image, in 8-bit units "
               "(e.g. --eps 765 is 3.0 in [0, 1] units), at the image's own resolution");
+  // cw has no budget: it minimises the L2 norm of the change itself. An --eps it ignored
+  // would be recorded in summary.json as if it had bounded the result.
+  TRICK_CHECK(!o.eps_given || s.method != AttackMethod::Cw,
+              "--eps is not used by --method cw: it has no budget, it minimises the L2 norm of the change "
+              "(the result's norms are in summary.json); drop --eps, or use pgd for a bounded attack");
+  TRICK_CHECK(s.method == AttackMethod::Cw || !(o.eps <= 0.f),
+              "--eps must be positive (8-bit units), got ", o.eps, ": with no budget nothing can change");
   s.eps = o.eps / 255.f;
-  if (o.step < 0) o.step = s.method == AttackMethod::Fgsm ? o.eps : (s.ball == Ball::L2 ? o.eps / 10.f : 1.f);
+  if (!o.step_given) o.step = s.method == AttackMethod::Fgsm ? o.eps : (s.ball == Ball::L2 ? o.eps / 10.f : 1.f);
   s.step = o.step / 255.f;
   s.steps = s.method == AttackMethod::Fgsm ? 1 : o.steps;
   s.confidence = o.confidence;
@@ -220,6 +230,15 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
   for (const std::string& p : paths) {
     if (!decoded.count(p)) {
       decoded[p] = load_image(p, model.input_channels());
+      if (model.input_channels() == 1) {  // a colour photo becomes gray: say so, the output is gray too
+        const Tensor rgb = load_image(p, 3);
+        const float* v = rgb.data();
+        bool colour = false;
+        for (int64_t i = 0; i < rgb.numel() && !colour; i += 3) colour = v[i] != v[i + 1] || v[i] != v[i + 2];
+        if (colour)
+          std::fprintf(stderr, "note: %s is in colour; the model (%s) takes gray images, so it is attacked and saved "
+                       "in gray (converted as PIL's convert(\"L\"))\n", p.c_str(), model.name().c_str());
+      }
       if (s.raw_input)
         TRICK_CHECK(decoded[p].dim(0) == model.input_height() && decoded[p].dim(1) == model.input_width(), p,
                     ": --input-size raw needs a ", model.input_width(), "x", model.input_height(), " image, got ",
@@ -445,6 +464,7 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
     rec.wall_seconds = wall;
     rec.command_line = o.command_line;
     rec.animation = !o.no_animation;
+    rec.manifest_row = o.manifest_row;
     const float scale = write_attack_outputs(rec);
     const ItemResult& r = results[i];
     if (o.json) {
@@ -498,7 +518,7 @@ Options row_options(const Options& base, const ManifestRow& row) {
     if (k == "method") o.method = v;
     else if (k == "norm") o.norm = v;
     else if (k == "eps") o.eps = static_cast<float>(number(-1e9, 1e9)), o.eps_given = true;
-    else if (k == "step") o.step = static_cast<float>(number(-1e9, 1e9));
+    else if (k == "step") o.step = static_cast<float>(number(-1e9, 1e9)), o.step_given = true;
     else if (k == "steps") o.steps = static_cast<int>(integer(-1e9, 1e9));
     else if (k == "confidence") o.confidence = static_cast<float>(number(-1e9, 1e9));
     else if (k == "restarts") o.restarts = static_cast<int>(integer(-1e9, 1e9));
@@ -513,7 +533,54 @@ Options row_options(const Options& base, const ManifestRow& row) {
       fail("column ", k, " is not a setting");  // read_manifest refuses unknown columns; kept in step
     }
   }
+  // The command line's --eps is the default of the rows that use one; a cw row ignores it
+  // (its own eps column is still refused: cw has no budget).
+  if (o.method == "cw" && !row.settings.count("eps")) o.eps_given = false;
   return o;
+}
+
+// What a manifest row asks for, as its summary.json records it: the image, the target (as
+// written), the method and its settings after the command line's defaults, and the weights.
+// A row whose summary.json has another fingerprint was done with other settings: it runs again.
+nlohmann::json row_fingerprint(const Options& ro, const AttackSettings& s) {
+  return {{"image", ro.images.at(0)},
+          {"targets", ro.targets},
+          {"untargeted", ro.untargeted},
+          {"true_class", ro.true_class},
+          {"method", attack_method_name(s.method)},
+          {"settings", settings_json(s)},
+          {"weights", ro.weights}};
+}
+
+// The fields where two fingerprints differ: "settings.eps_255 12 -> 4, ...".
+std::string fingerprint_diff(const nlohmann::json& was, const nlohmann::json& now, const std::string& prefix = "") {
+  std::string out;
+  auto add = [&](const std::string& s) { out += (out.empty() || s.empty() ? "" : ", ") + s; };
+  for (auto it = now.begin(); it != now.end(); ++it) {
+    const nlohmann::json before = was.is_object() && was.contains(it.key()) ? was[it.key()] : nlohmann::json();
+    if (before == it.value()) continue;
+    if (before.is_object() && it.value().is_object())
+      add(fingerprint_diff(before, it.value(), prefix + it.key() + "."));
+    else
+      add(cat(prefix, it.key(), " ", before.dump(), " -> ", it.value().dump()));
+  }
+  return out;
+}
+
+// Whether a done row was done as it is now asked for: its summary.json's fingerprint against
+// `now`. A summary.json without one (written before fingerprints) counts as the same; one that
+// cannot be read, as changed. `what` says what differs.
+bool row_changed(const std::string& out, const ManifestRow& row, const nlohmann::json& now, std::string* what) {
+  std::ifstream in(out + "/" + row.id + "/summary.json");
+  const nlohmann::json sum = nlohmann::json::parse(in, nullptr, false);
+  if (sum.is_discarded() || !sum.is_object()) {
+    *what = "its summary.json cannot be read";
+    return true;
+  }
+  if (!sum.contains("manifest_row")) return false;
+  if (sum["manifest_row"] == now) return false;
+  *what = fingerprint_diff(sum["manifest_row"], now);
+  return true;
 }
 
 // trick attack --manifest jobs.csv --out DIR [--shard i/N]: every row of this shard that has
@@ -529,7 +596,8 @@ int run_manifest(Options& o) {
     Options check = o;
     check.images = {"-"};
     if (check.targets.empty()) check.untargeted = true;
-    check.eps_given = true;  // rows may give it; a row that needs one and has none fails alone
+    // Rows may give eps; a row that needs one and has none (or has one cw ignores) fails alone.
+    if (check.method != "cw" && parse_ball(check.norm) == Ball::L2) check.eps_given = true;
     settings_of(check);
   }
   const Device dev = choose_device(o.device);
@@ -541,15 +609,34 @@ int run_manifest(Options& o) {
     if (shard.contains(r)) mine.push_back(&r);
   std::fprintf(stderr, "%s: %zu rows, %zu in shard %d/%d; outputs in %s/<id>/\n", o.manifest.c_str(), rows.size(),
                mine.size(), shard.index, shard.count, o.out.c_str());
-  int skipped = 0, reached = 0, not_reached = 0, failed = 0;
+  int skipped = 0, reached = 0, not_reached = 0, failed = 0, redone = 0;
   for (const ManifestRow* row : mine) {
+    Options ro;
+    AttackSettings s;
+    std::string bad_row;  // the row's own settings are wrong: it fails below
+    try {
+      ro = row_options(o, *row);
+      s = settings_of(ro);
+      ro.manifest_row = row_fingerprint(ro, s);
+    } catch (const std::exception& e) {
+      bad_row = e.what();
+    }
     if (row_state(o.out, *row) == RowState::Done) {
-      ++skipped;
-      continue;
+      std::string what = bad_row.empty() ? "" : "its settings are now invalid";
+      if (bad_row.empty() && !row_changed(o.out, *row, ro.manifest_row, &what)) {
+        ++skipped;
+        continue;
+      }
+      // Edited since it was done (or the command line's defaults changed): its old outputs
+      // no longer describe the row. Without the old summary.json it is pending until it is
+      // done again.
+      std::fprintf(stderr, "%s:%d (row %s) changed since it was done (%s): attacking it again\n",
+                   o.manifest.c_str(), row->line, row->id.c_str(), what.c_str());
+      std::remove((o.out + "/" + row->id + "/summary.json").c_str());
+      ++redone;
     }
     try {
-      Options ro = row_options(o, *row);
-      const AttackSettings s = settings_of(ro);
+      TRICK_CHECK(bad_row.empty(), bad_row);
       const int rc = attack_images(ro, s, *model, dev, weights_hash);
       clear_row_error(o.out, *row);
       (rc == 0 ? reached : not_reached) += 1;
@@ -569,9 +656,9 @@ int run_manifest(Options& o) {
   }
   const ManifestCounts n = write_results(o.out, rows);
   std::printf("manifest %s, shard %d/%d: %zu rows; now %d attacked (%d reached the target, %d did not), %d failed, "
-              "%d already done\n",
+              "%d already done%s\n",
               o.manifest.c_str(), shard.index, shard.count, mine.size(), reached + not_reached, reached,
-              not_reached, failed, skipped);
+              not_reached, failed, skipped, redone ? cat(", ", redone, " redone (changed since)").c_str() : "");
   std::printf("all shards so far: %d done (%d reached the target), %d failed, %d pending; %s/results.csv\n", n.done,
               n.succeeded, n.failed, n.pending, o.out.c_str());
   return failed == 0 && not_reached == 0 ? 0 : 3;
@@ -613,7 +700,8 @@ const bool registered = register_command(
        app.add_option("--norm", o->norm, "The eps-ball: linf or l2 (l2 for pgd)")->capture_default_str();
        app.add_option("--step", o->step,
                       "Step in 8-bit units (sign methods: per step; descent: the first step's largest change; "
-                      "adam: learning rate). Default 1 (fgsm: eps; pgd l2: eps/10)");
+                      "adam: learning rate). Default 1 (fgsm: eps; pgd l2: eps/10)")
+           ->each([o](const std::string&) { o->step_given = true; });
        app.add_option("--steps", o->steps, "Step budget")->capture_default_str();
        app.add_option("--confidence", o->confidence, "Stop when the target's probability reaches this")
            ->capture_default_str();
@@ -631,7 +719,7 @@ const bool registered = register_command(
        app.add_option("--cw-lr", o->cw_lr, "cw: Adam learning rate")->capture_default_str();
        app.add_option("--refine-steps", o->refine_steps, "8-bit steps tried when rounding loses a success")
            ->capture_default_str();
-       app.add_option("--seed", o->seed, "Seed (random starts)")->capture_default_str();
+       app.add_option("--seed", o->seed, "Seed (random starts)")->capture_default_str()->check(whole_number());
        app.add_option("--out,-o", o->out, "Output folder")->capture_default_str();
        app.add_option("--frames", o->frames, "Most frames in the animation")->capture_default_str();
        app.add_option("--frame-width", o->frame_width, "Animation width in pixels")->capture_default_str();
@@ -641,7 +729,7 @@ const bool registered = register_command(
                       "'raw': the image already has the model's input size (no resize or crop)");
        app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
        add_backend_options(app, &o->graph);
-       app.add_option("--threads", o->threads, "CPU threads (default: all cores)");
+       app.add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 1024));
        // Neither images nor a manifest is a command-line mistake (exit 2), caught while parsing.
        app.parse_complete_callback([o] {
          if (o->images.empty() && o->manifest.empty()) throw CLI::RequiredError("images (or --manifest)");

@@ -171,15 +171,20 @@ void print_row(const Options& o, const Model& m, Device dev, const Row& r) {
   std::printf("%5d  %-5s  %10.3f  %10.1f  %7s  %11.3f  %11.1f  %7s\n", r.batch, mode.c_str(), r.fwd_ms, fwd_ips,
               tflops(fwd_ips, gf).c_str(), r.step_ms, step_ips, tflops(step_ips, gs).c_str());
   auto ms_or_null = [](double v) { return v >= 0 ? cat(v) : std::string("null"); };
+  auto gflop_json = [&](double v) {  // null where the model's work is not tabulated (not 0)
+    char b[32];
+    std::snprintf(b, sizeof b, "%.2f", v);
+    return known ? std::string(b) : std::string("null");
+  };
   std::printf(
       "{\"engine\": \"trick\", \"model\": \"%s\", \"device\": \"%s\", \"conv\": \"%s\", \"math\": \"%s\", "
       "\"mode\": \"%s\", \"batch\": %d, \"forward_ms\": %.4f, \"step_ms\": %.4f, \"threads\": %d, "
       "\"forward_cpu_ms\": %s, \"step_cpu_ms\": %s, "
-      "\"gflop_forward\": %.2f, \"gflop_step\": %.2f, \"graph_vs_eager_max_abs\": %s, \"mallocs_in_loop\": %lld, "
+      "\"gflop_forward\": %s, \"gflop_step\": %s, \"graph_vs_eager_max_abs\": %s, \"mallocs_in_loop\": %lld, "
       "\"graph_nodes\": %zu, \"repeats\": %d, \"split_k\": \"%s\", \"cudnn_algo\": \"%s\"}\n",
       m.name().c_str(), dev.str().c_str(), conv_name(dev), math_mode_name(math_on(dev)), mode.c_str(), r.batch,
       r.fwd_ms, r.step_ms, num_threads(), ms_or_null(r.fwd_cpu_ms).c_str(), ms_or_null(r.step_cpu_ms).c_str(),
-      known ? gf : 0.0, known ? gs : 0.0, diff.c_str(), static_cast<long long>(r.mallocs), r.nodes, o.repeats,
+      gflop_json(gf).c_str(), gflop_json(gs).c_str(), diff.c_str(), static_cast<long long>(r.mallocs), r.nodes, o.repeats,
       split_k_name().c_str(), cudnn_algo_name(cudnn_algo()));
   std::fflush(stdout);
 }
@@ -386,9 +391,9 @@ const bool registered = register_command(
        app.add_option("--batch", o->batches, "Images per step; several sizes: --batch 1,64,256")->delimiter(',');
        app.add_option("--repeats", o->repeats, "Timed repeats (the median is printed)");
        app.add_option("--warmup", o->warmup, "Untimed repeats first");
-       app.add_option("--threads", o->threads, "CPU threads (default: all cores)");
+       app.add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 1024));
        app.add_option("--device", o->device, "cpu, cuda or cuda:N");
-       app.add_option("--seed", o->seed, "Seed of the random weights and input");
+       app.add_option("--seed", o->seed, "Seed of the random weights and input")->check(whole_number());
        add_backend_options(app, &o->graph);
        CLI::Option* both =
            app.add_flag("--both", o->both, "GPU: time eager and graph, and fail (exit 1, after the table) unless their input gradients are bit for bit equal");

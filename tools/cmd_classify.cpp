@@ -70,7 +70,7 @@ const bool registered = register_command(
                       "'raw': the image already has the model's input size (no resize or crop)");
        app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N");
        add_backend_options(app);
-       app.add_option("--threads", o->threads, "CPU threads (default: all cores)");
+       app.add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 1024));
        return [o] { return run(*o); };
      },
      20});

@@ -87,7 +87,7 @@ const bool registered = register_command(
                       "'raw': the image already has the model's input size (no resize or crop)");
        app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N");
        add_backend_options(app);
-       app.add_option("--threads", o->threads, "CPU threads (default: all cores)");
+       app.add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 1024));
        app.add_flag("--json", o->json, "Print a JSON object instead of text");
        app.add_option("--dump-activations", o->dump_activations,
                       "Also write every conv layer's output (after its ReLU), by layer name, as .safetensors");

@@ -139,13 +139,14 @@ const bool registered = register_command(
                       "Random crop of the 2-pixel padded image + horizontal flip (true/false)")
            ->capture_default_str();
        app.add_option("--seed", o->s.seed, "Seed of the initial weights, shuffles and augmentation")
-           ->capture_default_str();
+           ->capture_default_str()
+           ->check(whole_number());
        app.add_option("--limit", o->s.limit, "Train on the first N training images only (0: all)")
            ->capture_default_str();
        app.add_option("--steps", o->run.max_steps,
                       "Stop once N optimiser steps are done in all (checkpoint kept; 0: no limit)");
        app.add_option("--test-limit", o->run.test_limit, "Evaluate on the first N test images only (0: all)");
-       app.add_option("--threads", o->threads, "CPU threads (default: all cores); fix it for reproducibility");
+       app.add_option("--threads", o->threads, "CPU threads (default: all cores); fix it for reproducibility")->check(CLI::Range(0, 1024));
        app.add_option("--print-every", o->print_every, "Print progress every N steps")->capture_default_str();
        return [o, &app] { return run(app, *o); };
      },

@@ -21,6 +21,16 @@ struct CommandInfo {
 // Use as: static const bool registered = register_command({...});
 bool register_command(CommandInfo info);
 
+// For unsigned options (--seed): digits only, so "-1" is refused instead of wrapping to 2^64 - 1.
+inline CLI::Validator whole_number() {
+  return CLI::Validator(
+      [](std::string& v) {
+        const bool ok = !v.empty() && v.size() <= 20 && v.find_first_not_of("0123456789") == std::string::npos;
+        return ok ? std::string() : "'" + v + "' is not a whole number in [0, 2^64)";
+      },
+      "UINT");
+}
+
 // The command line trick was started with (for summaries and reports).
 const std::string& command_line();
 

@@ -50,6 +50,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: internal: %s\n", e.what());
     return 1;
   }
+  if (argc > 1 && argv[1][0] != '-') {  // CLI11 would say only "A subcommand is required"
+    std::string known;
+    bool found = false;
+    for (const auto& c : cmds) {
+      known += (known.empty() ? "" : ", ") + c.name;
+      found = found || c.name == argv[1];
+    }
+    if (!found) {
+      std::fprintf(stderr, "error: unknown command '%s' (commands: %s; see 'trick --help')\n", argv[1], known.c_str());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

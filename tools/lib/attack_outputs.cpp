@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <cmath>
+#include <cstdio>
 #include <exception>
 #include <future>
 #include <iomanip>
@@ -99,10 +100,7 @@ nlohmann::json trace_json(const AttackRecord& r) {
 
 }  // namespace
 
-nlohmann::json summary_json(const AttackRecord& r) {
-  const ItemResult& res = *r.result;
-  const AttackSettings& s = r.settings;
-  const auto& names = *r.class_names;
+nlohmann::json settings_json(const AttackSettings& s) {
   nlohmann::json settings = {{"eps_255", s.eps * 255.f},
                              {"norm", ball_name(s.ball)},
                              {"step_255", s.step * 255.f},
@@ -115,8 +113,18 @@ nlohmann::json summary_json(const AttackRecord& r) {
                              {"input_size", s.raw_input ? "raw" : "model"}};
   if (s.method == AttackMethod::MiFgsm) settings["momentum"] = s.momentum;
   if (s.method == AttackMethod::Adam) settings["betas"] = {s.beta1, s.beta2};
-  if (s.method == AttackMethod::Cw)
+  if (s.method == AttackMethod::Cw) {  // no budget and no step: it minimises L2 with Adam (cw_lr)
     settings.update({{"kappa", s.kappa}, {"cw_c", s.cw_c}, {"cw_search", s.cw_search}, {"cw_lr", s.cw_lr}});
+    settings["eps_255"] = nullptr, settings["step_255"] = nullptr, settings["norm"] = "l2";
+  }
+  return settings;
+}
+
+nlohmann::json summary_json(const AttackRecord& r) {
+  const ItemResult& res = *r.result;
+  const AttackSettings& s = r.settings;
+  const auto& names = *r.class_names;
+  const nlohmann::json settings = settings_json(s);
   // What "success" means, and the top-1 criterion most papers count, for comparing with them.
   const int top1 =
       static_cast<int>(std::max_element(res.final_probs.begin(), res.final_probs.end()) - res.final_probs.begin());
@@ -159,6 +167,7 @@ nlohmann::json summary_json(const AttackRecord& r) {
         {"report", "index.html"}}},
       {"trick_version", "0.1.0"},
       {"command", r.command_line}};
+  if (!r.manifest_row.is_null()) j["manifest_row"] = r.manifest_row;
   return j;
 }
 
@@ -188,6 +197,9 @@ float write_attack_outputs(const AttackRecord& r) {
   if (failed) std::rethrow_exception(failed);
   atomic_write(d + "trace.csv", trace_csv(r));
   atomic_write(d + "trace.json", trace_json(r).dump(1) + "\n");
+  // An earlier run's animation in the same folder would sit beside this run's outputs as if
+  // it were this one's (index.html and summary.json name none).
+  if (!r.animation) std::remove((d + "animation.gif").c_str());
 
   ReportInfo info;
   info.input_name = r.image_path;

@@ -23,11 +23,16 @@ struct AttackRecord {
   double wall_seconds = 0;
   std::string command_line;
   bool animation = true;        // animation.gif was written
+  // A manifest row's fingerprint (what was asked: image, target, method, settings, weights),
+  // stored as summary.json's "manifest_row": a rerun redoes the row when it no longer matches.
+  nlohmann::json manifest_row;
 };
 
 // Short label of a class (its first synonym).
 std::string class_label(const std::vector<std::string>& names, int index);
 
+// summary.json's "settings" object: what the attack ran with (8-bit units).
+nlohmann::json settings_json(const AttackSettings& s);
 nlohmann::json summary_json(const AttackRecord& r);
 // Writes every file but the animation; returns the scale of perturbation.png (8-bit levels
 // at full colour).
