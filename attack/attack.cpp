@@ -51,7 +51,9 @@ void validate(const AttackSettings& s) {
   TRICK_CHECK(std::isfinite(s.confidence) && s.confidence > 0.f && s.confidence <= 1.f,
               "--confidence must be in (0, 1], got ", s.confidence);
   TRICK_CHECK(s.restarts >= 1 && s.restarts <= 1000, "--restarts must be in [1, 1000], got ", s.restarts);
-  TRICK_CHECK(s.restarts == 1 || s.random_start || s.method == AttackMethod::Cw,
+  TRICK_CHECK(s.restarts == 1 || s.method != AttackMethod::Cw, "--restarts ", s.restarts,
+              " is not for --method cw: it runs once, its --cw-search rounds take the place of restarts");
+  TRICK_CHECK(s.restarts == 1 || s.random_start,
               "--restarts ", s.restarts, " needs a random start (--random-start; pgd has one unless "
               "--no-random-start): without one every restart repeats the first run exactly");
   TRICK_CHECK(std::isfinite(s.momentum) && s.momentum >= 0.f, "--momentum must be >= 0, got ", s.momentum);

@@ -124,6 +124,7 @@ OPTION_CASES = [
     ("attack", "eps-negative", ["--eps", "-1"], "--eps", r"must be positive"),
     ("attack", "eps-zero", ["--eps", "0"], "--eps", r"must be positive"),
     # cw has no budget: an --eps it would ignore (and record) is refused.
+    ("attack", "cw-with-restarts", ["--method", "cw", "--restarts", "3"], "--restarts 3", r"not for --method cw"),
     ("attack", "cw-with-eps", ["--method", "cw", "--eps", "16"], "--eps", r"not used by --method cw"),
     # A negative step once fell back silently to the default step.
     ("attack", "step-negative", ["--step", "-1"], "--step", r"\(0, 255\]"),

@@ -202,7 +202,7 @@ TEST_CASE("manifest: trick attack --manifest runs rows, records failures, resume
   out = run_trick("attack --manifest " + d + "/jobs.csv --out " + d + "/out --no-animation --device cpu", &status);
   CHECK(status == 3);
   CHECK(contains(out, "now 0 attacked"));
-  CHECK(contains(out, "3 failed, 2 already done"));
+  CHECK(contains(out, "3 failed, 2 already done (1 of them without reaching the target)"));
   // A done row edited since (its eps), or a default on the command line that rows take
   // (--steps), is done again; the others are not.
   const std::string jobs = slurp(d + "/jobs.csv");
@@ -215,7 +215,18 @@ TEST_CASE("manifest: trick attack --manifest runs rows, records failures, resume
   out = run_trick("attack --manifest " + d + "/jobs.csv --out " + d + "/out --no-animation --device cpu --steps 200",
                   &status);
   CHECK(contains(out, "(row sneaker) changed since it was done (settings.steps 300 -> 200)"));
-  CHECK(contains(out, "1 already done, 1 redone"));  // bag gives its own steps
+  CHECK(contains(out, "1 already done (1 of them without reaching the target), 1 redone"));  // bag: its own steps
+  // Only the rows that reached their target: exit 0; a done row that did not: exit 3, also
+  // when this run attacks nothing.
+  write(d + "/ok.csv", "image,target,id,eps\n" + samples + "7_sneaker.png,ankle boot,sneaker,16\n");
+  out = run_trick("attack --manifest " + d + "/ok.csv --out " + d + "/out --no-animation --device cpu --steps 200",
+                  &status);
+  CHECK(contains(out, "now 0 attacked"));
+  CHECK(status == 0);
+  write(d + "/notok.csv", "image,target,id,eps,steps\n" + samples + "8_bag.png,9,bag,2,3\n");
+  out = run_trick("attack --manifest " + d + "/notok.csv --out " + d + "/out --no-animation --device cpu", &status);
+  CHECK(contains(out, "now 0 attacked"));
+  CHECK(status == 3);
 
   // Two shards into a fresh folder: each takes its rows, together they cover all of them.
   for (const char* shard : {"0/2", "1/2"}) {

@@ -583,6 +583,15 @@ bool row_changed(const std::string& out, const ManifestRow& row, const nlohmann:
   return true;
 }
 
+// Whether a done row's summary.json says it reached its target (on the saved 8-bit image).
+bool row_reached(const std::string& out, const ManifestRow& row) {
+  std::ifstream in(out + "/" + row.id + "/summary.json");
+  const nlohmann::json sum = nlohmann::json::parse(in, nullptr, false);
+  if (sum.is_discarded() || !sum.is_object() || !sum.contains("success")) return false;
+  const nlohmann::json& ok = sum["success"];
+  return ok.is_object() && ok.contains("8bit") && ok["8bit"].is_boolean() && ok["8bit"].get<bool>();
+}
+
 // trick attack --manifest jobs.csv --out DIR [--shard i/N]: every row of this shard that has
 // no DIR/<id>/summary.json yet, one at a time with the model loaded once; a row that fails
 // gets DIR/<id>/error.json and the others go on; DIR/results.csv after every row.
@@ -609,7 +618,7 @@ int run_manifest(Options& o) {
     if (shard.contains(r)) mine.push_back(&r);
   std::fprintf(stderr, "%s: %zu rows, %zu in shard %d/%d; outputs in %s/<id>/\n", o.manifest.c_str(), rows.size(),
                mine.size(), shard.index, shard.count, o.out.c_str());
-  int skipped = 0, reached = 0, not_reached = 0, failed = 0, redone = 0;
+  int skipped = 0, skipped_not_reached = 0, reached = 0, not_reached = 0, failed = 0, redone = 0;
   for (const ManifestRow* row : mine) {
     Options ro;
     AttackSettings s;
@@ -625,6 +634,7 @@ int run_manifest(Options& o) {
       std::string what = bad_row.empty() ? "" : "its settings are now invalid";
       if (bad_row.empty() && !row_changed(o.out, *row, ro.manifest_row, &what)) {
         ++skipped;
+        skipped_not_reached += !row_reached(o.out, *row);
         continue;
       }
       // Edited since it was done (or the command line's defaults changed): its old outputs
@@ -656,12 +666,15 @@ int run_manifest(Options& o) {
   }
   const ManifestCounts n = write_results(o.out, rows);
   std::printf("manifest %s, shard %d/%d: %zu rows; now %d attacked (%d reached the target, %d did not), %d failed, "
-              "%d already done%s\n",
+              "%d already done%s%s\n",
               o.manifest.c_str(), shard.index, shard.count, mine.size(), reached + not_reached, reached,
-              not_reached, failed, skipped, redone ? cat(", ", redone, " redone (changed since)").c_str() : "");
+              not_reached, failed, skipped,
+              skipped_not_reached ? cat(" (", skipped_not_reached, " of them without reaching the target)").c_str() : "",
+              redone ? cat(", ", redone, " redone (changed since)").c_str() : "");
   std::printf("all shards so far: %d done (%d reached the target), %d failed, %d pending; %s/results.csv\n", n.done,
               n.succeeded, n.failed, n.pending, o.out.c_str());
-  return failed == 0 && not_reached == 0 ? 0 : 3;
+  // 0 only when every row of this shard is done and reached its target, this run or before.
+  return failed == 0 && not_reached == 0 && skipped_not_reached == 0 ? 0 : 3;
 }
 
 int run(Options o) {

@@ -14,8 +14,9 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$jobs"
 part "build"
 # The bad-input corpus (tests/bad_inputs.py, CTest label bad_inputs: one test per case) runs
-# here in one process: 446 CTest processes each started Python and `trick --help` again, about
-# a minute of this 2-core machine's CI. `ctest -L bad_inputs` still runs them one by one.
+# here in one process: a CTest process per case (about 450) each started Python and `trick
+# --help` again, about a minute of this 2-core machine's CI. `ctest -L bad_inputs` still runs
+# them one by one.
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 1500 -LE bad_inputs
 part "ctest"
 /usr/bin/python3 tests/bad_inputs.py all build/trick build/bad_inputs -j "$jobs"
