@@ -127,25 +127,44 @@ namespace {
 // or its negative away from the true class) of the batch `xs`, through the model's resize +
 // crop, differentiated with respect to each image. The same ops on the same batch as the
 // attack's own step, so the same floats.
-std::vector<std::vector<float>> objective_grads(Model& m, const std::vector<Tensor>& xs, const std::vector<int>& labels,
-                                                bool targeted) {
-  std::vector<Var> vs, inputs;
-  std::vector<float> lab;
-  for (size_t j = 0; j < xs.size(); ++j) {
-    vs.push_back(Var(xs[j].clone(), true));
-    const Shape s = xs[j].shape();
+// The model's logits for the images `xs` (each (H, W, C), through the model's transform), with
+// `vs` the leaves to differentiate against; `labels` as the float tensor the losses take.
+Var batch_logits(Model& m, const std::vector<Tensor>& xs, std::vector<Var>& vs) {
+  std::vector<Var> inputs;
+  for (const Tensor& x : xs) {
+    vs.push_back(Var(x.clone(), true));
+    const Shape s = x.shape();
     inputs.push_back(apply_preprocess(reshape(vs.back(), Shape{1, s[0], s[1], s[2]}), m.preprocess(),
                                       m.input_height(), m.input_width()));
-    lab.push_back(static_cast<float>(labels[j]));
   }
-  Var ce = cross_entropy(m.forward(concat_batch(inputs)), Tensor::from_vector(Shape{static_cast<int64_t>(lab.size())}, lab));
-  sum(targeted ? ce : affine(ce, -1.f, 0.f)).backward();
+  return m.forward(concat_batch(inputs));
+}
+Tensor label_tensor(const std::vector<int>& labels) {
+  std::vector<float> lab(labels.begin(), labels.end());
+  return Tensor::from_vector(Shape{static_cast<int64_t>(lab.size())}, lab);
+}
+std::vector<std::vector<float>> grads_of(const std::vector<Var>& vs) {
   std::vector<std::vector<float>> out;
   for (const Var& v : vs) out.push_back(v.grad().to_vector());
   return out;
 }
 
+std::vector<std::vector<float>> objective_grads(Model& m, const std::vector<Tensor>& xs, const std::vector<int>& labels,
+                                                bool targeted) {
+  std::vector<Var> vs;
+  Var ce = cross_entropy(batch_logits(m, xs, vs), label_tensor(labels));
+  sum(targeted ? ce : affine(ce, -1.f, 0.f)).backward();
+  return grads_of(vs);
+}
+
 float sgn(float v) { return v > 0.f ? 1.f : (v < 0.f ? -1.f : 0.f); }
+
+// Each image toward its second most probable class.
+std::vector<AttackItem> toward_runner_up(Model& m, const std::vector<Tensor>& images) {
+  std::vector<AttackItem> items;
+  for (const Tensor& im : images) items.push_back({im, runner_up(m, im)});
+  return items;
+}
 
 }  // namespace
 
@@ -161,8 +180,7 @@ TEST_CASE("attack: every method's steps are its paper's update, per image of a b
   TinyNet net(21);
   Rng rng(22);
   const std::vector<Tensor> images = {grid_image(20, 23, rng), grid_image(17, 18, rng)};
-  std::vector<AttackItem> items;
-  for (const Tensor& im : images) items.push_back({im, runner_up(net, im)});
+  const std::vector<AttackItem> items = toward_runner_up(net, images);
   struct Case {
     const char* method;
     Ball ball;
@@ -291,23 +309,15 @@ namespace {
 // with respect to each image x (not w): the chain through x = (tanh w + 1) / 2 is the test's.
 std::vector<std::vector<float>> cw_grads(Model& m, const std::vector<Tensor>& xs, const std::vector<Tensor>& x0s,
                                          const std::vector<int>& labels, const std::vector<float>& cs, float kappa) {
-  std::vector<Var> vs, inputs, dists;
-  std::vector<float> lab;
+  std::vector<Var> vs, dists;
+  Var margin = margin_loss(batch_logits(m, xs, vs), label_tensor(labels), kappa, true);
   for (size_t j = 0; j < xs.size(); ++j) {
-    vs.push_back(Var(xs[j].clone(), true));
-    const Shape s = xs[j].shape();
-    inputs.push_back(apply_preprocess(reshape(vs.back(), Shape{1, s[0], s[1], s[2]}), m.preprocess(),
-                                      m.input_height(), m.input_width()));
-    Var d = sub(vs.back(), Var(x0s[j]));
+    Var d = sub(vs[j], Var(x0s[j]));
     dists.push_back(reshape(sum(mul(d, d)), Shape{1}));
-    lab.push_back(static_cast<float>(labels[j]));
   }
-  const int64_t n = static_cast<int64_t>(xs.size());
-  Var margin = margin_loss(m.forward(concat_batch(inputs)), Tensor::from_vector(Shape{n}, lab), kappa, true);
-  sum(add(concat_batch(dists), mul(margin, Var(Tensor::from_vector(Shape{n}, cs))))).backward();
-  std::vector<std::vector<float>> out;
-  for (const Var& v : vs) out.push_back(v.grad().to_vector());
-  return out;
+  const Tensor c = Tensor::from_vector(Shape{static_cast<int64_t>(cs.size())}, cs);
+  sum(add(concat_batch(dists), mul(margin, Var(c)))).backward();
+  return grads_of(vs);
 }
 
 }  // namespace
@@ -322,8 +332,7 @@ TEST_CASE("attack: cw's steps are Adam on w, its c follows the binary search, it
   TinyNet net(21);
   Rng rng(23);
   const std::vector<Tensor> images = {grid_image(20, 23, rng), grid_image(17, 18, rng)};
-  std::vector<AttackItem> items;
-  for (const Tensor& im : images) items.push_back({im, runner_up(net, im)});
+  const std::vector<AttackItem> items = toward_runner_up(net, images);
   AttackSettings s;
   s.method = AttackMethod::Cw;
   s.steps = 6;
