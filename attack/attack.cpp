@@ -236,14 +236,47 @@ class Attack {
 
   // Each image's start is drawn from its own stream, seeded by (seed, image, restart): the
   // same whichever other images share the batch and whichever of them are still running.
+  // 1 where a pixel of image i reaches the model's input through its resize + crop, 0 where
+  // it does not (outside the centre crop and its resampling support): from the gradient of
+  // the sum of the transformed image, whose resampling weights are not negative. Empty when
+  // every pixel reaches it.
+  const std::vector<float>& seen_pixels(size_t i) {
+    if (seen_.size() != items_.size()) seen_.assign(items_.size(), {}), seen_done_.assign(items_.size(), false);
+    if (seen_done_[i]) return seen_[i];
+    seen_done_[i] = true;
+    if (s_.raw_input) return seen_[i];
+    const Tensor& x0 = items_[i].image;
+    const Shape s = x0.shape();
+    Var x(x0.contiguous().clone(), true);
+    sum(apply_preprocess(reshape(x, Shape{1, s[0], s[1], s[2]}), model_.preprocess(), model_.input_height(),
+                         model_.input_width()))
+        .backward();
+    std::vector<float> m = x.grad().to_vector();
+    bool all = true;
+    for (float& v : m) v = v > 0.f ? 1.f : 0.f, all = all && v == 1.f;
+    if (!all) seen_[i] = std::move(m);
+    return seen_[i];
+  }
+
+  // A random start touches only the pixels the model sees: noise elsewhere would never be
+  // undone (no gradient reaches it) and would be saved, counted in the norms, as the change.
   void random_start(Item& it, size_t image, int round) {
     Rng mix(s_.seed ^ (0x9e3779b97f4a7c15ULL * (image + 1)) ^ (0xbf58476d1ce4e5b9ULL * (static_cast<uint64_t>(round) + 1)));
     Rng rng(mix.next_u64());
     const Shape s = it.x.shape();
+    const std::vector<float>& seen = seen_pixels(image);
+    auto mask = [&](Tensor& d) {  // on the host
+      if (seen.empty()) return;
+      float* v = d.data();
+      for (size_t k = 0; k < seen.size(); ++k) v[k] *= seen[k];
+    };
     if (s_.ball == Ball::Linf) {
-      it.x.copy_from(rand_uniform(s, rng, -s_.eps, s_.eps).to(dev_));
+      Tensor d = rand_uniform(s, rng, -s_.eps, s_.eps);
+      mask(d);
+      it.x.copy_from(d.to(dev_));
     } else {
       Tensor d = randn(s, rng);
+      mask(d);
       double n = 0;
       for (float v : d.to_vector()) n += static_cast<double>(v) * v;
       const float radius = static_cast<float>(s_.eps * rng.uniform() / std::max(std::sqrt(n), 1e-12));
@@ -655,6 +688,8 @@ class Attack {
   int64_t k_ = 0;
   std::vector<int> labels_host_;
   std::vector<bool> original_passes_;
+  std::vector<std::vector<float>> seen_;  // seen_pixels, per image
+  std::vector<bool> seen_done_;
   float grid_eps_ = 0;
 };
 

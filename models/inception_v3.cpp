@@ -1,5 +1,9 @@
 #include "models/inception_v3.h"
 
+#include <map>
+#include <string>
+#include <vector>
+
 #include "autograd/profile.h"
 #include "models/labels.h"
 
@@ -275,6 +279,25 @@ Tensor to_our_layout(const std::string& name, const Tensor& t) {
 }
 
 void InceptionV3::load_torchvision(const StateDict& state) {
+  // Conv weights are compared in the file's layout (OIHW), before the permutation: a message
+  // that showed a permuted file shape beside the model's OHWI one would name neither layout.
+  std::map<std::string, Shape> model_shapes;
+  for (auto& [name, p] : named_parameters()) model_shapes[name] = p->value().shape();
+  std::vector<std::string> misshaped;
+  for (const auto& [name, t] : state) {
+    auto it = model_shapes.find(name);
+    if (t.ndim() != 4 || it == model_shapes.end() || it->second.ndim != 4) continue;
+    const Shape& m = it->second;  // (O, H, W, I)
+    const Shape want{m[0], m[3], m[1], m[2]};
+    if (t.shape() != want)
+      misshaped.push_back(cat(name, " (file ", t.shape().str(), ", model ", want.str(), ", as PyTorch's OIHW)"));
+  }
+  if (!misshaped.empty()) {
+    std::string list;
+    for (size_t i = 0; i < misshaped.size() && i < 8; ++i) list += (i ? ", " : "") + misshaped[i];
+    fail("weights do not match the model: ", misshaped.size(), " with the wrong shape: ", list,
+         misshaped.size() > 8 ? ", ..." : "");
+  }
   StateDict ours;
   for (const auto& [name, t] : state) {
     if (name.rfind("AuxLogits.", 0) == 0) continue;

@@ -18,8 +18,9 @@ struct PreprocessPlan {
 PreprocessPlan plan_preprocess(int h, int w, const Preprocess& p);
 
 // image: (N, H, W, C) pixels in [0, 1] -> (N, input_h, input_w, C): torchvision's
-// Resize(p.resize_shorter) (antialiased bilinear, as on PIL images) then
-// CenterCrop(p.crop); either step is skipped when its size is 0. Differentiable.
+// Resize(p.resize_shorter) (antialiased bilinear, as PIL on a float image: no 8-bit
+// rounding) then CenterCrop(p.crop); either step is skipped when its size is 0.
+// Differentiable.
 // Throws naming both sizes when the result would not be input_h x input_w.
 Var apply_preprocess(const Var& image, const Preprocess& p, int input_h, int input_w);
 

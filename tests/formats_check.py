@@ -41,7 +41,7 @@ def state_dict():
     sd["Conv2d_1a_3x3.bn.running_mean"] = r(8)
     sd["Conv2d_1a_3x3.bn.running_var"] = r(8).abs() + 0.5
     sd["Conv2d_1a_3x3.bn.num_batches_tracked"] = torch.tensor(123)  # int64: skipped
-    sd["Mixed_7c.branch_pool.conv.weight"] = r(5, 7, 1, 1)  # makes the model "inception_v3"
+    sd["Mixed_7c.branch_pool.conv.weight"] = r(5, 7, 1, 1)  # an Inception v3 key (but not its shape)
     sd["transposed"] = r(6, 9).t()  # non-contiguous, saved as is
     big = r(100)
     sd["offset_view"] = big[7:37].view(5, 6)  # storage offset 7 into a 100-element storage
@@ -129,8 +129,13 @@ def main():
         check(open(zip_pth, "rb").read(4) == b"PK\x03\x04", "torch did not write a zip archive")
         check(open(legacy_pth, "rb").read(2) == b"\x80\x02", "torch did not write a legacy pickle stream")
 
-        # Both formats, auto-detected model name and an explicit one.
-        for label, pth, model_arg, model in [("zip", zip_pth, [], "inception_v3"),
+        # Without --model, Inception v3's keys make convert check the file as one: this is not.
+        rc, so, se = run(["convert", zip_pth, "-o", os.path.join(tmp, "not-inception.safetensors")])
+        check(rc == 1 and se.startswith("error: " + zip_pth + ": ") and se.count("\n") == 1,
+              f"convert took a file with an Inception key as Inception v3 without checking it: rc {rc}, {se}")
+        check(not os.path.exists(os.path.join(tmp, "not-inception.safetensors")), "a refused convert wrote its output")
+        # Both formats, with an explicit model name (the metadata's "model").
+        for label, pth, model_arg, model in [("zip", zip_pth, ["--model", "my_zip_net"], "my_zip_net"),
                                              ("legacy", legacy_pth, ["--model", "my_net"], "my_net")]:
             out = os.path.join(tmp, f"{label}.safetensors")
             rc, so, se = run(["convert", pth, "-o", out] + model_arg)
@@ -154,14 +159,14 @@ def main():
         with zipfile.ZipFile(z64) as zf:  # Python's zipfile agrees it is a valid archive
             check(zf.testzip() is None, "zip64 rewrite: zipfile reports a bad entry")
         out = os.path.join(tmp, "zip64.safetensors")
-        rc, so, se = run(["convert", z64, "-o", out])
+        rc, so, se = run(["convert", z64, "-o", out, "--model", "my_zip_net"])
         if check(rc == 0, f"zip64: trick convert failed (rc {rc}): {se}"):
             compare("zip64", read_safetensors(out)[2], want)
             print(f"ok zip64: {so.strip()}")
 
         # safetensors in: our own output again, and a hand-written file with other dtypes.
         again = os.path.join(tmp, "again.safetensors")
-        rc, so, se = run(["convert", os.path.join(tmp, "zip.safetensors"), "-o", again])
+        rc, so, se = run(["convert", os.path.join(tmp, "zip.safetensors"), "-o", again, "--model", "my_zip_net"])
         if check(rc == 0, f"safetensors->safetensors failed: {se}"):
             compare("safetensors->safetensors", read_safetensors(again)[2], want)
         mixed = collections.OrderedDict(

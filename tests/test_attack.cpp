@@ -632,6 +632,47 @@ TEST_CASE("attack: an original that already passes is returned unchanged, even w
   CHECK(u.l0 == 0);
 }
 
+TEST_CASE("attack: a random start leaves the pixels the model never sees unchanged") {
+  // TinyNet resizes the shorter side to 18 and crops 16: of a 20x40 image, the columns far
+  // from the centre feed nothing. Noise there would never be undone and would be saved as
+  // part of the change.
+  TinyNet net(13);
+  Rng rng(15);
+  const Tensor image = grid_image(20, 40, rng);
+  // Which pixels reach the model: those with a gradient from the transformed image.
+  Var x(image.clone(), true);
+  sum(apply_preprocess(reshape(x, Shape{1, 20, 40, 3}), net.preprocess(), 16, 16)).backward();
+  const std::vector<float> g = x.grad().to_vector(), x0 = image.to_vector();
+  int unseen = 0;
+  for (float v : g) unseen += v == 0.f;
+  REQUIRE(unseen > 20 * 40 * 3 / 4);  // most of the width is cropped away
+  for (Ball ball : {Ball::Linf, Ball::L2}) {
+    CAPTURE(ball_name(ball));
+    AttackSettings s;
+    s.method = AttackMethod::Pgd;
+    s.ball = ball;
+    s.eps = (ball == Ball::Linf ? 8.f : 60.f) / 255.f;
+    s.step = (ball == Ball::Linf ? 1.f : 10.f) / 255.f;
+    s.random_start = true;
+    s.steps = 3;
+    s.confidence = 1.f;
+    s.seed = 4;
+    std::vector<float> start;
+    const ItemResult r = run_attack(net, {AttackItem{image, runner_up(net, image)}}, s, [&](const StepView& v) {
+      if (v.record->step == 0) start = v.image->to_vector();
+    })[0];
+    REQUIRE(start.size() == x0.size());
+    const std::vector<float> adv = r.adversarial.to_vector();
+    int moved_seen = 0, moved_unseen = 0;
+    for (size_t k = 0; k < x0.size(); ++k) {
+      const bool moved = start[k] != x0[k] || adv[k] != x0[k];
+      (g[k] > 0.f ? moved_seen : moved_unseen) += moved;
+    }
+    CHECK(moved_unseen == 0);
+    CHECK(moved_seen > 0);
+  }
+}
+
 TEST_CASE("attack: an image's random starts depend on the seed, the image and the restart, not the batch") {
   TinyNet net(13);
   Rng rng(14);

@@ -680,6 +680,11 @@ int run_manifest(Options& o) {
 int run(Options o) {
   o.command_line = command_line();
   if (o.threads > 0) set_num_threads(o.threads);
+  {  // an --out that cannot be a folder is said before the model loads and the targets resolve
+    struct stat st;
+    TRICK_CHECK(::stat(o.out.c_str(), &st) != 0 || S_ISDIR(st.st_mode), "output directory ", o.out,
+                " exists and is not a directory");
+  }
   if (!o.manifest.empty()) return run_manifest(o);
   TRICK_CHECK(o.shard.empty(), "--shard needs --manifest");
   TRICK_CHECK(!o.images.empty(), "give the images to attack, or --manifest jobs.csv");

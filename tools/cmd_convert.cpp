@@ -7,6 +7,7 @@
 #include <string>
 
 #include "models/safetensors.h"
+#include "models/zoo.h"
 #include "tools/command.h"
 #include "tools/lib/pth.h"
 
@@ -22,11 +23,14 @@ std::string basename_of(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-// A key only Inception v3 (torchvision / timm layout) has.
+// The architecture the tensor names belong to (models/zoo.h), or "unknown".
 std::string detect_model(const std::vector<std::pair<std::string, Tensor>>& tensors) {
-  for (const auto& [name, t] : tensors)
-    if (name == "Mixed_7c.branch_pool.conv.weight") return "inception_v3";
-  return "unknown";
+  const std::string name = model_name_from_keys([&](const std::string& key) {
+    for (const auto& [n, t] : tensors)
+      if (n == key) return true;
+    return false;
+  });
+  return name.empty() ? "unknown" : name;
 }
 
 int run_convert(const ConvertOptions& opt) {
@@ -63,7 +67,15 @@ int run_convert(const ConvertOptions& opt) {
   }
   TRICK_CHECK(!tensors.empty(), opt.input, ": holds no floating-point tensors");
 
-  const std::string model = opt.model.empty() ? detect_model(tensors) : opt.model;
+  const std::string detected = detect_model(tensors);
+  const std::string model = opt.model.empty() ? detected : opt.model;
+  // A file tagged with an architecture trick knows must load as one: a missing or extra
+  // tensor, a wrong shape or a NaN fails here, naming the input, not when the output is used.
+  if (model == detected && model != "unknown") {
+    StateDict state;
+    for (const auto& [name, t] : tensors) state[name] = t;
+    model_from_state_dict(model, std::move(state), opt.input);
+  }
   const std::map<std::string, std::string> metadata = {
       {"format", "pt"}, {"model", model}, {"source", basename_of(opt.input)}, {"converted_by", "trick"}};
   write_safetensors(opt.output, tensors, metadata);

@@ -66,7 +66,8 @@ const bool registered = register_command(
        app.add_option("image", o->image, "Image file (PNG, JPEG, BMP, GIF)")->required();
        app.add_option("--out,-o", o->out, "Output .npy file: (H, W, C) float32 pixels in [0, 1]")->required();
        auto* resize = app.add_option("--resize-shorter", o->resize_shorter,
-                                     "Resize the shorter side to this (antialiased bilinear, as PIL); 0: no resize")
+                                     "Resize the shorter side to this (antialiased bilinear, as PIL on a float image); "
+                                     "0: no resize")
                           ->capture_default_str()
                           ->check(CLI::Range(0, static_cast<int>(kMaxImageSide)));
        auto* crop = app.add_option("--crop", o->crop, "Centre crop of this size; 0: no crop")

@@ -74,13 +74,12 @@ std::unique_ptr<Model> open_frozen(const std::string& what, Device device, Load 
 }  // namespace
 
 std::unique_ptr<Model> load_weights(const std::string& weights_path) {
-  WeightFormat format = WeightFormat::Unknown;
-  try {
-    format = detect_weight_format(weights_path);
-  } catch (const Error&) {
-    // Unreadable: load_model says why, as it does for every file that is not a .pth.
-  }
-  if (format != WeightFormat::PthZip && format != WeightFormat::PthLegacy) return load_model(weights_path);
+  // Missing, a directory, empty, unreadable: said by the detection, naming the file. Neither
+  // format's signature (a photo, a text file): said as such, not as a bad safetensors header.
+  const WeightFormat format = detect_weight_format(weights_path);
+  if (format == WeightFormat::Unknown)
+    fail(weights_path, ": not a PyTorch .pth (zip or legacy pickle) or safetensors file");
+  if (format == WeightFormat::Safetensors) return load_model(weights_path);
   StateDictFile pth = load_pth(weights_path);
   StateDict state;
   for (auto& [name, t] : pth.tensors) state[name] = std::move(t);
