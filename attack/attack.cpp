@@ -149,7 +149,8 @@ bool is_success(const AttackSettings& s, const std::vector<float>& probs, int la
 class Attack {
  public:
   Attack(Model& model, const std::vector<AttackItem>& items, const AttackSettings& s, const StepObserver& observer)
-      : model_(model), items_(items), s_(s), observer_(observer), start_(Clock::now()) {
+      : model_(model), items_(items), s_(s), observer_(observer), start_(Clock::now()),
+        seen_(items.size()), seen_done_(items.size(), false) {
     dev_ = model.device();
     k_ = model.classes();
     labels_host_.resize(items.size());
@@ -234,14 +235,11 @@ class Attack {
     return out;
   }
 
-  // Each image's start is drawn from its own stream, seeded by (seed, image, restart): the
-  // same whichever other images share the batch and whichever of them are still running.
   // 1 where a pixel of image i reaches the model's input through its resize + crop, 0 where
   // it does not (outside the centre crop and its resampling support): from the gradient of
   // the sum of the transformed image, whose resampling weights are not negative. Empty when
   // every pixel reaches it.
   const std::vector<float>& seen_pixels(size_t i) {
-    if (seen_.size() != items_.size()) seen_.assign(items_.size(), {}), seen_done_.assign(items_.size(), false);
     if (seen_done_[i]) return seen_[i];
     seen_done_[i] = true;
     if (s_.raw_input) return seen_[i];
@@ -258,8 +256,10 @@ class Attack {
     return seen_[i];
   }
 
-  // A random start touches only the pixels the model sees: noise elsewhere would never be
-  // undone (no gradient reaches it) and would be saved, counted in the norms, as the change.
+  // Each image's start is drawn from its own stream, seeded by (seed, image, restart): the
+  // same whichever other images share the batch and whichever of them are still running. It
+  // touches only the pixels the model sees: noise elsewhere would never be undone (no gradient
+  // reaches it) and would be saved, counted in the norms, as the change.
   void random_start(Item& it, size_t image, int round) {
     Rng mix(s_.seed ^ (0x9e3779b97f4a7c15ULL * (image + 1)) ^ (0xbf58476d1ce4e5b9ULL * (static_cast<uint64_t>(round) + 1)));
     Rng rng(mix.next_u64());

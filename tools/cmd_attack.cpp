@@ -567,12 +567,16 @@ std::string fingerprint_diff(const nlohmann::json& was, const nlohmann::json& no
   return out;
 }
 
+// A done row's summary.json, or a discarded value when it cannot be read.
+nlohmann::json row_summary(const std::string& out, const ManifestRow& row) {
+  std::ifstream in(out + "/" + row.id + "/summary.json");
+  return nlohmann::json::parse(in, nullptr, false);
+}
+
 // Whether a done row was done as it is now asked for: its summary.json's fingerprint against
 // `now`. A summary.json without one (written before fingerprints) counts as the same; one that
 // cannot be read, as changed. `what` says what differs.
-bool row_changed(const std::string& out, const ManifestRow& row, const nlohmann::json& now, std::string* what) {
-  std::ifstream in(out + "/" + row.id + "/summary.json");
-  const nlohmann::json sum = nlohmann::json::parse(in, nullptr, false);
+bool row_changed(const nlohmann::json& sum, const nlohmann::json& now, std::string* what) {
   if (sum.is_discarded() || !sum.is_object()) {
     *what = "its summary.json cannot be read";
     return true;
@@ -584,9 +588,7 @@ bool row_changed(const std::string& out, const ManifestRow& row, const nlohmann:
 }
 
 // Whether a done row's summary.json says it reached its target (on the saved 8-bit image).
-bool row_reached(const std::string& out, const ManifestRow& row) {
-  std::ifstream in(out + "/" + row.id + "/summary.json");
-  const nlohmann::json sum = nlohmann::json::parse(in, nullptr, false);
+bool row_reached(const nlohmann::json& sum) {
   if (sum.is_discarded() || !sum.is_object() || !sum.contains("success")) return false;
   const nlohmann::json& ok = sum["success"];
   return ok.is_object() && ok.contains("8bit") && ok["8bit"].is_boolean() && ok["8bit"].get<bool>();
@@ -632,9 +634,10 @@ int run_manifest(Options& o) {
     }
     if (row_state(o.out, *row) == RowState::Done) {
       std::string what = bad_row.empty() ? "" : "its settings are now invalid";
-      if (bad_row.empty() && !row_changed(o.out, *row, ro.manifest_row, &what)) {
+      const nlohmann::json summary = row_summary(o.out, *row);
+      if (bad_row.empty() && !row_changed(summary, ro.manifest_row, &what)) {
         ++skipped;
-        skipped_not_reached += !row_reached(o.out, *row);
+        skipped_not_reached += !row_reached(summary);
         continue;
       }
       // Edited since it was done (or the command line's defaults changed): its old outputs
