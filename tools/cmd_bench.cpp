@@ -278,7 +278,6 @@ void run_layers(const Options& o, Model& m, Device dev, Work& w, int batch, nloh
 }
 
 int run(const Options& o) {
-  TRICK_CHECK(o.threads >= 0, "--threads must be at least 0 (0: all cores), got ", o.threads);
   if (o.threads > 0) set_num_threads(o.threads);
   TRICK_CHECK(!o.batches.empty(), "--batch needs at least one size");
   for (int b : o.batches) TRICK_CHECK(b >= 1 && b <= 4096, "--batch must be in [1, 4096], got ", b);

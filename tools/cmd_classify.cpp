@@ -22,7 +22,6 @@ struct Options {
 int run(const Options& o) {
   TRICK_CHECK(o.topk >= 1, "--topk must be at least 1, got ", o.topk);
   const bool raw = parse_input_size(o.input_size);
-  TRICK_CHECK(o.threads >= 0, "--threads must be >= 0, got ", o.threads);
   if (o.threads > 0) set_num_threads(o.threads);
   const Device dev = choose_device(o.device);
   std::unique_ptr<Model> model = o.weights.empty() ? open_default_model(dev) : open_model(o.weights, dev);

@@ -62,7 +62,6 @@ void write_samples(const std::string& dir, const IdxDataset& test, const std::ve
 }
 
 int run(const Options& o) {
-  TRICK_CHECK(o.threads >= 0, "--threads must be >= 0, got ", o.threads);
   TRICK_CHECK(o.limit >= 0, "--limit must be >= 0, got ", o.limit);
   if (o.threads > 0) set_num_threads(o.threads);
   const Device dev = choose_device(o.device);

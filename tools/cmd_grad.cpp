@@ -24,7 +24,6 @@ struct Options {
 
 int run(const Options& o) {
   const bool raw = parse_input_size(o.input_size);
-  TRICK_CHECK(o.threads >= 0, "--threads must be >= 0, got ", o.threads);
   if (o.threads > 0) set_num_threads(o.threads);
   check_output_file(o.out);
   if (!o.dump_activations.empty()) check_output_file(o.dump_activations);

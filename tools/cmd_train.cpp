@@ -52,7 +52,6 @@ void print_confusion_summary(const EvalResult& r) {
 }
 
 int run(const CLI::App& app, Options& o) {
-  TRICK_CHECK(o.threads >= 0, "--threads must be >= 0, got ", o.threads);
   TRICK_CHECK(o.run.max_steps >= 0, "--steps must be >= 0, got ", o.run.max_steps);
   TRICK_CHECK(o.run.test_limit >= 0, "--test-limit must be >= 0, got ", o.run.test_limit);
   TRICK_CHECK(o.print_every >= 1, "--print-every must be >= 1, got ", o.print_every);
