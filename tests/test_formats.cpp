@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +20,7 @@
 #include "tensor/random.h"
 #include "tools/lib/pickle.h"
 #include "tools/lib/pth.h"
+#include "tools/lib/sha256.h"
 
 #include "tests/test_util.h"
 
@@ -453,5 +455,46 @@ TEST_CASE("formats: legacy pth storage problems are errors naming the file") {
   for (size_t cut = 0; cut < good.size(); cut += 3) {
     CAPTURE(cut);
     expect_error([&] { load_bytes(dir, good.substr(0, cut)); }, {path});
+  }
+}
+
+TEST_CASE("formats: SHA-256 gives FIPS 180-4's digests, fed whole or in pieces, with and without SHA-NI") {
+  // The digests of FIPS 180-2's examples (appendix B) and of the two longer standard messages.
+  const std::string a896 =
+      "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu";
+  const std::vector<std::pair<std::string, std::string>> known = {
+      {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+      {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+      {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+      {a896, "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1"},
+      {std::string(1000000, 'a'), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"}};
+  for (const auto& [msg, digest] : known) {
+    CAPTURE(msg.size());
+    CHECK(sha256_hex(msg) == digest);
+    // In pieces of every size from 1 to 130 bytes (partial blocks before, between and after whole ones).
+    for (size_t piece : {size_t{1}, size_t{7}, size_t{63}, size_t{64}, size_t{65}, size_t{130}}) {
+      CAPTURE(piece);
+      Sha256 h;
+      for (size_t at = 0; at < msg.size(); at += piece) h.update(msg.data() + at, std::min(piece, msg.size() - at));
+      CHECK(h.hex_digest() == digest);
+    }
+  }
+  // The compression function both ways on random states and 1 to 5 random blocks.
+  if (!sha256_detail::has_sha_ni()) {
+    MESSAGE("this CPU has no SHA-NI: only the portable rounds ran (the digests above)");
+    return;
+  }
+  Rng rng(29);
+  for (int trial = 0; trial < 200; ++trial) {
+    uint32_t h1[8], h2[8];
+    for (int i = 0; i < 8; ++i) h1[i] = h2[i] = static_cast<uint32_t>(rng.next_u64());
+    const size_t n = 1 + trial % 5;
+    std::vector<uint8_t> data(64 * n);
+    for (auto& b : data) b = static_cast<uint8_t>(rng.next_u64());
+    sha256_detail::blocks_portable(h1, data.data(), n);
+    sha256_detail::blocks_sha_ni(h2, data.data(), n);
+    CAPTURE(trial);
+    CHECK(std::equal(h1, h1 + 8, h2));
   }
 }
