@@ -9,7 +9,7 @@ constexpr double kFp32Bound = 1e-5;
 // operand); over a few hundred random-sign products the relative L2 error of a GEMM is a
 // few 1e-4, so 5e-3 passes TF32 and still fails on a wrong index or a missing term.
 constexpr double kTf32Bound = 5e-3;
-// bf16 keeps an 8-bit significand (relative error up to 2^-9 ~ 2e-3 per operand, 8 times
+// bf16 keeps an 8-bit significand (relative error up to 2^-8 ~ 3.9e-3 per operand, 8 times
 // TF32's): a GEMM's relative L2 error is a few 1e-3, so 3e-2.
 constexpr double kBf16Bound = 3e-2;
 

@@ -298,11 +298,16 @@ TEST_CASE("cuda: the split-K decision fills the GPU without ranges below min k")
 // first dimension (a guard row after the last, where a kernel that runs one row too far
 // writes) and, when sliced, wider by 5 channels (the view is channels [2, 2 + C)), so
 // kernels see row-strided views. Everything outside the view must come back bit for bit.
-// The view starts at the buffer's start: its alignment is the allocation's.
+// An unsliced view starts at the allocation (512-byte aligned); a slice at channel 2 only
+// 8-byte aligned. Slices at 16-byte offsets, as Inception's branches write, are a
+// SliceAt::Aligned: channels [4, 4 + C) of rows C + 8 wide (every row 16-byte aligned when
+// C is a multiple of 4).
+enum class SliceAt { Ch2, Aligned };
 struct Twin {
   Tensor host_buf, dev_buf;
   Tensor host, dev;
   bool sliced = false;
+  int64_t c0 = 2;  // the view's first channel when sliced
 };
 
 enum class Init { Random, Poison };  // Poison: NaN inside the view (write-only outputs)
@@ -323,22 +328,24 @@ bool is_poison(float f) {
 }
 
 // The view of shape s in a buffer made by make_twin.
-Tensor twin_view(const Tensor& buf, const Shape& s, bool sliced) {
+Tensor twin_view(const Tensor& buf, const Shape& s, bool sliced, int64_t c0 = 2) {
   Tensor v = s.ndim >= 1 && buf.dim(0) > s[0] ? buf.slice_first(0, s[0]) : buf;
-  return sliced ? v.slice_last(2, 2 + s[s.ndim - 1]) : v;
+  return sliced ? v.slice_last(c0, c0 + s[s.ndim - 1]) : v;
 }
 
-Twin make_twin(const Shape& s, Rng& rng, bool sliced, Init init = Init::Random, float lo = -2.f, float hi = 2.f) {
+Twin make_twin(const Shape& s, Rng& rng, bool sliced, Init init = Init::Random, float lo = -2.f, float hi = 2.f,
+               SliceAt at = SliceAt::Ch2) {
   Twin t;
   t.sliced = sliced && s.ndim >= 2;
+  t.c0 = at == SliceAt::Aligned ? 4 : 2;
   Shape b = s;
   if (s.ndim >= 1) b.d[0] += 1;  // the guard row
-  if (t.sliced) b.d[s.ndim - 1] += 5;
+  if (t.sliced) b.d[s.ndim - 1] += at == SliceAt::Aligned ? 8 : 5;
   t.host_buf = rand_uniform(b, rng, lo, hi);
-  t.host = twin_view(t.host_buf, s, t.sliced);
+  t.host = twin_view(t.host_buf, s, t.sliced, t.c0);
   if (init == Init::Poison) t.host.fill(poison_nan());
   t.dev_buf = t.host_buf.to(Device::cuda());
-  t.dev = twin_view(t.dev_buf, s, t.sliced);
+  t.dev = twin_view(t.dev_buf, s, t.sliced, t.c0);
   return t;
 }
 
@@ -354,7 +361,7 @@ struct TwinDiff {
 TwinDiff twin_diff(const Twin& t) {
   const std::vector<float> want = t.host_buf.to_vector(), got = t.dev_buf.to_vector();
   REQUIRE(want.size() == got.size());
-  const int64_t wide = t.host_buf.cols(), c0 = t.sliced ? 2 : 0, c1 = t.sliced ? 2 + t.host.cols() : wide;
+  const int64_t wide = t.host_buf.cols(), c0 = t.sliced ? t.c0 : 0, c1 = t.sliced ? t.c0 + t.host.cols() : wide;
   // Where the view's rows end in the buffer: after it, the guard row.
   const int64_t rows0 = t.host_buf.dim(0) ? t.host_buf.numel() / t.host_buf.dim(0) : 0;
   const int64_t inside_end =
@@ -451,9 +458,9 @@ void round_twin(Twin& t, const Shape& s, MathMode mode) {
   std::vector<float> v = t.host_buf.to_vector();
   for (float& f : v) f = mode == MathMode::TF32 ? cuda::igemm::round_tf32(f) : cuda::igemm::round_bf16(f);
   t.host_buf = Tensor::from_vector(t.host_buf.shape(), v);
-  t.host = twin_view(t.host_buf, s, t.sliced);
+  t.host = twin_view(t.host_buf, s, t.sliced, t.c0);
   t.dev_buf = t.host_buf.to(Device::cuda());
-  t.dev = twin_view(t.dev_buf, s, t.sliced);
+  t.dev = twin_view(t.dev_buf, s, t.sliced, t.c0);
 }
 
 // Our tensor-core kernels get inputs already rounded to TF32 or bf16: their products are then
@@ -462,7 +469,7 @@ void round_twin(Twin& t, const Shape& s, MathMode mode) {
 // reduced precision really runs is checked on the GEMMs (expect_reduced_precision_gemms).
 constexpr double kRoundedInputsBound = 1e-4;
 
-void run_conv_case(const GpuConvCase& cc, ConvBackend backend, MathMode mode, Rng& rng) {
+void run_conv_case(const GpuConvCase& cc, ConvBackend backend, MathMode mode, Rng& rng, SliceAt at = SliceAt::Ch2) {
   ConvBackendScope scope_backend(backend);
   MathModeScope scope_mode(mode);
   const bool rounded = backend == ConvBackend::Own && mode != MathMode::FP32;
@@ -480,20 +487,20 @@ void run_conv_case(const GpuConvCase& cc, ConvBackend backend, MathMode mode, Rn
       cat(conv_backend_name(backend), "/", math_mode_name(mode), " conv x ", xs.str(), " w ", ws.str(), " stride ",
           s.sh, "x", s.sw, " pads ", s.pt, s.pb, s.pl, s.pr, " sliced x ", yes_no(s.slice_x), " y ", yes_no(s.slice_y),
           " bias ", yes_no(cc.bias), " relu ", yes_no(cc.relu));
-  Twin x = make_twin(xs, rng, s.slice_x), w = make_twin(ws, rng, false);
+  Twin x = make_twin(xs, rng, s.slice_x, Init::Random, -2.f, 2.f, at), w = make_twin(ws, rng, false);
   Twin b = make_twin(Shape{s.o}, rng, false);
   if (rounded) round_twin(x, xs, mode), round_twin(w, ws, mode);
   Tensor no_bias;
 
-  Twin y = make_twin(ys, rng, s.slice_y, Init::Poison);
+  Twin y = make_twin(ys, rng, s.slice_y, Init::Poison, -2.f, 2.f, at);
   conv2d_forward(x.host, w.host, cc.bias ? b.host : no_bias, p, y.host);
   conv2d_forward(x.dev, w.dev, cc.bias ? b.dev : no_bias, p, y.dev);
   expect_twin(name + " forward", y, bound);
 
-  Twin dy = make_twin(ys, rng, s.slice_y);
+  Twin dy = make_twin(ys, rng, s.slice_y, Init::Random, -2.f, 2.f, at);
   if (rounded) round_twin(dy, ys, mode);
   for (bool accumulate : {false, true}) {
-    Twin dx = make_twin(xs, rng, s.slice_x, accumulate ? Init::Random : Init::Poison);
+    Twin dx = make_twin(xs, rng, s.slice_x, accumulate ? Init::Random : Init::Poison, -2.f, 2.f, at);
     conv2d_dgrad(dy.host, w.host, p, dx.host, accumulate);
     conv2d_dgrad(dy.dev, w.dev, p, dx.dev, accumulate);
     expect_twin(name + (accumulate ? " dgrad (accumulate)" : " dgrad"), dx, bound);
@@ -581,6 +588,29 @@ TEST_CASE("cuda: conv2d on cuDNN with its heuristic algorithm choice against the
   CudnnAlgoScope algo(CudnnAlgo::Heuristic);
   Rng rng(36);
   for (const GpuConvCase& cc : gpu_conv_cases()) run_conv_case(cc, ConvBackend::Cudnn, MathMode::FP32, rng);
+}
+
+TEST_CASE("cuda: conv2d on channel slices at 16-byte offsets against the CPU (cuDNN in place)") {
+  SKIP_WITHOUT_CUDA();
+  // The other sliced cases start at channel 2: cuDNN gets packed copies of those
+  // (conv_cudnn.cpp). Inception's branches write slices at multiples of 4 channels into
+  // rows a multiple of 4 wide, which cuDNN takes in place, strided: this runs that path
+  // (and, where cuDNN refuses a strided layout at run time, its switch to packed copies),
+  // on every backend, measured and heuristic algorithms, sliced inputs and outputs.
+  Rng rng(38);
+  const std::vector<GpuConvCase> cases = {
+      // n, h, w, c, o, kh, kw, sh, sw, pt, pb, pl, pr, slice_x, slice_y; bias, relu
+      {{2, 17, 17, 24, 20, 1, 7, 1, 1, 0, 0, 3, 3, true, true}, true, true},     // 1x7 slice to slice
+      {{2, 13, 11, 64, 96, 1, 1, 1, 1, 0, 0, 0, 0, true, true}, true, true},     // 1x1 slice to slice
+      {{2, 35, 35, 48, 64, 5, 5, 1, 1, 2, 2, 2, 2, false, true}, true, true},    // 5x5 into a slice
+      {{2, 35, 35, 32, 64, 3, 3, 2, 2, 0, 0, 0, 0, true, false}, false, true},   // stride 2 from a slice
+  };
+  for (CudnnAlgo algo : {CudnnAlgo::Measure, CudnnAlgo::Heuristic}) {
+    CudnnAlgoScope scope(algo);
+    for (const GpuConvCase& cc : cases) run_conv_case(cc, ConvBackend::Cudnn, MathMode::FP32, rng, SliceAt::Aligned);
+  }
+  for (ConvBackend backend : {ConvBackend::Own, ConvBackend::Cublas})
+    for (const GpuConvCase& cc : cases) run_conv_case(cc, backend, MathMode::FP32, rng, SliceAt::Aligned);
 }
 
 TEST_CASE("cuda: conv2d on cuBLAS with one image per im2col chunk against the CPU") {
@@ -1485,9 +1515,10 @@ TEST_CASE("cuda: the graph step captures again when the active set changes, and 
 // Measured on this model and input (CPU, 2026-11-29): 2^-22 flips nothing (gradient rel L2
 // 1.2e-6); 2^-20 flips a few (logits 1.5e-6, gradient 1.4e-2, cosine 0.99990); 2^-11 and
 // 2^-10 give logits 7.3e-4 and 1.5e-3, gradient 0.13 and 0.18, cosine 0.992 and 0.984.
-// bf16 rounds to 8 bits (2^-9 relative); with every conv and fc weight scaled by 1 +- 2^-e,
-// random sign, a harsher perturbation than rounding (2026-11-30): e = 10, 9, 8 give logits
-// 2.6e-3, 4.9e-3, 1.1e-2, gradient 0.24, 0.35, 0.46, cosine 0.970, 0.938, 0.895.
+// bf16 rounds to an 8-bit significand (up to 2^-8 relative, about 2^-9 on average); with
+// every conv and fc weight scaled by 1 +- 2^-e, random sign, a harsher perturbation than
+// rounding (2026-11-30): e = 10, 9, 8 give logits 2.6e-3, 4.9e-3, 1.1e-2, gradient 0.24,
+// 0.35, 0.46, cosine 0.970, 0.938, 0.895.
 constexpr double kInceptionFp32Logits = 1e-4, kInceptionFp32Grad = 0.1, kInceptionFp32Cosine = 0.995;
 // The reduced-precision bounds sit between those measurements (weights only) and what a
 // lost term would give: a real run also rounds the activations, so some margin, but a dgrad

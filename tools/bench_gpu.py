@@ -149,8 +149,11 @@ def cmd_time(args):
                     row["failed"] = f"{type(e).__name__}: {e}"[:300]
                 row["seconds"] = round(time.time() - t0, 2)
                 emit(row)
-                torch.cuda.synchronize()
-                torch.cuda.empty_cache()
+                try:  # a sticky error after a failed capture fails the rows after it, not the script
+                    torch.cuda.synchronize()
+                    torch.cuda.empty_cache()
+                except Exception:
+                    pass
             del x, xg, eager_grad
             torch.cuda.empty_cache()
     return 0
@@ -260,8 +263,7 @@ def cmd_ncu_summary(args):
             ms = float(r[t].replace(",", "")) * scale
         except ValueError:
             continue
-        name = r[k][:70]
-        e = by.setdefault(name, [0.0, 0, 0.0])
+        e = by.setdefault(r[k], [0.0, 0, 0.0])  # grouped by the full name, cut when printed
         e[0] += ms
         e[1] += 1
         if g is not None:
@@ -273,7 +275,7 @@ def cmd_ncu_summary(args):
     print(f"{args.file}: {sum(e[1] for e in by.values())} launches, {total:.2f} ms of kernel time")
     print(f"{'ms':>9} {'share':>6} {'launches':>8} {'mean grid':>9}  kernel")
     for name, (ms, n, grid) in sorted(by.items(), key=lambda kv: -kv[1][0])[:20]:
-        print(f"{ms:9.3f} {100 * ms / max(total, 1e-12):5.1f}% {n:8d} {grid / max(n, 1):9.0f}  {name}")
+        print(f"{ms:9.3f} {100 * ms / max(total, 1e-12):5.1f}% {n:8d} {grid / max(n, 1):9.0f}  {name[:100]}")
     return 0
 
 

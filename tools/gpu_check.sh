@@ -8,9 +8,12 @@
 # the whole run stays well under 8 minutes); a failed stage prints FAILED with its last log
 # lines and the script goes on, to the table at the end:
 #   versions   nvidia-smi, nvcc, cmake, compiler, PyTorch
-#   build      configure + build Release for sm_90 with -j16, CUDA on; with .gpukit's
-#              dependency prefix when the machine lacks the Debian dev packages; if the build
-#              fails, .gpukit's prebuilt binaries (GPU_CHECK_PREBUILT=1: use those directly)
+#   build      .gpukit's prebuilt binaries when they were built from exactly this tree's
+#              sources (make_gpu_kit.sh records every file's SHA-256) and start here; else
+#              configure + build Release for sm_90 with -j16, CUDA on, with .gpukit's
+#              dependency prefix when the machine lacks the Debian dev packages, and if that
+#              fails the prebuilt binaries anyway, said in the summary (GPU_CHECK_PREBUILT=1:
+#              always the prebuilt ones; =0: always build)
 #   cuda tests trick_tests -tc="cuda:*": every op against its CPU twin, CUDA graphs, the
 #              attack step from a graph against the eager step
 #   inception  trick_tests -tc="gpu inception*": Inception v3 logits and input gradient, GPU
@@ -66,7 +69,7 @@ run_stage() {
   fi
   local s rc took why from
   s=$(date +%s)
-  echo "== $name (limit ${limit}s): $*" >>"$log"
+  printf '\n== %s (limit %ss): %s\n' "$name" "$limit" "$*" >>"$log"  # a line of its own after a cut one
   from=$(($(stat -c %s "$log") + 1))
   timeout -k 10 "$limit" "$@" >>"$log" 2>&1
   rc=$?
@@ -159,7 +162,39 @@ configure() {  # configure [kit]
   args+=(${GPU_CHECK_CMAKE_EXTRA:-})
   cmake "${args[@]}"
 }
-if [ "${GPU_CHECK_PREBUILT:-0}" != 1 ]; then
+trk() { LD_LIBRARY_PATH="$RUN_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"; }
+# Were .gpukit's binaries built from exactly these sources? make_gpu_kit.sh lists every
+# source file with its SHA-256 (bin/SOURCES.sha256); all must match and no other may exist
+# (CMake's globs would build it).
+SRC_DIRS=(CMakeLists.txt tensor kernels layers autograd models attack tools tests data)
+prebuilt_matches() {
+  local list
+  [ -f "$KIT/bin.tar.xz" ] || return 1
+  list=$(tar -xJOf "$KIT/bin.tar.xz" bin/SOURCES.sha256 2>/dev/null) && [ -n "$list" ] || return 1
+  sha256sum --quiet -c <<<"$list" >/dev/null 2>&1 || return 1
+  diff <(awk '{print $2}' <<<"$list" | LC_ALL=C sort) <(find "${SRC_DIRS[@]}" -type f 2>/dev/null | LC_ALL=C sort) \
+    >/dev/null
+}
+use_prebuilt() {  # unpacks .gpukit's binaries and sets BIN if they start here
+  [ -f "$KIT/bin.tar.xz" ] && mkdir -p "$KIT_DIR" && tar -xJf "$KIT/bin.tar.xz" -C "$KIT_DIR" 2>>"$OUT/build.log" ||
+    return 1
+  if ! trk "$KIT_DIR/bin/trick" --version >>"$OUT/build.log" 2>&1; then
+    say "build: .gpukit's prebuilt trick does not start here; missing libraries:"
+    trk ldd "$KIT_DIR/bin/trick" 2>&1 | grep 'not found' | head -5 | sed 's/^/    /'
+    return 1
+  fi
+  BIN=$KIT_DIR/bin
+}
+PREBUILT=${GPU_CHECK_PREBUILT:-auto}
+if [ "$PREBUILT" = auto ]; then
+  PREBUILT=0
+  if prebuilt_matches && use_prebuilt; then
+    PREBUILT=1
+    say "build: skipped: .gpukit's binaries were built from exactly these sources ($(cat "$BIN/BUILT_FROM" 2>/dev/null)); GPU_CHECK_PREBUILT=0 builds anyway"
+    SUMMARY+=("build: skipped, .gpukit's binaries are this tree's")
+  fi
+fi
+if [ "$PREBUILT" != 1 ]; then
   ok=0
   if [ "${GPU_CHECK_FORCE_KIT:-0}" != 1 ] && run_stage "configure" 90 "$OUT/build.log" \
     bash -c "$(declare -f configure); $(declare -p ROOT BUILD cudnn_lib cudnn_inc CUDA_LD DEPS); configure"; then
@@ -177,15 +212,15 @@ if [ "${GPU_CHECK_PREBUILT:-0}" != 1 ]; then
   fi
 fi
 if [ -z "$BIN" ]; then
-  if [ -f "$KIT/bin.tar.xz" ] && tar -xJf "$KIT/bin.tar.xz" -C "$KIT_DIR" 2>>"$OUT/build.log"; then
-    BIN=$KIT_DIR/bin
-    say "build: using the prebuilt binaries from .gpukit/bin.tar.xz ($(cat "$BIN/BUILT_FROM" 2>/dev/null ||
-      echo 'commit not recorded'); this tree: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
+  if use_prebuilt; then
+    from="$(cat "$BIN/BUILT_FROM" 2>/dev/null || echo 'commit not recorded')"
+    say "build: using the prebuilt binaries from .gpukit/bin.tar.xz ($from; this tree: $(git -C "$ROOT" \
+      rev-parse --short HEAD 2>/dev/null || echo unknown))"
+    prebuilt_matches || SUMMARY+=("build: NOTE: everything below ran .gpukit's prebuilt binaries ($from), not this tree's sources")
   else
-    say "build: FAILED and no prebuilt binaries (.gpukit/bin.tar.xz): the trick stages are skipped"
+    say "build: FAILED and no usable prebuilt binaries (.gpukit/bin.tar.xz): the trick stages are skipped"
   fi
 fi
-trk() { LD_LIBRARY_PATH="$RUN_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"; }
 if [ -n "$BIN" ] && ! trk "$BIN/trick" --version >>"$OUT/build.log" 2>&1; then
   say "build: FAILED: $BIN/trick does not start; missing libraries:"
   trk ldd "$BIN/trick" 2>&1 | grep 'not found' | head -5 | sed 's/^/    /'
@@ -222,7 +257,8 @@ if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
       --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size --csv --page raw \
       '$BIN/trick' bench --device cuda:0 --model inception_v3 --batch $batch --repeats 1 --warmup 0 --conv $conv \
       --no-graph > '$OUT/ncu_$name.csv'"
-    python3 tools/bench_gpu.py ncu-summary "$OUT/ncu_$name.csv" 2>&1 | tee -a "$OUT/profile.log" | head -25
+    [ -s "$OUT/ncu_$name.csv" ] &&
+      python3 tools/bench_gpu.py ncu-summary "$OUT/ncu_$name.csv" 2>&1 | tee -a "$OUT/profile.log" | head -25
   }
   for spec in ${GPU_CHECK_PROFILES:-own_b1:own:1 own_b256:own:256 cudnn_b256:cudnn:256}; do
     IFS=: read -r pname pconv pbatch <<<"$spec"
@@ -280,7 +316,8 @@ fi
 : >"$OUT/bench_trick.log"
 : >"$OUT/bench_torch.log"
 bench_fail() {  # a table row saying a configuration failed
-  echo "{\"engine\": \"trick\", \"conv\": \"$1\", \"math\": \"$2\", \"failed\": \"$3\"}" >>"$OUT/bench_trick.log"
+  # after a newline: a stage killed mid-line must not swallow the row
+  printf '\n{"engine": "trick", "conv": "%s", "math": "%s", "failed": "%s"}\n' "$1" "$2" "$3" >>"$OUT/bench_trick.log"
 }
 bench_trick() {  # bench_trick CONV MATH LIMIT
   local conv=$1 math=$2 limit=$3 extra=()
@@ -300,12 +337,12 @@ bench_trick own tf32 60
 bench_trick own bf16 60
 if [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then  # our kernels only: a check after a change to them
   printf '%s\n' "${SUMMARY[@]}" | sed 's/^/  /'
-  grep -E '^ +[0-9]+ +(eager|graph)' "$OUT/bench_trick.log" | sed 's/^/  /'
+  grep -E '^model|^ +[0-9]+ +(eager|graph)' "$OUT/bench_trick.log" | sed 's/^/  /'
   exit 0
 fi
 run_stage "bench pytorch" 200 "$OUT/bench_torch.log" python3 tools/bench_gpu.py time --batch "$BATCHES" \
   --repeats "$REPEATS" --warmup "$WARMUP" ||
-  echo '{"engine": "pytorch", "failed": "bench_gpu.py did not finish (see bench_torch.log)"}' >>"$OUT/bench_torch.log"
+  printf '\n{"engine": "pytorch", "failed": "bench_gpu.py did not finish (see bench_torch.log)"}\n' >>"$OUT/bench_torch.log"
 bench_trick cudnn fp32 60
 bench_trick cublas fp32 60
 bench_trick cudnn tf32 60

@@ -129,46 +129,68 @@ std::unique_ptr<Plan> build_plan(Kind kind, const Geometry& g, MathMode mode, cu
   };
   // Measuring runs the candidates (allocating their buffers), so never inside a capture.
   const bool measure = cudnn_algo() == CudnnAlgo::Measure && !stream_capturing();
-  int count = 0, algo = -1;
+  // An error left by an earlier launch is reported as that, not cleared with Find's below.
+  if (measure) TRICK_CUDA_CHECK(cudaPeekAtLastError());
+  int algo = -1;
   cudnnMathType_t math = CUDNN_FMA_MATH;
+  // The measured list first; cuDNN's heuristic ranking when not measuring (a capture,
+  // --cudnn-algo heuristic), when Find fails, or when nothing it measured is usable (every
+  // candidate's allocation failed, or none is deterministic).
+  auto choose = [&](auto* perf, int capacity, auto find, auto heuristic) {
+    int count = 0;
+    if (measure && find(capacity, &count, perf) == CUDNN_STATUS_SUCCESS) algo = pick(perf, count, math);
+    if (measure) (void)cudaGetLastError();  // a candidate whose buffers did not fit leaves its failed
+                                            // allocation as the last error: not a later kernel's failure
+    if (algo >= 0) return CUDNN_STATUS_SUCCESS;
+    count = 0;
+    const cudnnStatus_t s = heuristic(capacity, &count, perf);
+    if (s == CUDNN_STATUS_SUCCESS) algo = pick(perf, count, math);
+    return s;
+  };
   switch (kind) {
     case Kind::Forward: {
       cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-      if (!measure ||
-          cudnnFindConvolutionForwardAlgorithm(h, plan->x.get(), plan->w.get(), plan->conv.get(), plan->y.get(),
-                                               CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count, perf) != CUDNN_STATUS_SUCCESS)
-        TRICK_TRY(cudnnGetConvolutionForwardAlgorithm_v7(h, plan->x.get(), plan->w.get(), plan->conv.get(),
-                                                         plan->y.get(), CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &count,
-                                                         perf));
-      algo = pick(perf, count, math);
+      TRICK_TRY(choose(
+          perf, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+          [&](int cap, int* n, cudnnConvolutionFwdAlgoPerf_t* p) {
+            return cudnnFindConvolutionForwardAlgorithm(h, plan->x.get(), plan->w.get(), plan->conv.get(),
+                                                        plan->y.get(), cap, n, p);
+          },
+          [&](int cap, int* n, cudnnConvolutionFwdAlgoPerf_t* p) {
+            return cudnnGetConvolutionForwardAlgorithm_v7(h, plan->x.get(), plan->w.get(), plan->conv.get(),
+                                                          plan->y.get(), cap, n, p);
+          }));
       break;
     }
     case Kind::Dgrad: {
       cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-      if (!measure || cudnnFindConvolutionBackwardDataAlgorithm(h, plan->w.get(), plan->y.get(), plan->conv.get(),
-                                                                plan->x.get(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                                                                &count, perf) != CUDNN_STATUS_SUCCESS)
-        TRICK_TRY(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, plan->w.get(), plan->y.get(), plan->conv.get(),
-                                                              plan->x.get(), CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                                                              &count, perf));
-      algo = pick(perf, count, math);
+      TRICK_TRY(choose(
+          perf, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+          [&](int cap, int* n, cudnnConvolutionBwdDataAlgoPerf_t* p) {
+            return cudnnFindConvolutionBackwardDataAlgorithm(h, plan->w.get(), plan->y.get(), plan->conv.get(),
+                                                             plan->x.get(), cap, n, p);
+          },
+          [&](int cap, int* n, cudnnConvolutionBwdDataAlgoPerf_t* p) {
+            return cudnnGetConvolutionBackwardDataAlgorithm_v7(h, plan->w.get(), plan->y.get(), plan->conv.get(),
+                                                               plan->x.get(), cap, n, p);
+          }));
       break;
     }
     case Kind::Wgrad: {
       cudnnConvolutionBwdFilterAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-      if (!measure || cudnnFindConvolutionBackwardFilterAlgorithm(
-                          h, plan->x.get(), plan->y.get(), plan->conv.get(), plan->w.get(),
-                          CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &count, perf) != CUDNN_STATUS_SUCCESS)
-        TRICK_TRY(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, plan->x.get(), plan->y.get(), plan->conv.get(),
-                                                                plan->w.get(), CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                                                                &count, perf));
-      algo = pick(perf, count, math);
+      TRICK_TRY(choose(
+          perf, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+          [&](int cap, int* n, cudnnConvolutionBwdFilterAlgoPerf_t* p) {
+            return cudnnFindConvolutionBackwardFilterAlgorithm(h, plan->x.get(), plan->y.get(), plan->conv.get(),
+                                                               plan->w.get(), cap, n, p);
+          },
+          [&](int cap, int* n, cudnnConvolutionBwdFilterAlgoPerf_t* p) {
+            return cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, plan->x.get(), plan->y.get(), plan->conv.get(),
+                                                                 plan->w.get(), cap, n, p);
+          }));
       break;
     }
   }
-  // A candidate whose buffers did not fit can leave its failed allocation as the runtime's
-  // last error; our next launch check would then report it as that kernel's failure.
-  if (measure) (void)cudaGetLastError();
   if (algo < 0) {
     why = CUDNN_STATUS_NOT_SUPPORTED;
     return nullptr;
