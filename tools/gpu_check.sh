@@ -164,15 +164,16 @@ configure() {  # configure [kit]
 }
 trk() { LD_LIBRARY_PATH="$RUN_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"; }
 # Were .gpukit's binaries built from exactly these sources? make_gpu_kit.sh lists every
-# source file with its SHA-256 (bin/SOURCES.sha256); all must match and no other may exist
-# (CMake's globs would build it).
+# source file with its SHA-256 (bin/SOURCES.sha256; scripts and docs left out: they are not
+# built); all must match and no other may exist (CMake's globs would build it).
 SRC_DIRS=(CMakeLists.txt tensor kernels layers autograd models attack tools tests data)
 prebuilt_matches() {
   local list
   [ -f "$KIT/bin.tar.xz" ] || return 1
   list=$(tar -xJOf "$KIT/bin.tar.xz" bin/SOURCES.sha256 2>/dev/null) && [ -n "$list" ] || return 1
   sha256sum --quiet -c <<<"$list" >/dev/null 2>&1 || return 1
-  diff <(awk '{print $2}' <<<"$list" | LC_ALL=C sort) <(find "${SRC_DIRS[@]}" -type f 2>/dev/null | LC_ALL=C sort) \
+  diff <(awk '{print $2}' <<<"$list" | LC_ALL=C sort) <(find "${SRC_DIRS[@]}" -type f -not -path '*/__pycache__/*' -not -name '*.py' -not -name '*.sh' \
+    -not -name '*.md' 2>/dev/null | LC_ALL=C sort) \
     >/dev/null
 }
 use_prebuilt() {  # unpacks .gpukit's binaries and sets BIN if they start here

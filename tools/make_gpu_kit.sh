@@ -119,10 +119,11 @@ mkdir -p "$tmp/bin"
 cp "$build_dir/trick" "$build_dir/trick_tests" "$tmp/bin/"
 echo "built from $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' + uncommitted changes')" \
   >"$tmp/bin/BUILT_FROM"
-# Every source file and its SHA-256 (what the globs and the build read; uncommitted changes
-# included): gpu_check.sh uses these binaries instead of building when its tree matches.
+# Every source file and its SHA-256 (what the globs and the build read, not scripts or docs;
+# uncommitted changes included): gpu_check.sh uses these binaries instead of building when its tree matches.
 git ls-files -co --exclude-standard -- CMakeLists.txt tensor kernels layers autograd models attack tools tests data |
-  while read -r f; do [ -f "$f" ] && echo "$f"; done | LC_ALL=C sort | xargs -d '\n' sha256sum \
+  grep -vE '\.(py|sh|md)$' | while read -r f; do [ -f "$f" ] && echo "$f"; done | LC_ALL=C sort |
+  xargs -d '\n' sha256sum \
   >"$tmp/bin/SOURCES.sha256"
 strip "$tmp/bin/trick" "$tmp/bin/trick_tests"
 tar -cJf .gpukit/bin.tar.xz -C "$tmp" bin
