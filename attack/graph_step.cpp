@@ -115,6 +115,7 @@ struct GraphStep::Impl {
   // The captured set. The tensors are handles to the buffers the graph reads and writes,
   // kept alive while it may be replayed.
   std::vector<Key> key;
+  std::vector<Key> warmed;  // a new set after a capture, given one eager step before its own
   std::vector<Tensor> xs, x0s, snapshots;
   std::vector<float> lrs;
   std::vector<int64_t> numels;
@@ -257,6 +258,22 @@ bool GraphStep::run(const std::vector<GraphStepItem>& items, GraphStepResult& ou
   bool same = m.key.size() == items.size();
   for (size_t i = 0; same && i < items.size(); ++i) same = m.key[i] == key_of(items[i]);
 #ifdef TRICK_WITH_CUDA
+  if (!same && m.captures > 0) {
+    // A new set after a capture (an image finished): its first step runs eagerly (false: the
+    // caller's evaluate + update), as the attack's first step does for the first set, so
+    // every shape of the new batch has run outside a capture before one is made: cuDNN
+    // measures its algorithms for them (never inside a capture), and workspaces (split-K
+    // partials for a smaller batch) grow then, not inside the capture, where growing fails
+    // it. The old graph and its memory go now.
+    std::vector<Key> now;
+    for (const GraphStepItem& it : items) now.push_back(key_of(it));
+    if (!(now == m.warmed)) {
+      m.warmed = std::move(now);
+      m.graph.reset();
+      m.key.clear();
+      return false;
+    }
+  }
   if (!(same && m.graph.ready()) && !m.capture_for(items)) return false;
   m.graph.replay();
   m.graph.sync();
