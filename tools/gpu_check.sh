@@ -209,7 +209,7 @@ if [ "$PREBUILT" != 1 ]; then
   # others of the kit (cairo -> pixman), which the binary's RUNPATH does not cover.
   if ((ok)) && run_stage "build (-j$JOBS)" 300 "$OUT/build.log" \
     env LD_LIBRARY_PATH="$RUN_LD${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" cmake --build "$BUILD" -j"$JOBS" --target trick trick_tests; then
-    BIN=$ROOT/$BUILD
+    case $BUILD in /*) BIN=$BUILD ;; *) BIN=$ROOT/$BUILD ;; esac
   fi
 fi
 if [ -z "$BIN" ]; then
@@ -331,7 +331,8 @@ bench_trick() {  # bench_trick CONV MATH LIMIT
   [ "$conv" = own ] && extra+=(--both)  # eager too, and graph == eager bit for bit
   run_stage "bench trick $conv $math" "$limit" "$OUT/bench_trick.log" env LD_LIBRARY_PATH="$RUN_LD" \
     "$BIN/trick" bench --device cuda:0 --model inception_v3 --batch "$BATCHES" --repeats "$REPEATS" \
-    --warmup "$WARMUP" --conv "$conv" "${extra[@]}" || bench_fail "$conv" "$math" "did not finish (see bench_trick.log)"
+    --warmup "$WARMUP" --conv "$conv" "${extra[@]}" ||
+    bench_fail "$conv" "$math" "failed or timed out (rows above may be complete; see bench_trick.log)"
 }
 bench_trick own fp32 100
 bench_trick own tf32 60
@@ -343,7 +344,7 @@ if [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then  # our kernels only: a check after a ch
 fi
 run_stage "bench pytorch" 200 "$OUT/bench_torch.log" python3 tools/bench_gpu.py time --batch "$BATCHES" \
   --repeats "$REPEATS" --warmup "$WARMUP" ||
-  printf '\n{"engine": "pytorch", "failed": "bench_gpu.py did not finish (see bench_torch.log)"}\n' >>"$OUT/bench_torch.log"
+  printf '\n{"engine": "pytorch", "failed": "bench_gpu.py failed or timed out (see bench_torch.log)"}\n' >>"$OUT/bench_torch.log"
 bench_trick cudnn fp32 60
 bench_trick cublas fp32 60
 bench_trick cudnn tf32 60
@@ -351,13 +352,13 @@ bench_trick cublas tf32 60
 # cuDNN's heuristic choice (what trick used before measuring), where it went wrong.
 [ -n "$BIN" ] && { run_stage "bench trick cudnn fp32 heuristic" 45 "$OUT/bench_trick.log" env LD_LIBRARY_PATH="$RUN_LD" \
   "$BIN/trick" bench --device cuda:0 --model inception_v3 --batch 256 --repeats 5 --warmup 1 --conv cudnn \
-  --cudnn-algo heuristic || bench_fail cudnn "fp32 heuristic" "did not finish"; }
+  --cudnn-algo heuristic || bench_fail cudnn "fp32 heuristic" "failed or timed out"; }
 # Our kernels' split-K policy (kernels/backend.h), swept where it acts: small batches.
 for policy in ${GPU_CHECK_SPLIT_K:-off 4,64 16,64 8,32 8,128}; do
   [ -z "$BIN" ] && break
   run_stage "bench trick own split-k $policy" 30 "$OUT/bench_trick.log" env LD_LIBRARY_PATH="$RUN_LD" \
     "$BIN/trick" bench --device cuda:0 --model inception_v3 --batch 1,64 --repeats "$REPEATS" \
-    --warmup "$WARMUP" --conv own --split-k "$policy" || bench_fail own "fp32 split-k $policy" "did not finish"
+    --warmup "$WARMUP" --conv own --split-k "$policy" || bench_fail own "fp32 split-k $policy" "failed or timed out"
 done
 bench_trick cublas bf16 45
 
