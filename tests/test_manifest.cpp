@@ -140,6 +140,15 @@ TEST_CASE("manifest: resume state and results.csv come from the files on disk") 
     }
     CHECK_MESSAGE(commas == 13, csv.substr(line_start, nl - line_start));
   }
+  // The overview page: each row linked, with its verdict, or its error, or pending; the counts.
+  const std::string html = batch_index_html(out, rows, "jobs <1>");
+  CHECK(contains(html, "<title>jobs &lt;1&gt;</title>"));
+  CHECK(contains(html, "3 attacks: 1 done (1 reached the class after rounding to 8-bit pixels), 1 failed, 1 pending"));
+  CHECK(contains(html, "<a href=\"" + rows[0].id + "/index.html\">"));
+  CHECK(contains(html, "Trouser, pants</td><td class=\"ok\">yes</td><td class=\"n\">12</td>"));
+  CHECK(contains(html, "30.5</td><td class=\"n\">99.50%</td>"));
+  CHECK(contains(html, "failed: b.png: not an image"));
+  CHECK(contains(html, "<td colspan=\"8\">pending</td>"));
   clear_row_error(out, rows[1]);
   CHECK(row_state(out, rows[1]) == RowState::Pending);
   std::system(("rm -rf " + d).c_str());
@@ -188,6 +197,8 @@ TEST_CASE("manifest: trick attack --manifest runs rows, records failures, resume
   CHECK(contains(csv, "sneaker," + samples + "7_sneaker.png,ankle boot,done,1,1,"));
   CHECK(contains(csv, "bag," + samples + "8_bag.png,9,done,0,0,3,"));
   CHECK(count_of(csv, ",failed,") == 3);
+  CHECK(contains(slurp(d + "/out/index.html"), "<a href=\"sneaker/index.html\">"));
+  CHECK(contains(slurp(d + "/out/index.html"), "5 attacks: 2 done"));
   {  // summary.json says what success means, and the papers' top-1 criterion beside it
     const nlohmann::json sneaker = nlohmann::json::parse(slurp(d + "/out/sneaker/summary.json"));
     CHECK(sneaker["success"]["8bit"] == true);
@@ -312,6 +323,39 @@ TEST_CASE("attack: --target least-likely and random are chosen per image from th
   const std::vector<nlohmann::json> named = summaries(dress + " --target bag --out " + d + "/named");
   REQUIRE(named.size() == 1);
   CHECK_FALSE(named[0].at("target").contains("chosen_by"));
+  std::system(("rm -rf " + d).c_str());
+}
+
+TEST_CASE("attack: several images get an overview beside their folders (index.html, results.csv)") {
+  const std::string d = temp_dir();
+  const std::string samples = std::string(TRICK_SOURCE_DIR) + "/data/samples/fashion/";
+  const std::string args = " --target bag --steps 2 --no-animation --refine-steps 0 --device cpu --out " + d + "/o";
+  int status = -1;
+  // One image first: its page is DIR/index.html; the batch's overview replaces it.
+  run_trick("attack " + samples + "7_sneaker.png" + args, &status);
+  CHECK(status == 3);
+  CHECK(contains(slurp(d + "/o/index.html"), "adversarial.png"));
+  const std::string out = run_trick("attack " + samples + "3_dress.png " + samples + "1_trouser.png" + args, &status);
+  INFO(out);
+  CHECK(status == 3);
+  CHECK(contains(out, "overview: " + d + "/o/index.html, " + d + "/o/results.csv"));
+  const std::string csv = slurp(d + "/o/results.csv");
+  CHECK(contains(csv, "00-3_dress-Bag," + samples + "3_dress.png,Bag,done,"));
+  CHECK(contains(csv, "01-1_trouser-Bag," + samples + "1_trouser.png,Bag,done,"));
+  const std::string html = slurp(d + "/o/index.html");
+  CHECK(contains(html, "<title>trick attack: 2 images</title>"));
+  CHECK(contains(html, "2 attacks: 2 done"));
+  for (const char* id : {"00-3_dress-Bag", "01-1_trouser-Bag"}) {
+    CHECK(contains(html, std::string("<a href=\"") + id + "/index.html\">"));
+    CHECK(contains(html, std::string("<img src=\"") + id + "/adversarial.png\""));
+    CHECK(exists(d + "/o/" + id + "/index.html"));
+  }
+  // --json: stdout stays one JSON object per image.
+  const std::string js = run_capture(std::string(TRICK_BINARY) + " attack " + samples + "3_dress.png " + samples +
+                                         "1_trouser.png" + args + " --json 2>/dev/null",
+                                     &status);
+  CHECK(count_of(js, "\n") == 2);
+  CHECK_FALSE(contains(js, "overview"));
   std::system(("rm -rf " + d).c_str());
 }
 

@@ -187,6 +187,13 @@ class WeightsHash {
 
 // Attacks o.images toward o.targets with `model` and writes the outputs under o.out.
 // 0: every image reached its target; 3: some did not.
+// DIR/results.csv and DIR/index.html (an overview linking every attack's own page) for
+// several attacks, from what is on disk.
+ManifestCounts write_overview(const std::string& out, const std::vector<ManifestRow>& rows, const std::string& title) {
+  write_batch_index(out, rows, title);
+  return write_results(out, rows);
+}
+
 int attack_images(const Options& o, const AttackSettings& s, Model& model, Device dev, WeightsHash& weights_hash) {
   const std::vector<std::string>& names = model.class_names();
 
@@ -487,6 +494,17 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
                   dirs[i].c_str(), o.no_animation ? "" : "animation.gif, ");
     }
   }
+  if (paths.size() > 1) {  // several images: an overview beside their folders
+    std::vector<ManifestRow> rows(paths.size());
+    for (size_t i = 0; i < paths.size(); ++i) {
+      rows[i].position = i;
+      rows[i].id = dirs[i].substr(o.out.size() + 1);
+      rows[i].image = paths[i];
+      rows[i].target = class_label(names, labels[i]);
+    }
+    write_overview(o.out, rows, cat("trick attack: ", paths.size(), " images"));
+    if (!o.json) std::printf("overview: %s/index.html, %s/results.csv\n", o.out.c_str(), o.out.c_str());
+  }
   sigprocmask(SIG_SETMASK, &previous, nullptr);
   bool all = true;
   for (const ItemResult& r : results) all = all && r.success_8bit;
@@ -655,7 +673,7 @@ int run_manifest(Options& o) {
       (rc == 0 ? reached : not_reached) += 1;
     } catch (const std::exception& e) {
       if (g_interrupted) {
-        write_results(o.out, rows);
+        write_overview(o.out, rows, cat("trick attack --manifest ", o.manifest));
         fail("interrupted (Ctrl-C) at row ", row->id, ": finished rows are kept; run the same command again to ",
              "continue");
       }
@@ -665,17 +683,18 @@ int run_manifest(Options& o) {
       write_row_error(o.out, *row, what);
       ++failed;
     }
-    write_results(o.out, rows);
+    write_overview(o.out, rows, cat("trick attack --manifest ", o.manifest));
   }
-  const ManifestCounts n = write_results(o.out, rows);
+  const ManifestCounts n = write_overview(o.out, rows, cat("trick attack --manifest ", o.manifest));
   std::printf("manifest %s, shard %d/%d: %zu rows; now %d attacked (%d reached the target, %d did not), %d failed, "
               "%d already done%s%s\n",
               o.manifest.c_str(), shard.index, shard.count, mine.size(), reached + not_reached, reached,
               not_reached, failed, skipped,
               skipped_not_reached ? cat(" (", skipped_not_reached, " of them without reaching the target)").c_str() : "",
               redone ? cat(", ", redone, " redone (changed since)").c_str() : "");
-  std::printf("all shards so far: %d done (%d reached the target), %d failed, %d pending; %s/results.csv\n", n.done,
-              n.succeeded, n.failed, n.pending, o.out.c_str());
+  std::printf("all shards so far: %d done (%d reached the target), %d failed, %d pending; %s/results.csv, "
+              "index.html\n",
+              n.done, n.succeeded, n.failed, n.pending, o.out.c_str());
   // 0 only when every row of this shard is done and reached its target, this run or before.
   return failed == 0 && not_reached == 0 && skipped_not_reached == 0 ? 0 : 3;
 }

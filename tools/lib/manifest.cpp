@@ -13,6 +13,7 @@
 
 #include "tensor/error.h"
 #include "tools/lib/atomic_file.h"
+#include "tools/lib/report.h"
 
 namespace trick {
 
@@ -255,6 +256,98 @@ ManifestCounts write_results(const std::string& out_dir, const std::vector<Manif
   }
   atomic_write(out_dir + "/results.csv", os.str());
   return n;
+}
+
+namespace {
+
+const char* kBatchStyle = R"(
+body { font-family: "DejaVu Sans", Verdana, sans-serif; color: #1f1f1f; margin: 24px auto; max-width: 1200px;
+       padding: 0 16px; line-height: 1.4; }
+h1 { font-size: 22px; margin: 0 0 8px; }
+table { border-collapse: collapse; font-size: 14px; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #e4e4e4; text-align: left; vertical-align: middle; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+img { height: 72px; border: 1px solid #ccc; image-rendering: pixelated; }
+.ok { color: #1a8c33; font-weight: bold; }
+.partial { color: #b36b00; font-weight: bold; }
+.bad { color: #d62728; font-weight: bold; }
+)";
+
+std::string fixed(double v, int digits) {
+  std::ostringstream os;
+  os.setf(std::ios::fixed);
+  os.precision(digits);
+  os << v;
+  return os.str();
+}
+
+}  // namespace
+
+std::string batch_index_html(const std::string& out_dir, const std::vector<ManifestRow>& rows,
+                             const std::string& title) {
+  std::ostringstream body;
+  int done = 0, reached = 0, failed = 0, pending = 0;
+  for (const ManifestRow& r : rows) {
+    const std::string d = out_dir + "/" + r.id + "/";
+    const std::string link = html_escape(url_path_escape(r.id + "/"));
+    body << "<tr><td><a href=\"" << link << "index.html\">" << html_escape(r.id) << "</a></td>";
+    const RowState st = row_state(out_dir, r);
+    if (st == RowState::Done) {
+      try {
+        const nlohmann::json j = nlohmann::json::parse(read_file(d + "summary.json"));
+        const bool f = j.at("success").at("float").get<bool>(), b = j.at("success").at("8bit").get<bool>();
+        const char* key = j.contains("target") ? "target" : "true_class";
+        const std::string label = j.contains(key) ? j.at(key).at("label").get<std::string>() : r.target;
+        const nlohmann::json& out = j.contains("outputs") ? j.at("outputs") : nlohmann::json::object();
+        auto pic = [&](const char* name, const char* alt) {
+          if (!out.contains(name)) return std::string();
+          return "<img src=\"" + link + html_escape(url_path_escape(out.at(name).get<std::string>())) +
+                 "\" alt=\"" + alt + "\">";
+        };
+        body << "<td>" << pic("original", "original") << "</td><td>" << pic("adversarial", "adversarial")
+             << "</td><td>" << (j.value("targeted", true) ? "" : "away from ") << html_escape(label) << "</td>";
+        body << "<td class=\"" << (b ? "ok\">yes" : f ? "partial\">float only" : "bad\">no") << "</td>";
+        body << "<td class=\"n\">" << j.at("steps").get<int>() << "</td><td class=\"n\">"
+             << fixed(j.at("norms_255").at("linf").get<double>(), 1) << "</td><td class=\"n\">"
+             << fixed(j.at("norms_255").at("l2").get<double>(), 1) << "</td><td class=\"n\">"
+             << fixed(100.0 * j.at("final_label_prob").get<double>(), 2) << "%</td><td>"
+             << html_escape(j.value("image", r.image)) << "</td></tr>\n";
+        ++done;
+        reached += b;
+      } catch (const std::exception&) {
+        body << "<td colspan=\"9\" class=\"bad\">summary.json does not parse or lacks a field</td></tr>\n";
+        ++failed;
+      }
+    } else if (st == RowState::Failed) {
+      std::string msg;
+      try {
+        msg = nlohmann::json::parse(read_file(d + "error.json"))["error"].get<std::string>();
+      } catch (const std::exception&) {
+        msg = "error.json does not parse";
+      }
+      body << "<td colspan=\"8\" class=\"bad\">failed: " << html_escape(msg) << "</td><td>" << html_escape(r.image)
+           << "</td></tr>\n";
+      ++failed;
+    } else {
+      body << "<td colspan=\"8\">pending</td><td>" << html_escape(r.image) << "</td></tr>\n";
+      ++pending;
+    }
+  }
+  std::ostringstream s;
+  s << "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+    << "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>" << html_escape(title)
+    << "</title>\n<style>" << kBatchStyle << "</style>\n</head>\n<body>\n<h1>" << html_escape(title) << "</h1>\n";
+  s << "<p>" << rows.size() << " attack" << (rows.size() == 1 ? "" : "s") << ": " << done << " done (" << reached
+    << " reached the class after rounding to 8-bit pixels), " << failed << " failed, " << pending
+    << " pending. Each row links to its own page.</p>\n";
+  s << "<table>\n<tr><th>attack</th><th>original</th><th>adversarial</th><th>class</th><th>reached (8-bit)</th>"
+       "<th>steps</th><th>L\u221e /255</th><th>L2 /255</th><th>final prob.</th><th>image</th></tr>\n"
+    << body.str() << "</table>\n</body>\n</html>\n";
+  return s.str();
+}
+
+void write_batch_index(const std::string& out_dir, const std::vector<ManifestRow>& rows, const std::string& title) {
+  atomic_write(out_dir + "/index.html", batch_index_html(out_dir, rows, title));
 }
 
 }  // namespace trick

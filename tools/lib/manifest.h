@@ -52,4 +52,13 @@ struct ManifestCounts {
 };
 ManifestCounts write_results(const std::string& out_dir, const std::vector<ManifestRow>& rows);
 
+// DIR/index.html for several attacks (a manifest's rows, or the images of one `trick attack
+// a.png b.png ...`): one line per row with its original and adversarial pictures, the class,
+// whether it worked (float and 8-bit), steps, norms and the class's final probability,
+// linking to the row's own index.html; failed and pending rows say so. Read from the rows'
+// summary.json / error.json, written atomically; self-contained like the single page.
+std::string batch_index_html(const std::string& out_dir, const std::vector<ManifestRow>& rows,
+                             const std::string& title);
+void write_batch_index(const std::string& out_dir, const std::vector<ManifestRow>& rows, const std::string& title);
+
 }  // namespace trick
