@@ -53,6 +53,15 @@ SUMMARY=()
 export PYTHONUNBUFFERED=1
 
 elapsed() { echo $(($(date +%s) - T0)); }
+finish() {  # summary.txt (every mode) and the summary on the console
+  {
+    echo "gpu_check.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), ${BUDGET}s budget, $(elapsed)s used"
+    echo "binaries: ${BIN:-none}"
+    printf '%s\n' "${SUMMARY[@]}"
+  } >"$OUT/summary.txt"
+  echo
+  printf '%s\n' "${SUMMARY[@]}" | sed 's/^/  /'
+}
 say() { echo "[$(elapsed)s] $*"; }
 
 # run_stage NAME LIMIT LOG CMD...: CMD under `timeout` (its limit, or what the budget has
@@ -200,7 +209,10 @@ if [ "$PREBUILT" != 1 ]; then
   if [ "${GPU_CHECK_FORCE_KIT:-0}" != 1 ] && run_stage "configure" 90 "$OUT/build.log" \
     bash -c "$(declare -f configure); $(declare -p ROOT BUILD cudnn_lib cudnn_inc CUDA_LD DEPS); configure"; then
     ok=1
-  elif [ -d "$DEPS" ]; then
+  elif [ ! -d "$DEPS" ]; then
+    say "configure: no .gpukit dependency prefix to fall back on"
+    SUMMARY+=("configure: FAILED (and no .gpukit dependency prefix)")
+  else
     rm -rf "$BUILD"
     run_stage "configure with the kit" 90 "$OUT/build.log" \
       bash -c "$(declare -f configure); $(declare -p ROOT BUILD cudnn_lib cudnn_inc CUDA_LD DEPS); configure kit" && ok=1
@@ -252,6 +264,7 @@ if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
     local name=$1 conv=$2 batch=$3
     if [ -z "$BIN" ] || [ -z "$NCU" ]; then
       say "profile $name: FAILED (no trick binary or no ncu)"
+      SUMMARY+=("profile $name: FAILED (no trick binary or no ncu)")
       return
     fi
     run_stage "profile $name" 150 "$OUT/profile.log" bash -c "LD_LIBRARY_PATH='$RUN_LD' '$NCU' --clock-control none \
@@ -265,7 +278,7 @@ if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
     IFS=: read -r pname pconv pbatch <<<"$spec"
     profile "$pname" "$pconv" "$pbatch"
   done
-  printf '%s\n' "${SUMMARY[@]}" | sed 's/^/  /'
+  finish
   exit 0
 fi
 
@@ -290,7 +303,7 @@ if [ "${GPU_CHECK_LAYERS:-0}" = 1 ]; then
       --layers-json "$ljson" && cat "$ljson" >>"$OUT/layers.jsonl"
   done
   python3 tools/bench_gpu.py layers "$OUT/layers.jsonl" --out "$OUT/layers.md" | tail -30
-  printf '%s\n' "${SUMMARY[@]}" | sed 's/^/  /'
+  finish
   exit 0
 fi
 
@@ -338,7 +351,7 @@ bench_trick own fp32 100
 bench_trick own tf32 60
 bench_trick own bf16 60
 if [ "${GPU_CHECK_QUICK:-0}" = 1 ]; then  # our kernels only: a check after a change to them
-  printf '%s\n' "${SUMMARY[@]}" | sed 's/^/  /'
+  finish
   grep -E '^model|^ +[0-9]+ +(eager|graph)' "$OUT/bench_trick.log" | sed 's/^/  /'
   exit 0
 fi
@@ -366,11 +379,5 @@ bench_trick cublas bf16 45
 echo
 python3 tools/bench_gpu.py table "$OUT/bench_trick.log" "$OUT/bench_torch.log" --out "$OUT/table.md" ||
   echo "table: FAILED"
-{
-  echo "gpu_check.sh, $(date -u +%Y-%m-%dT%H:%M:%SZ), ${BUDGET}s budget, $(elapsed)s used"
-  echo "binaries: ${BIN:-none}"
-  printf '%s\n' "${SUMMARY[@]}"
-} >"$OUT/summary.txt"
-echo
-printf '%s\n' "${SUMMARY[@]}" | sed 's/^/  /'
+finish
 say "done; logs and table.md in $OUT"
