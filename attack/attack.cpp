@@ -336,11 +336,16 @@ class Attack {
     std::vector<Tensor> updated;
   };
 
+  std::vector<GraphStepItem> graph_items(std::vector<Item*>& its, const std::vector<size_t>& ids) const {
+    std::vector<GraphStepItem> gi;
+    for (size_t a = 0; a < its.size(); ++a) gi.push_back({&its[a]->x, &its[a]->x0, labels_host_[ids[a]], its[a]->lr});
+    return gi;
+  }
+
   // The step from the CUDA graph, when it can run; false: run it eagerly.
   bool graph_eval(GraphStep& graph, std::vector<Item*>& its, const std::vector<size_t>& ids, Eval& e) {
     if (!graph.enabled()) return false;
-    std::vector<GraphStepItem> gi;
-    for (size_t a = 0; a < its.size(); ++a) gi.push_back({&its[a]->x, &its[a]->x0, labels_host_[ids[a]], its[a]->lr});
+    const std::vector<GraphStepItem> gi = graph_items(its, ids);
     GraphStepResult r;
     if (!graph.run(gi, r)) return false;
     e.probs = std::move(r.probs), e.loss = r.loss, e.ce = r.ce, e.grad_norms = r.grad_norm, e.graphed = true;
@@ -506,6 +511,8 @@ class Attack {
             else
               update(*act[a], e.grads[a]);
           }
+      // A set is captured only after a step of it ran eagerly (graph_step.h).
+      if (!last && !e.graphed && graph.enabled()) graph.note_eager(graph_items(act, act_ids));
       finish(its, ids, finished, out);
     }
     refine(its, ids, out, round);

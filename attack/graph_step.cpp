@@ -115,7 +115,7 @@ struct GraphStep::Impl {
   // The captured set. The tensors are handles to the buffers the graph reads and writes,
   // kept alive while it may be replayed.
   std::vector<Key> key;
-  std::vector<Key> warmed;  // a new set after a capture, given one eager step before its own
+  std::vector<Key> warmed;  // the set whose step last ran eagerly (run() captures only that one)
   std::vector<Tensor> xs, x0s, snapshots;
   std::vector<float> lrs;
   std::vector<int64_t> numels;
@@ -238,6 +238,11 @@ bool GraphStep::enabled() const { return impl_->enabled; }
 const std::string& GraphStep::fallback_reason() const { return impl_->reason; }
 int GraphStep::captures() const { return impl_->captures; }
 
+void GraphStep::note_eager(const std::vector<GraphStepItem>& items) {
+  impl_->warmed.clear();
+  for (const GraphStepItem& it : items) impl_->warmed.push_back(key_of(it));
+}
+
 size_t GraphStep::nodes() const {
 #ifdef TRICK_WITH_CUDA
   return impl_->graph.nodes();
@@ -258,13 +263,13 @@ bool GraphStep::run(const std::vector<GraphStepItem>& items, GraphStepResult& ou
   bool same = m.key.size() == items.size();
   for (size_t i = 0; same && i < items.size(); ++i) same = m.key[i] == key_of(items[i]);
 #ifdef TRICK_WITH_CUDA
-  if (!same && m.captures > 0) {
-    // A new set after a capture (an image finished): its first step runs eagerly (false: the
-    // caller's evaluate + update), as the attack's first step does for the first set, so
-    // every shape of the new batch has run outside a capture before one is made: cuDNN
-    // measures its algorithms for them (never inside a capture), and workspaces (split-K
-    // partials for a smaller batch) grow then, not inside the capture, where growing fails
-    // it. The old graph and its memory go now.
+  if (!same) {
+    // A set not yet captured is captured only after a step of it ran eagerly (the attack's
+    // first step, or the step after an image finished: false here, and the caller's eager
+    // evaluate + update is that step), so that every shape of its batch ran outside a
+    // capture: cuDNN measures its algorithms for them (never inside a capture), and
+    // workspaces (split-K partials for a smaller batch) grow then, not inside the capture,
+    // where growing fails it. The old graph and its memory go now.
     std::vector<Key> now;
     for (const GraphStepItem& it : items) now.push_back(key_of(it));
     if (!(now == m.warmed)) {

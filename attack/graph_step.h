@@ -11,7 +11,11 @@
 // It is captured once and replayed while the active set stays the same. When images
 // finish, the graph is captured again for the smaller set (rather than masking finished
 // items in a static batch): a finished image then costs nothing, and a capture costs
-// about one eager step of host time, which the remaining replays repay.
+// about one eager step of host time, which the remaining replays repay. A set is only
+// captured after a step of exactly that set ran eagerly (note_eager; else run declines
+// once, and the caller's eager step is that step): its shapes then ran outside a capture,
+// so cuDNN measured its algorithms for them (it never measures inside a capture) and the
+// workspaces grew outside it (growing inside fails the capture).
 //
 // The host reads one packed buffer per step (probabilities, losses, norms) after the
 // replay; nothing inside the captured region reads the device on the host, and after the
@@ -69,9 +73,13 @@ class GraphStep {
   bool enabled() const;
   // One step for `items` (see above): captured when the items differ from the last
   // capture (their image buffers, sizes, labels or rates), then replayed. Returns false,
-  // having changed nothing on the device, when the capture failed; the caller then runs
-  // this step eagerly (and a second failure disables the graph: fallback_reason()).
+  // having changed nothing on the device, when this set has not run eagerly yet (see
+  // note_eager) or the capture failed; the caller then runs this step eagerly (and a
+  // second failed capture disables the graph: fallback_reason()).
   bool run(const std::vector<GraphStepItem>& items, GraphStepResult& out);
+  // The caller ran a step of exactly `items` eagerly (after their update: descent's rate
+  // is then fixed): a following run() of the same items may capture at once.
+  void note_eager(const std::vector<GraphStepItem>& items);
   const std::string& fallback_reason() const;
   int captures() const;  // successful captures so far
   size_t nodes() const;  // operations in the current graph

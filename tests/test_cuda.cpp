@@ -409,41 +409,48 @@ double expect_twin(const std::string& what, const Twin& t, double bound = kFp32B
 TEST_CASE("cuda: twins see writes past the view's last row and beside its channels (host)") {
   // The comparison itself, on host tensors standing in for the device's.
   Rng rng(5);
-  for (const bool sliced : {false, true})
-    for (const Shape s : {Shape{3, 4, 5}, Shape{7}}) {
-      CAPTURE(sliced);
-      CAPTURE(s.str());
-      Shape b = s;
-      b.d[0] += 1;
-      const bool sl = sliced && s.ndim >= 2;
-      if (sl) b.d[s.ndim - 1] += 5;
-      Twin t;
-      t.sliced = sl;
-      t.host_buf = rand_uniform(b, rng);
-      t.host = twin_view(t.host_buf, s, sl);
-      t.dev_buf = t.host_buf.clone();
-      t.dev = twin_view(t.dev_buf, s, sl);
-      CHECK(t.host.shape() == s);
-      CHECK(twin_diff(t).outside_bad == 0);
-      CHECK(twin_diff(t).err == 0);
-      t.dev_buf.data()[t.dev_buf.numel() - 1] += 1.f;  // the guard row's last entry
-      CHECK(twin_diff(t).outside_bad == 1);
-      t.dev_buf.data()[t.dev_buf.numel() - 1] = t.host_buf.data()[t.host_buf.numel() - 1];
-      t.dev.data()[0] += 1.f;  // inside the view: an error, not an outside write
-      CHECK(twin_diff(t).outside_bad == 0);
-      CHECK(twin_diff(t).err > 0);
-      // An output left as the poison where the reference is NaN: unwritten, so a mismatch.
-      t.dev.data()[0] = poison_nan();
-      t.host.data()[0] = std::nanf("");
-      CHECK(twin_diff(t).nan_bad == 1);
-      t.dev.data()[0] = std::nanf("");
-      CHECK(twin_diff(t).nan_bad == 0);
-      if (sl) {
-        t.dev.data()[0] = t.host.data()[0];
-        t.dev_buf.data()[0] = 9.f;  // channel 0, beside the slice
+  for (const SliceAt at : {SliceAt::Ch2, SliceAt::Aligned})
+    for (const bool sliced : {false, true})
+      for (const Shape s : {Shape{3, 4, 5}, Shape{7}}) {
+        CAPTURE(sliced);
+        CAPTURE(s.str());
+        CAPTURE(at == SliceAt::Aligned);
+        Shape b = s;
+        b.d[0] += 1;
+        const bool sl = sliced && s.ndim >= 2;
+        if (sl) b.d[s.ndim - 1] += at == SliceAt::Aligned ? 8 : 5;
+        Twin t;
+        t.sliced = sl;
+        t.c0 = at == SliceAt::Aligned ? 4 : 2;
+        t.host_buf = rand_uniform(b, rng);
+        t.host = twin_view(t.host_buf, s, sl, t.c0);
+        t.dev_buf = t.host_buf.clone();
+        t.dev = twin_view(t.dev_buf, s, sl, t.c0);
+        CHECK(t.host.shape() == s);
+        if (sl) CHECK(t.host.data() == t.host_buf.data() + t.c0);
+        CHECK(twin_diff(t).outside_bad == 0);
+        CHECK(twin_diff(t).err == 0);
+        t.dev_buf.data()[t.dev_buf.numel() - 1] += 1.f;  // the guard row's last entry
         CHECK(twin_diff(t).outside_bad == 1);
+        t.dev_buf.data()[t.dev_buf.numel() - 1] = t.host_buf.data()[t.host_buf.numel() - 1];
+        t.dev.data()[0] += 1.f;  // inside the view: an error, not an outside write
+        CHECK(twin_diff(t).outside_bad == 0);
+        CHECK(twin_diff(t).err > 0);
+        // An output left as the poison where the reference is NaN: unwritten, so a mismatch.
+        t.dev.data()[0] = poison_nan();
+        t.host.data()[0] = std::nanf("");
+        CHECK(twin_diff(t).nan_bad == 1);
+        t.dev.data()[0] = std::nanf("");
+        CHECK(twin_diff(t).nan_bad == 0);
+        if (sl) {
+          t.dev.data()[0] = t.host.data()[0];
+          t.dev_buf.data()[t.c0 - 1] = 9.f;  // the channel just before the slice
+          CHECK(twin_diff(t).outside_bad == 1);
+          t.dev_buf.data()[t.c0 - 1] = t.host_buf.data()[t.c0 - 1];
+          t.dev_buf.data()[t.c0 + s[s.ndim - 1]] = 9.f;  // the channel just after it
+          CHECK(twin_diff(t).outside_bad == 1);
+        }
       }
-    }
 }
 
 const char* yes_no(bool b) { return b ? "yes" : "no"; }
@@ -1482,10 +1489,11 @@ TEST_CASE("cuda: the graph step captures again when the active set changes, and 
   int captures = 0;
   for (const std::vector<size_t>& ids : {std::vector<size_t>{0, 1, 2}, std::vector<size_t>{0, 2}}) {
     ++captures;
-    // A set after the first capture gets one eager step before its own capture (GraphStep::run
-    // says false; the attack loop then evaluates and updates eagerly), so that its shapes have
-    // run outside a capture.
-    const int first_graphed = captures > 1 ? 1 : 0;
+    // A set is captured only after a step of it ran eagerly. The first set: run() declines
+    // (its shapes never ran), and the caller steps eagerly; the second: the caller's eager
+    // step comes first and is noted (as attack.cpp notes every eager step), so run()
+    // captures at once. Either way the eager step is the reference's, copied.
+    const bool noted = captures > 1;
     for (int k = 0; k < 4; ++k) {
       std::vector<std::vector<float>> before;
       for (size_t j : ids) before.push_back(gx[j].to_vector());
@@ -1494,17 +1502,20 @@ TEST_CASE("cuda: the graph step captures again when the active set changes, and 
       for (size_t j : ids) items.push_back(GraphStepItem{&gx[j], &x0[j], labels[j], 0.f});
       const int64_t mallocs = cuda_alloc_stats().mallocs;
       GraphStepResult r;
-      if (k < first_graphed) {
-        CHECK_FALSE(step.run(items, r));
-        CHECK(step.captures() == captures - 1);
+      if (k == 0) {
+        if (!noted) {
+          CHECK_FALSE(step.run(items, r));
+          CHECK(step.captures() == captures - 1);
+        }
         for (size_t a = 0; a < ids.size(); ++a) {
           CHECK(same_bits(gx[ids[a]].to_vector(), before[a]));  // left alone
-          gx[ids[a]].copy_from(ex[ids[a]]);  // the caller's eager step: the reference's
+          gx[ids[a]].copy_from(ex[ids[a]]);                      // the caller's eager step
         }
+        if (noted) step.note_eager(items);
         continue;
       }
       REQUIRE_MESSAGE(step.run(items, r), step.fallback_reason());
-      if (k > first_graphed) CHECK(cuda_alloc_stats().mallocs == mallocs);  // replays allocate nothing
+      if (k > 1) CHECK(cuda_alloc_stats().mallocs == mallocs);  // replays allocate nothing
       CHECK(step.captures() == captures);
       for (size_t a = 0; a < ids.size(); ++a) {
         INFO("set of " << ids.size() << ", step " << k << ", item " << ids[a]);

@@ -13,7 +13,7 @@
 #              configure + build Release for sm_90 with -j16, CUDA on, with .gpukit's
 #              dependency prefix when the machine lacks the Debian dev packages, and if that
 #              fails the prebuilt binaries anyway, said in the summary (GPU_CHECK_PREBUILT=1:
-#              always the prebuilt ones; =0: always build)
+#              always the prebuilt ones; =0: build, even when they match)
 #   cuda tests trick_tests -tc="cuda:*": every op against its CPU twin, CUDA graphs, the
 #              attack step from a graph against the eager step
 #   inception  trick_tests -tc="gpu inception*": Inception v3 logits and input gradient, GPU

@@ -110,21 +110,24 @@ echo "make_gpu_kit: .gpukit/deps.tar.xz $(du -h .gpukit/deps.tar.xz | cut -f1)"
 [ "$deps_only" = 1 ] && exit 0
 
 # --- prebuilt binaries ---------------------------------------------------------------------
+# Every source file and its SHA-256 (what the globs and the build read, not scripts or docs;
+# uncommitted changes included), taken before the build and checked after it (an edit during
+# the build would be in the list but not in the binaries): gpu_check.sh uses these binaries
+# instead of building when its tree matches.
+mkdir -p "$tmp/bin"
+git ls-files -co --exclude-standard -- CMakeLists.txt tensor kernels layers autograd models attack tools tests data |
+  grep -vE '\.(py|sh|md)$' | while read -r f; do [ -f "$f" ] && echo "$f"; done | LC_ALL=C sort |
+  xargs -d '\n' sha256sum >"$tmp/bin/SOURCES.sha256"
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DTRICK_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DTRICK_CUDA=ON >/dev/null
 grep -q 'TRICK_WITH_CUDA' "$build_dir/CMakeFiles/trick_lib.dir/flags.make" 2>/dev/null ||
   { echo "make_gpu_kit: this machine's build has no CUDA (nvcc not found?)" >&2; exit 1; }
 cmake --build "$build_dir" -j"$(nproc)" --target trick trick_tests
-mkdir -p "$tmp/bin"
+sha256sum --quiet -c "$tmp/bin/SOURCES.sha256" ||
+  { echo "make_gpu_kit: sources changed during the build; run it again" >&2; exit 1; }
 cp "$build_dir/trick" "$build_dir/trick_tests" "$tmp/bin/"
 echo "built from $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' + uncommitted changes')" \
   >"$tmp/bin/BUILT_FROM"
-# Every source file and its SHA-256 (what the globs and the build read, not scripts or docs;
-# uncommitted changes included): gpu_check.sh uses these binaries instead of building when its tree matches.
-git ls-files -co --exclude-standard -- CMakeLists.txt tensor kernels layers autograd models attack tools tests data |
-  grep -vE '\.(py|sh|md)$' | while read -r f; do [ -f "$f" ] && echo "$f"; done | LC_ALL=C sort |
-  xargs -d '\n' sha256sum \
-  >"$tmp/bin/SOURCES.sha256"
 strip "$tmp/bin/trick" "$tmp/bin/trick_tests"
 tar -cJf .gpukit/bin.tar.xz -C "$tmp" bin
 echo "make_gpu_kit: .gpukit/bin.tar.xz $(du -h .gpukit/bin.tar.xz | cut -f1) (built from $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . 2>/dev/null || echo ' + uncommitted changes'))"

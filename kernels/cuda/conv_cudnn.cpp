@@ -129,8 +129,9 @@ std::unique_ptr<Plan> build_plan(Kind kind, const Geometry& g, MathMode mode, cu
   };
   // Measuring runs the candidates (allocating their buffers), so never inside a capture.
   const bool measure = cudnn_algo() == CudnnAlgo::Measure && !stream_capturing();
-  // An error left by an earlier launch is reported as that, not cleared with Find's below.
-  if (measure) TRICK_CUDA_CHECK(cudaPeekAtLastError());
+  // An error left by an earlier launch is reported (and cleared) as that, not cleared
+  // silently with Find's below.
+  if (measure) TRICK_CUDA_CHECK(cudaGetLastError());
   int algo = -1;
   cudnnMathType_t math = CUDNN_FMA_MATH;
   // The measured list first; cuDNN's heuristic ranking when not measuring (a capture,
