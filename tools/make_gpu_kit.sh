@@ -4,7 +4,7 @@
 # has seen, none of the Debian packages trick builds with, and it cannot download. Run here
 # once before the device call:
 #
-#   bash tools/make_gpu_kit.sh              # ~13 minutes on 2 cores (the CUDA build)
+#   bash tools/make_gpu_kit.sh              # 6-13 minutes on 2 cores (the CUDA build)
 #   bash tools/make_gpu_kit.sh --deps-only  # seconds: only deps.tar.xz
 #   device tool: run(command="bash tools/gpu_check.sh", carry=[".gpukit"], timeout_s=560)
 #
