@@ -260,8 +260,9 @@ bool GraphStep::run(const std::vector<GraphStepItem>& items, GraphStepResult& ou
     // While descent's rate is 0 the eager loop reads the gradient's maximum every step.
     if (m.s.method == AttackMethod::Descent && it.lr == 0.f) return false;
   }
-  bool same = m.key.size() == items.size();
-  for (size_t i = 0; same && i < items.size(); ++i) same = m.key[i] == key_of(items[i]);
+  std::vector<Key> now;
+  for (const GraphStepItem& it : items) now.push_back(key_of(it));
+  const bool same = now == m.key;
 #ifdef TRICK_WITH_CUDA
   if (!same) {
     // A set not yet captured is captured only after a step of it ran eagerly (the attack's
@@ -270,8 +271,6 @@ bool GraphStep::run(const std::vector<GraphStepItem>& items, GraphStepResult& ou
     // capture: cuDNN measures its algorithms for them (never inside a capture), and
     // workspaces (split-K partials for a smaller batch) grow then, not inside the capture,
     // where growing fails it. The old graph and its memory go now.
-    std::vector<Key> now;
-    for (const GraphStepItem& it : items) now.push_back(key_of(it));
     if (!(now == m.warmed)) {
       m.warmed = std::move(now);
       m.graph.reset();
