@@ -118,6 +118,8 @@ OPTION_CASES = [
     ("bench", "seed-negative", ["bench", "--seed", "-1"], "--seed", r"not a whole number"),
     ("bench", "device-unknown", ["bench", "--device", "tpu"], "tpu", r"cannot parse .*expected cpu, cuda"),
     ("bench", "model-unknown", ["bench", "--model", "resnet50"], "resnet50", r"unknown model"),
+    ("bench", "cpu-conv-unknown", ["bench", "--cpu-conv", "fast"], "--cpu-conv", r"winograd, packed or blas"),
+    ("classify", "cpu-conv-unknown", ["--cpu-conv", "direct"], "--cpu-conv", r"winograd, packed or blas"),
     ("bench", "layers-with-both", ["--layers", "--both"], "--layers", r"excludes"),
     ("bench", "layers-json-without-layers", ["--layers-json", "layers.jsonl"], "--layers-json", r"requires"),
     ("classes", "labels-unknown", ["--labels", "cifar"], "--labels", r"expected 'imagenet'"),

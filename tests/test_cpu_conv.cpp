@@ -19,6 +19,7 @@
 #include "kernels/conv.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/sgemm_conv.h"
+#include "kernels/cpu/sgemm_kernel.h"
 #include "kernels/gemm.h"
 #include "tests/op_check.h"
 #include "tests/reference.h"
@@ -52,8 +53,15 @@ const Case kCases[] = {
     {2, 30, 25, 17, 20, 3, 3, 2, 2, 1, 1, 1, 1, "3x3 stride 2, batch 2, 390 output pixels (B packed first)"},
     {1, 13, 12, 3, 32, 3, 3, 2, 2, 0, 0, 0, 0, "3 channels (the first layer: explicit im2col)"},
     {1, 6, 7, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1, "5 channels, pad 1"},
-    {1, 30, 30, 300, 8, 3, 3, 1, 1, 1, 1, 1, 1, "3x3, 300 channels, 900 pixels (OpenBLAS im2col in two chunks)"},
+    {1, 30, 30, 300, 8, 3, 3, 1, 1, 1, 1, 1, 1, "Winograd forward (dgrad: 8 channels, direct), 300 channels, 900 pixels (OpenBLAS im2col in two chunks)"},
     {1, 200, 200, 3, 8, 3, 3, 1, 1, 1, 1, 1, 1, "3 channels, 40000 pixels (explicit im2col in two chunks)"},
+    // Winograd F(2x2, 3x3) (3x3 stride 1, >= 16 channels, >= 96 2x2 tiles): odd sizes (tiles
+    // that overhang the edge), channel counts that leave the 8-wide vectors a tail, a partial
+    // panel, padding 2 (the data gradient's is then 0), no padding, K in two 256-long chunks.
+    {1, 23, 21, 20, 24, 3, 3, 1, 1, 1, 1, 1, 1, "Winograd: 3x3 pad 1, 23x21 (tiles over the edge)"},
+    {2, 17, 16, 33, 17, 3, 3, 1, 1, 0, 0, 0, 0, "Winograd: no padding, batch 2, 33 -> 17 channels (tails)"},
+    {1, 20, 22, 24, 40, 3, 3, 1, 1, 2, 0, 0, 1, "Winograd: asymmetric padding (2, 0, 0, 1)"},
+    {1, 20, 19, 300, 20, 3, 3, 1, 1, 1, 1, 1, 1, "Winograd: 300 channels (K in two chunks)"},
 };
 
 Conv2dParams params(const Case& k, bool relu) {
@@ -123,14 +131,28 @@ struct EngineScope {
   ~EngineScope() { cpu::set_conv_engine(saved); }
 };
 
+// Whether the Winograd engine runs a case's forward and data gradient by Winograd F(2x2, 3x3).
+bool by_winograd(const Case& k, bool dgrad) {
+  const Conv2dParams p = params(k, false);
+  const Shape ys = conv2d_output_shape(Shape{k.n, k.h, k.w, k.c}, Shape{k.o, k.kh, k.kw, k.c}, p);
+  const int64_t oh = dgrad ? k.h : ys[1], ow = dgrad ? k.w : ys[2];
+  return cpu::winograd_takes(k.kh, k.kw, p, dgrad ? k.o : k.c, k.n * ((oh + 1) / 2) * ((ow + 1) / 2));
+}
+
 void check_engine(cpu::ConvEngine engine, int threads) {
   EngineScope scope(engine);
+  REQUIRE(cpu::conv_engine() == engine);
   const int saved_threads = num_threads();
   set_num_threads(threads);
   Rng rng(21);
+  int winograd_cases = 0;
   for (const Case& k : kCases) {
     CAPTURE(k.what);
     CAPTURE(threads);
+    // The cases named for Winograd are the ones it takes, forward or dgrad; no other is.
+    const bool named = std::string(k.what).rfind("Winograd", 0) == 0;
+    REQUIRE((by_winograd(k, false) || by_winograd(k, true)) == named);
+    winograd_cases += named;
     const double tol = 1e-5 * std::sqrt(static_cast<double>(k.kh * k.kw * std::max(k.c, k.o)) / 16.0);
     const Conv2dParams p = params(k, true);
     // The input is a channel slice of a wider tensor; the output goes to a slice of a wider
@@ -176,6 +198,15 @@ void check_engine(cpu::ConvEngine engine, int threads) {
       for (int64_t c : {int64_t{0}, int64_t{1}, int64_t{2}, k.c + 3})
         REQUIRE(after[r * (k.c + 4) + c] == before[r * (k.c + 4) + c]);
 
+    if (named && engine == cpu::ConvEngine::Winograd) {
+      // The Winograd kernels called directly: they take the case, and agree with the engine.
+      Tensor y3 = test::nan_tensor(ys), dx3 = test::nan_tensor(x.shape());
+      REQUIRE(cpu::winograd_conv2d_forward(x, w, Tensor(), q, y3) == by_winograd(k, false));
+      REQUIRE(cpu::winograd_conv2d_dgrad(dy, w, q, dx3, false) == by_winograd(k, true));
+      if (by_winograd(k, false)) CHECK(y3.to_vector() == y2.to_vector());
+      if (by_winograd(k, true)) CHECK(dx3.to_vector() == dx.to_vector());
+    }
+
     // wgrad (OpenBLAS on either engine) from the channel slices x and dy: written (poisoned
     // first), then accumulated onto existing values. The sums run over every output pixel.
     std::vector<double> want_dw, want_db;
@@ -193,37 +224,50 @@ void check_engine(cpu::ConvEngine engine, int threads) {
     expect_close(dw_acc, want_dw_acc, std::string("wgrad accumulated ") + k.what, 1e-4, wtol);
     expect_close(db_acc, want_db_acc, std::string("wgrad bias accumulated ") + k.what, 1e-4, wtol);
   }
+  CHECK(winograd_cases == 5);
   set_num_threads(saved_threads);
 }
 
 }  // namespace
 
 TEST_CASE("cpu conv: the implicit-GEMM engine against the double reference, 1 and 2 threads") {
-  if (cpu::conv_engine() != cpu::ConvEngine::Packed) {
-    cpu::set_conv_engine(cpu::ConvEngine::Packed);
-    if (cpu::conv_engine() != cpu::ConvEngine::Packed) {
-      MESSAGE("this CPU has no AVX2/FMA: only the OpenBLAS engine runs here");
-      return;
-    }
+  if (!cpu::sgemm::kernel_supported()) {
+    MESSAGE("this CPU has no AVX2/FMA: only the OpenBLAS engine runs here");
+    return;
   }
   check_engine(cpu::ConvEngine::Packed, 1);
   check_engine(cpu::ConvEngine::Packed, 2);
+}
+
+TEST_CASE("cpu conv: the Winograd engine (F(2x2, 3x3) for 3x3 stride-1 layers) against the double reference") {
+  if (!cpu::sgemm::kernel_supported()) {
+    MESSAGE("this CPU has no AVX2/FMA: only the OpenBLAS engine runs here");
+    return;
+  }
+  check_engine(cpu::ConvEngine::Winograd, 1);
+  check_engine(cpu::ConvEngine::Winograd, 2);
 }
 
 TEST_CASE("cpu conv: the OpenBLAS engine (the fallback) against the double reference") {
   check_engine(cpu::ConvEngine::Blas, 2);
 }
 
-TEST_CASE("cpu conv: the engine is Packed by default where the CPU has AVX2 and FMA") {
-  const char* env = std::getenv("TRICK_CPU_CONV");
-  if (env && std::string(env) == "blas") {
-    CHECK(cpu::conv_engine() == cpu::ConvEngine::Blas);
-    return;
-  }
-  EngineScope scope(cpu::ConvEngine::Packed);  // what a fresh process starts with where supported
+TEST_CASE("cpu conv: the engine is Winograd by default where the CPU has AVX2 and FMA") {
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  CHECK((cpu::conv_engine() == cpu::ConvEngine::Packed) == avx2);
-  CHECK(std::string(cpu::conv_engine_name()) == (avx2 ? "packed-avx2" : "openblas"));
+  const char* env = std::getenv("TRICK_CPU_CONV");
+  cpu::ConvEngine want = cpu::ConvEngine::Winograd;
+  if (env) cpu::parse_conv_engine(env, &want);
+  CHECK(cpu::conv_engine() == (avx2 ? want : cpu::ConvEngine::Blas));
+  for (cpu::ConvEngine e : {cpu::ConvEngine::Winograd, cpu::ConvEngine::Packed, cpu::ConvEngine::Blas}) {
+    EngineScope scope(e);
+    CHECK(cpu::conv_engine() == (avx2 ? e : cpu::ConvEngine::Blas));
+    cpu::ConvEngine parsed = cpu::ConvEngine::Blas;
+    CHECK(cpu::parse_conv_engine(cpu::conv_engine_key(e), &parsed));
+    CHECK(parsed == e);
+  }
+  CHECK_FALSE(cpu::parse_conv_engine("fast", &want));
+  EngineScope scope(cpu::ConvEngine::Winograd);
+  CHECK(std::string(cpu::conv_engine_name()) == (avx2 ? "packed-avx2+winograd" : "openblas"));
 }
 
 TEST_CASE("cpu parallel_for: every index exactly once, on any thread count, nested and throwing") {

@@ -13,7 +13,8 @@
 #
 # Environment: THREADS (2), ROUNDS (5), REPEATS (10, per round and side; the median is
 # taken), WARMUP (2), BUILD (build directory, default build), NO_BUILD=1 (use the binary as
-# it is), TRICK_CPU_CONV=blas (trick's OpenBLAS engine instead of the implicit-GEMM one),
+# it is), TRICK_CPU_CONV=packed|blas (trick's implicit-GEMM engine without Winograd, or its
+# OpenBLAS engine, instead of the default winograd),
 # TORCH_PASSIVE=1 (PyTorch's OpenMP threads sleep instead of spinning while they wait:
 # OMP_WAIT_POLICY=PASSIVE, kinder to PyTorch on a loaded machine), OUT (a file to write the
 # table to as well, written whole or not at all).

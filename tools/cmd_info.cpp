@@ -1,6 +1,7 @@
 // trick info: what this build can do (backends, devices, threads).
 #include <cstdio>
 
+#include "kernels/cpu/sgemm_conv.h"
 #include "kernels/gemm.h"
 #include "tensor/tensor.h"
 #include "tools/command.h"
@@ -18,6 +19,9 @@ const bool registered = register_command({"info", "Show this build's backends, d
 #endif
                                               std::printf("trick 0.1.0\n");
                                               std::printf("cpu threads: %d\n", num_threads());
+                                              std::printf("cpu convolutions: %s (--cpu-conv or TRICK_CPU_CONV: "
+                                                          "winograd, packed, blas)\n",
+                                                          cpu::conv_engine_name());
                                               std::printf("cuda backend: %s\n", cuda);
                                               std::printf("cuda devices: %d\n", cuda_device_count());
                                               return 0;

@@ -17,6 +17,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -335,9 +336,11 @@ void dgrad_by_columns(const Tensor& dy, const Tensor& w, const Conv2dParams& p, 
 }
 
 ConvEngine initial_engine() {
-  const char* e = std::getenv("TRICK_CPU_CONV");
-  if (e && std::string(e) == "blas") return ConvEngine::Blas;
-  return sgemm::kernel_supported() ? ConvEngine::Packed : ConvEngine::Blas;
+  ConvEngine e = ConvEngine::Winograd;
+  const char* env = std::getenv("TRICK_CPU_CONV");
+  if (env && *env && !parse_conv_engine(env, &e))
+    std::fprintf(stderr, "note: TRICK_CPU_CONV=%s is not winograd, packed or blas; using winograd\n", env);
+  return e != ConvEngine::Blas && !sgemm::kernel_supported() ? ConvEngine::Blas : e;
 }
 
 ConvEngine& engine_setting() {
@@ -345,16 +348,56 @@ ConvEngine& engine_setting() {
   return e;
 }
 
+bool implicit_gemm() { return conv_engine() != ConvEngine::Blas; }
+
 }  // namespace
 
 void set_conv_engine(ConvEngine e) {
-  engine_setting() = (e == ConvEngine::Packed && !sgemm::kernel_supported()) ? ConvEngine::Blas : e;
+  engine_setting() = (e != ConvEngine::Blas && !sgemm::kernel_supported()) ? ConvEngine::Blas : e;
 }
 ConvEngine conv_engine() { return engine_setting(); }
-const char* conv_engine_name() { return conv_engine() == ConvEngine::Packed ? "packed-avx2" : "openblas"; }
+const char* conv_engine_name() {
+  switch (conv_engine()) {
+    case ConvEngine::Winograd: return "packed-avx2+winograd";
+    case ConvEngine::Packed: return "packed-avx2";
+    case ConvEngine::Blas: break;
+  }
+  return "openblas";
+}
+
+const char* conv_engine_key(ConvEngine e) {
+  switch (e) {
+    case ConvEngine::Winograd: return "winograd";
+    case ConvEngine::Packed: return "packed";
+    case ConvEngine::Blas: break;
+  }
+  return "blas";
+}
+
+bool parse_conv_engine(const std::string& s, ConvEngine* e) {
+  for (ConvEngine c : {ConvEngine::Winograd, ConvEngine::Packed, ConvEngine::Blas})
+    if (s == conv_engine_key(c)) {
+      *e = c;
+      return true;
+    }
+  return false;
+}
+
+void gemm_rows_packed(const float* a, int64_t lda, int64_t rows, int64_t k, const float* packed, int64_t n, float* c,
+                      int64_t ldc) {
+  if (rows <= 0 || n <= 0) return;
+  thread_local Problem P;
+  P.nimg = 1, P.u = 1, P.v = rows;
+  P.dst = c, P.ldd = ldc, P.dh = 1, P.dw = rows;
+  P.n = n;
+  P.src = a, P.lds = lda, P.sh = 1, P.sw = rows, P.cin = k;
+  if (P.taps.empty()) P.taps.push_back({0, 0, 0});
+  compute_block(P, packed, 0, rows, 0, (n + kNr - 1) / kNr);
+}
 
 bool packed_conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y) {
-  if (conv_engine() != ConvEngine::Packed) return false;
+  if (!implicit_gemm()) return false;
+  if (conv_engine() == ConvEngine::Winograd && winograd_conv2d_forward(x, w, b, p, y)) return true;
   const int64_t n = x.dim(0), h = x.dim(1), wd = x.dim(2), c = x.dim(3);
   const int64_t o = w.dim(0), kh = w.dim(1), kw = w.dim(2);
   const int64_t oh = y.dim(1), ow = y.dim(2);
@@ -394,7 +437,8 @@ bool packed_conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, co
 }
 
 bool packed_conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx, bool accumulate) {
-  if (conv_engine() != ConvEngine::Packed) return false;
+  if (!implicit_gemm()) return false;
+  if (conv_engine() == ConvEngine::Winograd && winograd_conv2d_dgrad(dy, w, p, dx, accumulate)) return true;
   const int64_t n = dx.dim(0), h = dx.dim(1), wd = dx.dim(2), c = dx.dim(3);
   const int64_t o = w.dim(0), kh = w.dim(1), kw = w.dim(2);
   const int64_t oh = dy.dim(1), ow = dy.dim(2);

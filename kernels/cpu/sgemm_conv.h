@@ -8,18 +8,22 @@
 // Fewer than 16 input channels (the 3-channel first layer) take explicit im2col / col2im
 // around the same kernel: with so few channels per tap the in-place segments are too short.
 #pragma once
+#include <string>
+
 #include "kernels/conv.h"
 
 namespace trick {
 namespace cpu {
 
 enum class ConvEngine {
-  Packed,  // the implicit-GEMM kernels in this file (when the CPU has AVX2 + FMA)
-  Blas,    // im2col + OpenBLAS sgemm + col2im
+  Winograd,  // Packed, with 3x3 stride-1 layers of many pixels by Winograd F(2x2, 3x3) (winograd.cpp)
+  Packed,    // the implicit-GEMM kernels in this file (when the CPU has AVX2 + FMA)
+  Blas,      // im2col + OpenBLAS sgemm + col2im
 };
 
-// The engine CPU convolutions use. Starts as Packed where supported, unless the environment
-// sets TRICK_CPU_CONV=blas. Setting Packed on a CPU without AVX2/FMA keeps Blas.
+// The engine CPU convolutions use. Starts as Winograd where supported, unless the environment
+// sets TRICK_CPU_CONV=packed (no Winograd) or blas. Setting Winograd or Packed on a CPU
+// without AVX2/FMA keeps Blas.
 void set_conv_engine(ConvEngine e);
 ConvEngine conv_engine();
 const char* conv_engine_name();
@@ -29,6 +33,24 @@ const char* conv_engine_name();
 bool packed_conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y);
 // dx (+)= dgrad(dy, w). Returns false (nothing written) when this engine does not take the case.
 bool packed_conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx, bool accumulate);
+
+// The engine's name for TRICK_CPU_CONV and `--cpu-conv`: "winograd", "packed" or "blas";
+// parse_conv_engine returns false for anything else.
+const char* conv_engine_key(ConvEngine e);
+bool parse_conv_engine(const std::string& s, ConvEngine* e);
+
+// Winograd F(2x2, 3x3) (kernels/cpu/winograd.cpp), used by the Winograd engine: whether it
+// takes a layer (3x3, stride 1, at least 16 input channels, enough 2x2 output tiles), and the
+// forward and data gradient, which return false (nothing written) when it does not.
+bool winograd_takes(int64_t kh, int64_t kw, const Conv2dParams& p, int64_t cin, int64_t tiles);
+bool winograd_conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y);
+bool winograd_conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx, bool accumulate);
+
+// C(rows, n) = A(rows, k) * B on the calling thread, with the micro-kernel: A's rows lda
+// floats apart, B packed as the kernel reads it (panels of kNr columns, each k rows of kNr
+// floats, 64-byte aligned, zeros past column n), C's rows ldc apart.
+void gemm_rows_packed(const float* a, int64_t lda, int64_t rows, int64_t k, const float* packed, int64_t n, float* c,
+                      int64_t ldc);
 
 }  // namespace cpu
 }  // namespace trick

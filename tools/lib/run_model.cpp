@@ -7,6 +7,7 @@
 #include <new>
 #include <numeric>
 
+#include "kernels/cpu/sgemm_conv.h"
 #include "models/preprocess.h"
 #include "models/zoo.h"
 #include "tools/lib/pth.h"
@@ -114,6 +115,20 @@ std::string split_k_error(const std::string& value) {
   } catch (const Error& e) {
     return e.what();
   }
+}
+
+std::string cpu_conv_error(const std::string& value) {
+  cpu::ConvEngine e;
+  return cpu::parse_conv_engine(value, &e) ? std::string()
+                                           : "must be winograd, packed or blas, got '" + value + "'";
+}
+
+void set_cpu_conv(const std::string& value) {
+  cpu::ConvEngine e = cpu::ConvEngine::Winograd;
+  TRICK_CHECK(cpu::parse_conv_engine(value, &e), "--cpu-conv ", cpu_conv_error(value));
+  cpu::set_conv_engine(e);
+  if (cpu::conv_engine() != e)
+    std::fprintf(stderr, "note: --cpu-conv %s needs AVX2 and FMA, which this CPU lacks; using blas\n", value.c_str());
 }
 
 bool parse_input_size(const std::string& option) {

@@ -20,8 +20,15 @@ Device choose_device(const std::string& option);
 std::string conv_backend_error(const std::string& name);
 // "" when `value` is a split-K policy ("W,K" or "off"), else what is wrong with it.
 std::string split_k_error(const std::string& value);
+// "" when `value` names a CPU convolution engine (winograd, packed, blas), else what is wrong.
+std::string cpu_conv_error(const std::string& value);
+// Selects that engine (kernels/cpu/sgemm_conv.h); on a CPU without AVX2/FMA, where only blas
+// runs, says so on stderr.
+void set_cpu_conv(const std::string& value);
 
-// The GPU options of every command that runs a model, added in one line:
+// The backend options of every command that runs a model, added in one line:
+//   --cpu-conv winograd|packed|blas  the CPU's convolution engine (default winograd; also
+//                            TRICK_CPU_CONV in the environment)
 //   --conv own|cublas|cudnn  who computes convolutions (kernels/backend.h), set as the
 //                            command line is parsed
 //   --tf32                   TF32 tensor cores in convolutions and GEMMs, every backend (off by default)
@@ -29,9 +36,14 @@ std::string split_k_error(const std::string& value);
 //   --split-k W,K|off        our kernels' split-K policy (kernels/backend.h; default 8,64)
 //   --cudnn-algo measure|heuristic  how the cuDNN backend picks algorithms (default measure)
 //   --graph / --no-graph     only when `graph` is given: CUDA-graph replay, stored there
-// They change nothing on the CPU. A template, so this header needs no CLI11.
+// The GPU ones change nothing on the CPU. A template, so this header needs no CLI11.
 template <class App>
 void add_backend_options(App& app, bool* graph = nullptr) {
+  app.template add_option_function<std::string>(
+         "--cpu-conv", [](const std::string& v) { set_cpu_conv(v); },
+         "CPU convolutions: winograd (the default: implicit GEMM on AVX2, and Winograd F(2x2,3x3) for 3x3 "
+         "stride-1 layers of many pixels), packed (implicit GEMM only) or blas (im2col + OpenBLAS)")
+      ->check([](const std::string& v) { return cpu_conv_error(v); });
   app.template add_option_function<std::string>(
          "--conv", [](const std::string& v) { set_conv_backend(parse_conv_backend(v)); },
          "GPU convolutions: own (our kernels, the default), cublas or cudnn")
