@@ -65,6 +65,7 @@ COMMANDS = {
     "convert": "convert {weights_in} -o {out.safetensors}",
     "bench": "bench --weights {weights} --repeats 1 --warmup 0",
     "bench_layers": "bench --model fashion_inception --batch 2 --repeats 1 --warmup 0 --layers --layers-json {out.jsonl}",
+    "bench_conv": "bench-conv --repeats 1 --threads 1",
     "classes": "classes",
     "info": "info",
     "attack": "attack {image} --weights {weights} --target {target} --out {outdir} --method fgsm --no-animation "
@@ -84,7 +85,7 @@ CONTROL_STATUS = {"attack": (0, 3), "attack_manifest": (0, 3)}
 OUT_IS_A_CHECKPOINT = {"train"}
 
 # Commands whose inputs are all optional (no "no-arguments" case).
-RUNS_WITHOUT_ARGUMENTS = {"bench", "bench_layers", "eval", "eval_weights"}
+RUNS_WITHOUT_ARGUMENTS = {"bench", "bench_layers", "bench_conv", "eval", "eval_weights"}
 
 # (command, case, options set on the good command line (replacing the value of one it has, else
 #  appended), what the error must name, pattern of what it must say is wrong)
@@ -118,8 +119,11 @@ OPTION_CASES = [
     ("bench", "seed-negative", ["bench", "--seed", "-1"], "--seed", r"not a whole number"),
     ("bench", "device-unknown", ["bench", "--device", "tpu"], "tpu", r"cannot parse .*expected cpu, cuda"),
     ("bench", "model-unknown", ["bench", "--model", "resnet50"], "resnet50", r"unknown model"),
-    ("bench", "cpu-conv-unknown", ["bench", "--cpu-conv", "fast"], "--cpu-conv", r"winograd, packed or blas"),
-    ("classify", "cpu-conv-unknown", ["--cpu-conv", "direct"], "--cpu-conv", r"winograd, packed or blas"),
+    ("bench", "cpu-conv-unknown", ["bench", "--cpu-conv", "fast"], "--cpu-conv", r"winograd, winograd4, packed or blas"),
+    ("bench_conv", "engines-unknown", ["--engines", "packed,fast"], "--engines", r"winograd, winograd4, packed or blas"),
+    ("bench_conv", "batch-zero", ["--batch", "0"], "--batch", r"0 not in range"),
+    ("bench_conv", "repeats-zero", ["--repeats", "0"], "--repeats", r"0 not in range"),
+    ("classify", "cpu-conv-unknown", ["--cpu-conv", "direct"], "--cpu-conv", r"winograd, winograd4, packed or blas"),
     ("bench", "layers-with-both", ["--layers", "--both"], "--layers", r"excludes"),
     ("bench", "layers-json-without-layers", ["--layers-json", "layers.jsonl"], "--layers-json", r"requires"),
     ("classes", "labels-unknown", ["--labels", "cifar"], "--labels", r"expected 'imagenet'"),

@@ -55,13 +55,14 @@ const Case kCases[] = {
     {1, 6, 7, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1, "5 channels, pad 1"},
     {1, 30, 30, 300, 8, 3, 3, 1, 1, 1, 1, 1, 1, "Winograd forward (dgrad: 8 channels, direct), 300 channels, 900 pixels (OpenBLAS im2col in two chunks)"},
     {1, 200, 200, 3, 8, 3, 3, 1, 1, 1, 1, 1, 1, "3 channels, 40000 pixels (explicit im2col in two chunks)"},
-    // Winograd F(2x2, 3x3) (3x3 stride 1, >= 16 channels, >= 96 2x2 tiles): odd sizes (tiles
+    // Winograd (3x3 stride 1, >= 16 channels, >= 384 output pixels): odd sizes (tiles
     // that overhang the edge), channel counts that leave the 8-wide vectors a tail, a partial
     // panel, padding 2 (the data gradient's is then 0), no padding, K in two 256-long chunks.
     {1, 23, 21, 20, 24, 3, 3, 1, 1, 1, 1, 1, 1, "Winograd: 3x3 pad 1, 23x21 (tiles over the edge)"},
     {2, 17, 16, 33, 17, 3, 3, 1, 1, 0, 0, 0, 0, "Winograd: no padding, batch 2, 33 -> 17 channels (tails)"},
     {1, 20, 22, 24, 40, 3, 3, 1, 1, 2, 0, 0, 1, "Winograd: asymmetric padding (2, 0, 0, 1)"},
-    {1, 20, 19, 300, 20, 3, 3, 1, 1, 1, 1, 1, 1, "Winograd: 300 channels (K in two chunks)"},
+    {1, 20, 21, 300, 20, 3, 3, 1, 1, 1, 1, 1, 1, "Winograd: 300 channels (K in two chunks)"},
+    {1, 33, 35, 20, 24, 3, 3, 1, 1, 1, 1, 1, 1, "Winograd: 33x35, 81 tiles of 4x4 (F(4x4) when chosen per layer)"},
 };
 
 Conv2dParams params(const Case& k, bool relu) {
@@ -131,12 +132,12 @@ struct EngineScope {
   ~EngineScope() { cpu::set_conv_engine(saved); }
 };
 
-// Whether the Winograd engine runs a case's forward and data gradient by Winograd F(2x2, 3x3).
+// Whether the Winograd engines run a case's forward or data gradient by Winograd.
 bool by_winograd(const Case& k, bool dgrad) {
   const Conv2dParams p = params(k, false);
   const Shape ys = conv2d_output_shape(Shape{k.n, k.h, k.w, k.c}, Shape{k.o, k.kh, k.kw, k.c}, p);
   const int64_t oh = dgrad ? k.h : ys[1], ow = dgrad ? k.w : ys[2];
-  return cpu::winograd_takes(k.kh, k.kw, p, dgrad ? k.o : k.c, k.n * ((oh + 1) / 2) * ((ow + 1) / 2));
+  return cpu::winograd_takes(k.kh, k.kw, p, dgrad ? k.o : k.c, k.n, oh, ow);
 }
 
 void check_engine(cpu::ConvEngine engine, int threads) {
@@ -198,7 +199,7 @@ void check_engine(cpu::ConvEngine engine, int threads) {
       for (int64_t c : {int64_t{0}, int64_t{1}, int64_t{2}, k.c + 3})
         REQUIRE(after[r * (k.c + 4) + c] == before[r * (k.c + 4) + c]);
 
-    if (named && engine == cpu::ConvEngine::Winograd) {
+    if (named && (engine == cpu::ConvEngine::Winograd || engine == cpu::ConvEngine::Winograd4)) {
       // The Winograd kernels called directly: they take the case, and agree with the engine.
       Tensor y3 = test::nan_tensor(ys), dx3 = test::nan_tensor(x.shape());
       REQUIRE(cpu::winograd_conv2d_forward(x, w, Tensor(), q, y3) == by_winograd(k, false));
@@ -224,7 +225,7 @@ void check_engine(cpu::ConvEngine engine, int threads) {
     expect_close(dw_acc, want_dw_acc, std::string("wgrad accumulated ") + k.what, 1e-4, wtol);
     expect_close(db_acc, want_db_acc, std::string("wgrad bias accumulated ") + k.what, 1e-4, wtol);
   }
-  CHECK(winograd_cases == 5);
+  CHECK(winograd_cases == 6);
   set_num_threads(saved_threads);
 }
 
@@ -239,13 +240,22 @@ TEST_CASE("cpu conv: the implicit-GEMM engine against the double reference, 1 an
   check_engine(cpu::ConvEngine::Packed, 2);
 }
 
-TEST_CASE("cpu conv: the Winograd engine (F(2x2, 3x3) for 3x3 stride-1 layers) against the double reference") {
+TEST_CASE("cpu conv: the Winograd engines (F(2x2, 3x3) and F(4x4, 3x3)) against the double reference") {
   if (!cpu::sgemm::kernel_supported()) {
     MESSAGE("this CPU has no AVX2/FMA: only the OpenBLAS engine runs here");
     return;
   }
-  check_engine(cpu::ConvEngine::Winograd, 1);
-  check_engine(cpu::ConvEngine::Winograd, 2);
+  // Each tile forced on every case Winograd takes, then each engine's own choice.
+  for (int m : {2, 4, 0}) {
+    CAPTURE(m);
+    cpu::set_winograd_tile(m);
+    REQUIRE(cpu::winograd_tile() == m);
+    for (cpu::ConvEngine e : {cpu::ConvEngine::Winograd, cpu::ConvEngine::Winograd4}) {
+      if (m != 0 && e == cpu::ConvEngine::Winograd4) continue;  // the same as Winograd
+      check_engine(e, 1);
+      check_engine(e, 2);
+    }
+  }
 }
 
 TEST_CASE("cpu conv: the OpenBLAS engine (the fallback) against the double reference") {
@@ -258,7 +268,8 @@ TEST_CASE("cpu conv: the engine is Winograd by default where the CPU has AVX2 an
   cpu::ConvEngine want = cpu::ConvEngine::Winograd;
   if (env) cpu::parse_conv_engine(env, &want);
   CHECK(cpu::conv_engine() == (avx2 ? want : cpu::ConvEngine::Blas));
-  for (cpu::ConvEngine e : {cpu::ConvEngine::Winograd, cpu::ConvEngine::Packed, cpu::ConvEngine::Blas}) {
+  for (cpu::ConvEngine e :
+       {cpu::ConvEngine::Winograd, cpu::ConvEngine::Winograd4, cpu::ConvEngine::Packed, cpu::ConvEngine::Blas}) {
     EngineScope scope(e);
     CHECK(cpu::conv_engine() == (avx2 ? e : cpu::ConvEngine::Blas));
     cpu::ConvEngine parsed = cpu::ConvEngine::Blas;

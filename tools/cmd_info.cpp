@@ -20,7 +20,7 @@ const bool registered = register_command({"info", "Show this build's backends, d
                                               std::printf("trick 0.1.0\n");
                                               std::printf("cpu threads: %d\n", num_threads());
                                               std::printf("cpu convolutions: %s (--cpu-conv or TRICK_CPU_CONV: "
-                                                          "winograd, packed, blas)\n",
+                                                          "winograd, winograd4, packed, blas)\n",
                                                           cpu::conv_engine_name());
                                               std::printf("cuda backend: %s\n", cuda);
                                               std::printf("cuda devices: %d\n", cuda_device_count());

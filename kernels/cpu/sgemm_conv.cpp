@@ -339,7 +339,7 @@ ConvEngine initial_engine() {
   ConvEngine e = ConvEngine::Winograd;
   const char* env = std::getenv("TRICK_CPU_CONV");
   if (env && *env && !parse_conv_engine(env, &e))
-    std::fprintf(stderr, "note: TRICK_CPU_CONV=%s is not winograd, packed or blas; using winograd\n", env);
+    std::fprintf(stderr, "note: TRICK_CPU_CONV=%s is not winograd, winograd4, packed or blas; using winograd\n", env);
   return e != ConvEngine::Blas && !sgemm::kernel_supported() ? ConvEngine::Blas : e;
 }
 
@@ -349,6 +349,7 @@ ConvEngine& engine_setting() {
 }
 
 bool implicit_gemm() { return conv_engine() != ConvEngine::Blas; }
+bool winograd() { return conv_engine() == ConvEngine::Winograd || conv_engine() == ConvEngine::Winograd4; }
 
 }  // namespace
 
@@ -359,6 +360,7 @@ ConvEngine conv_engine() { return engine_setting(); }
 const char* conv_engine_name() {
   switch (conv_engine()) {
     case ConvEngine::Winograd: return "packed-avx2+winograd";
+    case ConvEngine::Winograd4: return "packed-avx2+winograd4";
     case ConvEngine::Packed: return "packed-avx2";
     case ConvEngine::Blas: break;
   }
@@ -368,6 +370,7 @@ const char* conv_engine_name() {
 const char* conv_engine_key(ConvEngine e) {
   switch (e) {
     case ConvEngine::Winograd: return "winograd";
+    case ConvEngine::Winograd4: return "winograd4";
     case ConvEngine::Packed: return "packed";
     case ConvEngine::Blas: break;
   }
@@ -375,7 +378,7 @@ const char* conv_engine_key(ConvEngine e) {
 }
 
 bool parse_conv_engine(const std::string& s, ConvEngine* e) {
-  for (ConvEngine c : {ConvEngine::Winograd, ConvEngine::Packed, ConvEngine::Blas})
+  for (ConvEngine c : {ConvEngine::Winograd, ConvEngine::Winograd4, ConvEngine::Packed, ConvEngine::Blas})
     if (s == conv_engine_key(c)) {
       *e = c;
       return true;
@@ -397,7 +400,7 @@ void gemm_rows_packed(const float* a, int64_t lda, int64_t rows, int64_t k, cons
 
 bool packed_conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y) {
   if (!implicit_gemm()) return false;
-  if (conv_engine() == ConvEngine::Winograd && winograd_conv2d_forward(x, w, b, p, y)) return true;
+  if (winograd() && winograd_conv2d_forward(x, w, b, p, y)) return true;
   const int64_t n = x.dim(0), h = x.dim(1), wd = x.dim(2), c = x.dim(3);
   const int64_t o = w.dim(0), kh = w.dim(1), kw = w.dim(2);
   const int64_t oh = y.dim(1), ow = y.dim(2);
@@ -438,7 +441,7 @@ bool packed_conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, co
 
 bool packed_conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx, bool accumulate) {
   if (!implicit_gemm()) return false;
-  if (conv_engine() == ConvEngine::Winograd && winograd_conv2d_dgrad(dy, w, p, dx, accumulate)) return true;
+  if (winograd() && winograd_conv2d_dgrad(dy, w, p, dx, accumulate)) return true;
   const int64_t n = dx.dim(0), h = dx.dim(1), wd = dx.dim(2), c = dx.dim(3);
   const int64_t o = w.dim(0), kh = w.dim(1), kw = w.dim(2);
   const int64_t oh = dy.dim(1), ow = dy.dim(2);

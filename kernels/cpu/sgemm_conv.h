@@ -16,13 +16,14 @@ namespace trick {
 namespace cpu {
 
 enum class ConvEngine {
-  Winograd,  // Packed, with 3x3 stride-1 layers of many pixels by Winograd F(2x2, 3x3) (winograd.cpp)
-  Packed,    // the implicit-GEMM kernels in this file (when the CPU has AVX2 + FMA)
-  Blas,      // im2col + OpenBLAS sgemm + col2im
+  Winograd,   // Packed, with 3x3 stride-1 layers of many pixels by Winograd F(2x2, 3x3) (winograd.cpp)
+  Winograd4,  // Winograd, with F(4x4, 3x3) on the larger of those layers: faster, less exact
+  Packed,     // the implicit-GEMM kernels in this file (when the CPU has AVX2 + FMA)
+  Blas,       // im2col + OpenBLAS sgemm + col2im
 };
 
 // The engine CPU convolutions use. Starts as Winograd where supported, unless the environment
-// sets TRICK_CPU_CONV=packed (no Winograd) or blas. Setting Winograd or Packed on a CPU
+// sets TRICK_CPU_CONV=winograd4, packed (no Winograd) or blas. Setting any but Blas on a CPU
 // without AVX2/FMA keeps Blas.
 void set_conv_engine(ConvEngine e);
 ConvEngine conv_engine();
@@ -34,15 +35,20 @@ bool packed_conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, co
 // dx (+)= dgrad(dy, w). Returns false (nothing written) when this engine does not take the case.
 bool packed_conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx, bool accumulate);
 
-// The engine's name for TRICK_CPU_CONV and `--cpu-conv`: "winograd", "packed" or "blas";
-// parse_conv_engine returns false for anything else.
+// The engine's name for TRICK_CPU_CONV and `--cpu-conv`: "winograd", "winograd4", "packed" or
+// "blas"; parse_conv_engine returns false for anything else.
 const char* conv_engine_key(ConvEngine e);
 bool parse_conv_engine(const std::string& s, ConvEngine* e);
 
-// Winograd F(2x2, 3x3) (kernels/cpu/winograd.cpp), used by the Winograd engine: whether it
-// takes a layer (3x3, stride 1, at least 16 input channels, enough 2x2 output tiles), and the
-// forward and data gradient, which return false (nothing written) when it does not.
-bool winograd_takes(int64_t kh, int64_t kw, const Conv2dParams& p, int64_t cin, int64_t tiles);
+// Winograd F(m x m, 3x3) (kernels/cpu/winograd.cpp), used by the Winograd engines: whether it
+// takes a layer (3x3, stride 1, at least 16 input channels, at least 384 output pixels), and
+// the forward and data gradient, which return false (nothing written) when it does not. The
+// tile m is 2, or with the Winograd4 engine 4 where each image has at least 12x12 outputs and
+// the layer at least 64 tiles of 4x4. set_winograd_tile(2 or 4) forces one wherever Winograd
+// runs (the tests run both everywhere); 0 goes back to the engine's choice.
+bool winograd_takes(int64_t kh, int64_t kw, const Conv2dParams& p, int64_t cin, int64_t n, int64_t oh, int64_t ow);
+void set_winograd_tile(int m);
+int winograd_tile();
 bool winograd_conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y);
 bool winograd_conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx, bool accumulate);
 

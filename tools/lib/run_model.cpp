@@ -120,7 +120,7 @@ std::string split_k_error(const std::string& value) {
 std::string cpu_conv_error(const std::string& value) {
   cpu::ConvEngine e;
   return cpu::parse_conv_engine(value, &e) ? std::string()
-                                           : "must be winograd, packed or blas, got '" + value + "'";
+                                           : "must be winograd, winograd4, packed or blas, got '" + value + "'";
 }
 
 void set_cpu_conv(const std::string& value) {
