@@ -122,6 +122,7 @@ OPTION_CASES = [
     ("bench", "cpu-conv-unknown", ["bench", "--cpu-conv", "fast"], "--cpu-conv", r"winograd, winograd4, packed or blas"),
     ("bench_conv", "engines-unknown", ["--engines", "packed,fast"], "--engines", r"winograd, winograd4, packed or blas"),
     ("bench_conv", "batch-zero", ["--batch", "0"], "--batch", r"0 not in range"),
+    ("bench_conv", "batch-huge", ["--batch", "65"], "--batch", r"65 not in range 1 to 64"),
     ("bench_conv", "repeats-zero", ["--repeats", "0"], "--repeats", r"0 not in range"),
     ("classify", "cpu-conv-unknown", ["--cpu-conv", "direct"], "--cpu-conv", r"winograd, winograd4, packed or blas"),
     ("bench", "layers-with-both", ["--layers", "--both"], "--layers", r"excludes"),

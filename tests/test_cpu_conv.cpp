@@ -53,7 +53,7 @@ const Case kCases[] = {
     {2, 30, 25, 17, 20, 3, 3, 2, 2, 1, 1, 1, 1, "3x3 stride 2, batch 2, 390 output pixels (B packed first)"},
     {1, 13, 12, 3, 32, 3, 3, 2, 2, 0, 0, 0, 0, "3 channels (the first layer: explicit im2col)"},
     {1, 6, 7, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1, "5 channels, pad 1"},
-    {1, 30, 30, 300, 8, 3, 3, 1, 1, 1, 1, 1, 1, "Winograd forward (dgrad: 8 channels, direct), 300 channels, 900 pixels (OpenBLAS im2col in two chunks)"},
+    {1, 30, 30, 300, 8, 3, 3, 1, 1, 1, 1, 1, 1, "Winograd forward (F(4x4) when chosen per layer; dgrad: 8 channels, direct), 300 channels, 900 pixels (OpenBLAS im2col in two chunks)"},
     {1, 200, 200, 3, 8, 3, 3, 1, 1, 1, 1, 1, 1, "3 channels, 40000 pixels (explicit im2col in two chunks)"},
     // Winograd (3x3 stride 1, >= 16 channels, >= 384 output pixels): odd sizes (tiles
     // that overhang the edge), channel counts that leave the 8-wide vectors a tail, a partial
@@ -124,6 +124,13 @@ std::vector<double> columns(const Tensor& t, int64_t from, int64_t to) {
     for (int64_t c = from; c < to; ++c) out.push_back(v[r * cols + c]);
   return out;
 }
+
+// Restores the Winograd tile a test forced (0: each engine's own choice), also when it fails.
+struct TileScope {
+  int saved = cpu::winograd_tile();
+  explicit TileScope(int m) { cpu::set_winograd_tile(m); }
+  ~TileScope() { cpu::set_winograd_tile(saved); }
+};
 
 // Restores the engine a test changed.
 struct EngineScope {
@@ -202,6 +209,14 @@ void check_engine(cpu::ConvEngine engine, int threads) {
     if (named && (engine == cpu::ConvEngine::Winograd || engine == cpu::ConvEngine::Winograd4)) {
       // The Winograd kernels called directly: they take the case, and agree with the engine.
       Tensor y3 = test::nan_tensor(ys), dx3 = test::nan_tensor(x.shape());
+      // The rule bench-conv reports is the one that ran: F(4x4) only on the 4x4-named case
+      // under the engine's own choice, and wherever forced.
+      const int tile = cpu::winograd_tile_for(engine, k.kh, k.kw, q, k.c, k.n, ys[1], ys[2]);
+      if (by_winograd(k, false))
+        CHECK(tile == (cpu::winograd_tile() ? cpu::winograd_tile()
+                       : engine == cpu::ConvEngine::Winograd4 && std::string(k.what).find("F(4x4)") != std::string::npos
+                           ? 4
+                           : 2));
       REQUIRE(cpu::winograd_conv2d_forward(x, w, Tensor(), q, y3) == by_winograd(k, false));
       REQUIRE(cpu::winograd_conv2d_dgrad(dy, w, q, dx3, false) == by_winograd(k, true));
       if (by_winograd(k, false)) CHECK(y3.to_vector() == y2.to_vector());
@@ -248,7 +263,7 @@ TEST_CASE("cpu conv: the Winograd engines (F(2x2, 3x3) and F(4x4, 3x3)) against 
   // Each tile forced on every case Winograd takes, then each engine's own choice.
   for (int m : {2, 4, 0}) {
     CAPTURE(m);
-    cpu::set_winograd_tile(m);
+    TileScope tile(m);
     REQUIRE(cpu::winograd_tile() == m);
     for (cpu::ConvEngine e : {cpu::ConvEngine::Winograd, cpu::ConvEngine::Winograd4}) {
       if (m != 0 && e == cpu::ConvEngine::Winograd4) continue;  // the same as Winograd

@@ -1,6 +1,6 @@
 // trick bench-conv: the CPU convolution engines side by side on Inception v3's 3x3 stride-1
-// layers (the ones Winograd takes), forward and data gradient, with each engine's error
-// against the same convolution summed in double.
+// layers (the ones Winograd can take; each row says which algorithm ran), forward and data
+// gradient, with each engine's error against the same convolution summed in double.
 //
 // The engines run interleaved (every repeat times each engine once, in turn) and each time
 // printed is the minimum over the repeats: on a shared machine other jobs only ever add time,
@@ -18,6 +18,7 @@
 #include "kernels/conv.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/sgemm_conv.h"
+#include "kernels/cpu/sgemm_kernel.h"
 #include "kernels/gemm.h"
 #include "tensor/random.h"
 #include "tools/command.h"
@@ -27,7 +28,7 @@ namespace trick {
 namespace {
 
 struct Options {
-  std::vector<std::string> engines{"packed", "winograd", "winograd4"};
+  std::vector<std::string> engines;  // empty: packed, winograd, winograd4 (blas without AVX2)
   int batch = 1;
   int repeats = 20;
   int threads = 0;
@@ -49,10 +50,11 @@ const Layer kLayers[] = {
 };
 
 // The forward (bias, ReLU) and the data gradient of a 3x3 stride-1 convolution with padding
-// `pad` on every side, summed in double: the reference the errors are measured against.
+// `pad` on every side, summed in double, for the first image: the reference the errors are
+// measured against (its cost does not grow with the batch).
 std::vector<double> forward_ref(const Tensor& x, const Tensor& w, const Tensor& b, int pad) {
   const std::vector<float> xv = x.to_vector(), wv = w.to_vector(), bv = b.to_vector();
-  const int64_t n = x.dim(0), h = x.dim(1), wd = x.dim(2), c = x.dim(3), o = w.dim(0);
+  const int64_t n = 1, h = x.dim(1), wd = x.dim(2), c = x.dim(3), o = w.dim(0);
   const int64_t oh = h + 2 * pad - 2, ow = wd + 2 * pad - 2;
   std::vector<double> y(static_cast<size_t>(n * oh * ow * o));
   cpu::parallel_range(n * oh, 1, [&](int64_t r0, int64_t r1) {
@@ -78,7 +80,7 @@ std::vector<double> forward_ref(const Tensor& x, const Tensor& w, const Tensor& 
 
 std::vector<double> dgrad_ref(const Tensor& dy, const Tensor& w, int pad, int64_t h, int64_t wd) {
   const std::vector<float> dv = dy.to_vector(), wv = w.to_vector();
-  const int64_t n = dy.dim(0), oh = dy.dim(1), ow = dy.dim(2), o = dy.dim(3), c = w.dim(3);
+  const int64_t n = 1, oh = dy.dim(1), ow = dy.dim(2), o = dy.dim(3), c = w.dim(3);
   std::vector<double> dx(static_cast<size_t>(n * h * wd * c), 0.0);
   cpu::parallel_range(n * h, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -101,32 +103,42 @@ std::vector<double> dgrad_ref(const Tensor& dy, const Tensor& w, int pad, int64_
   return dx;
 }
 
+// Over the first ref.size() values of a (the first image).
 double rel_l2(const Tensor& a, const std::vector<double>& ref) {
   const std::vector<float> x = a.to_vector();
   double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
+  for (size_t i = 0; i < ref.size(); ++i) {
     const double d = x[i] - ref[i];
     num += d * d, den += ref[i] * ref[i];
   }
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
-int run(const Options& o) {
-  TRICK_CHECK(!o.engines.empty(), "--engines: name at least one engine");
+const char* algorithm_name(int tile) { return tile == 4 ? "F(4x4)" : tile == 2 ? "F(2x2)" : "direct"; }
+
+int run(Options o) {
+  if (o.engines.empty()) {
+    if (cpu::sgemm::kernel_supported()) {
+      o.engines = {"packed", "winograd", "winograd4"};
+    } else {
+      std::fprintf(stderr, "note: this CPU has no AVX2/FMA: only the blas engine runs here\n");
+      o.engines = {"blas"};
+    }
+  }
+  const cpu::ConvEngine saved = cpu::conv_engine();
   std::vector<cpu::ConvEngine> engines;
   for (const std::string& name : o.engines) {
     cpu::ConvEngine e = cpu::ConvEngine::Packed;
     TRICK_CHECK(cpu::parse_conv_engine(name, &e), "--engines: ", cpu_conv_error(name));
-    cpu::set_conv_engine(e);
-    TRICK_CHECK(cpu::conv_engine() == e, "--engines: ", name, " needs AVX2 and FMA, which this CPU lacks");
+    TRICK_CHECK(e == cpu::ConvEngine::Blas || cpu::sgemm::kernel_supported(), "--engines: ", name,
+                " needs AVX2 and FMA, which this CPU lacks");
     engines.push_back(e);
   }
   if (o.threads > 0) set_num_threads(o.threads);
-  const cpu::ConvEngine saved = cpu::conv_engine();
   std::printf("Inception v3's 3x3 stride-1 convolutions, batch %d, %d threads, CPU; min ms of %d interleaved repeats\n",
               o.batch, num_threads(), o.repeats);
-  std::printf("%-32s %-20s %-10s %9s %9s %7s %9s %9s\n", "layer", "shape", "engine", "fwd ms", "bwd ms", "x", "err fwd",
-              "err bwd");
+  std::printf("%-32s %-20s %-10s %-15s %9s %9s %7s %9s %9s\n", "layer", "shape", "engine", "fwd / bwd by", "fwd ms",
+              "bwd ms", "x", "err fwd", "err bwd");
   Rng rng(o.seed);
   std::vector<double> total(engines.size(), 0.0);
   std::vector<std::pair<double, double>> worst(engines.size(), {0.0, 0.0});
@@ -158,8 +170,11 @@ int run(const Options& o) {
     const std::string name = std::string(l.name) + (l.count > 1 ? " (x" + std::to_string(l.count) + ")" : "");
     for (size_t e = 0; e < engines.size(); ++e) {
       const double ef = rel_l2(ys_out[e], y_ref), eb = rel_l2(dxs_out[e], dx_ref);
-      std::printf("%-32s %-20s %-10s %9.3f %9.3f %7.2f %9.1e %9.1e\n", e ? "" : name.c_str(), e ? "" : shape,
-                  o.engines[e].c_str(), fwd[e], bwd[e], (fwd[0] + bwd[0]) / (fwd[e] + bwd[e]), ef, eb);
+      const std::string by =
+          std::string(algorithm_name(cpu::winograd_tile_for(engines[e], 3, 3, p, l.c, o.batch, ys[1], ys[2]))) + " / " +
+          algorithm_name(cpu::winograd_tile_for(engines[e], 3, 3, p, l.o, o.batch, l.h, l.w));
+      std::printf("%-32s %-20s %-10s %-15s %9.3f %9.3f %7.2f %9.1e %9.1e\n", e ? "" : name.c_str(), e ? "" : shape,
+                  o.engines[e].c_str(), by.c_str(), fwd[e], bwd[e], (fwd[0] + bwd[0]) / (fwd[e] + bwd[e]), ef, eb);
       total[e] += l.count * (fwd[e] + bwd[e]);
       worst[e] = {std::max(worst[e].first, ef), std::max(worst[e].second, eb)};
     }
@@ -169,7 +184,8 @@ int run(const Options& o) {
   for (size_t e = 0; e < engines.size(); ++e)
     std::printf("%-10s %9.3f %7.2f %17.1e %9.1e\n", o.engines[e].c_str(), total[e], total[0] / total[e], worst[e].first,
                 worst[e].second);
-  std::printf("x: forward + data gradient against %s (> 1: faster); err: relative L2 against the sum in double\n",
+  std::printf("x: forward + data gradient against %s (> 1: faster); err: relative L2 against the sum in double "
+              "(first image)\n",
               o.engines[0].c_str());
   cpu::set_conv_engine(saved);
   return 0;
@@ -180,10 +196,12 @@ const bool registered = register_command(
      "Time the CPU convolution engines on Inception's 3x3 layers, interleaved (min ms), with their errors",
      [](CLI::App& app) {
        auto o = std::make_shared<Options>();
-       app.add_option("--engines", o->engines, "CPU engines to compare, the first the baseline (default packed,winograd,winograd4)")
+       app.add_option("--engines", o->engines,
+                      "CPU engines to compare, the first the baseline (default packed,winograd,winograd4; blas alone on "
+                      "CPUs without AVX2)")
            ->delimiter(',')
            ->check([](const std::string& v) { return cpu_conv_error(v); });
-       app.add_option("--batch", o->batch, "Images per convolution")->check(CLI::Range(1, 256));
+       app.add_option("--batch", o->batch, "Images per convolution")->check(CLI::Range(1, 64));
        app.add_option("--repeats", o->repeats, "Timed repeats (the minimum is printed)")->check(CLI::Range(1, 100000));
        app.add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 1024));
        app.add_option("--seed", o->seed, "Seed of the random weights and inputs")->check(whole_number());

@@ -124,6 +124,7 @@ const bool registered = register_command(
                       "Also write, per class, the most confidently and correctly classified test image to "
                       "DIR/<class>_<name>.png");
        app.add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 1024));
+       add_cpu_conv_option(app);
        app.add_option("--device", o->device, "auto, cpu, cuda or cuda:N")->capture_default_str();
        return [o] { return run(*o); };
      },

@@ -6,6 +6,7 @@
 
 #include "kernels/gemm.h"
 #include "tools/command.h"
+#include "tools/lib/run_model.h"
 #include "tools/lib/atomic_file.h"
 #include "tools/lib/fashion_train.h"
 
@@ -146,6 +147,7 @@ const bool registered = register_command(
                       "Stop once N optimiser steps are done in all (checkpoint kept; 0: no limit)");
        app.add_option("--test-limit", o->run.test_limit, "Evaluate on the first N test images only (0: all)");
        app.add_option("--threads", o->threads, "CPU threads (default: all cores); fix it for reproducibility")->check(CLI::Range(0, 1024));
+       add_cpu_conv_option(app);
        app.add_option("--print-every", o->print_every, "Print progress every N steps")->capture_default_str();
        return [o, &app] { return run(app, *o); };
      },

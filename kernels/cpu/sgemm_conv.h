@@ -49,6 +49,11 @@ bool parse_conv_engine(const std::string& s, ConvEngine* e);
 bool winograd_takes(int64_t kh, int64_t kw, const Conv2dParams& p, int64_t cin, int64_t n, int64_t oh, int64_t ow);
 void set_winograd_tile(int m);
 int winograd_tile();
+// The algorithm engine e runs a convolution (or, with cin the output channels and oh, ow the
+// input's size, its data gradient) with: 0 direct (implicit GEMM or OpenBLAS), or the
+// Winograd tile, 2 or 4.
+int winograd_tile_for(ConvEngine e, int64_t kh, int64_t kw, const Conv2dParams& p, int64_t cin, int64_t n, int64_t oh,
+                      int64_t ow);
 bool winograd_conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y);
 bool winograd_conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tensor& dx, bool accumulate);
 

@@ -10,11 +10,15 @@
 // element-wise product is (m + 2)^2 independent GEMMs, one per position of the transformed
 // tile: M[pos](tiles, K) = V[pos](tiles, C) * U[pos](C, K). F(2x2): 16 multiplies per 4 outputs
 // instead of 36 (2.25x fewer); F(4x4): 36 per 16 instead of 144 (4x). F(2x2)'s data transforms
-// (B, A) only add and subtract, and its filter transform (G) halves, exact in binary: its
-// rounding stays at the direct sum's level (Inception's logits 1.2e-5 from fp64 with either).
+// (B, A) only add and subtract, and its filter transform (G) only adds and halves (the halving
+// is exact): its rounding stays at the direct sum's level (Inception's logits 1.2e-5 from fp64
+// with either).
 // F(4x4)'s coefficients reach 5 and 8 in B and A and 1/6 and 1/24 in G, and the rounding grows
 // with them (3.2e-5, and more ReLU and max-pool decisions flip in the gradient), so it is the
 // faster, less exact option, off by default. The filters are transformed in double.
+// Non-finite inputs: a NaN or Inf pixel reaches every output of the tiles whose input it is in
+// (up to 16 outputs with F(4x4), 9 with the direct sum), and an Inf becomes NaN in the
+// transforms (Inf - Inf), which the fused ReLU turns into 0 as the direct engine's does.
 //
 // The weights are transformed once per call, straight into the micro-kernel's packed panel
 // layout; then each pool thread takes a block of tiles: transforms its inputs into V, runs the
@@ -303,10 +307,16 @@ int& tile_setting() {
   return m;
 }
 
+// The tile for a layer Winograd takes: 2, or with Winograd4 4 where each image has at least
+// 12x12 outputs and there are at least 64 tiles of 4x4 (below, F(4x4) lost to F(2x2)).
+int tile_for(ConvEngine e, int64_t n, int64_t oh, int64_t ow) {
+  if (tile_setting()) return tile_setting();
+  const int64_t tiles4 = n * ((oh + 3) / 4) * ((ow + 3) / 4);
+  return e == ConvEngine::Winograd4 && oh >= 12 && ow >= 12 && tiles4 >= 64 ? 4 : 2;
+}
+
 void run_chosen(const Corr& a) {
-  int m = tile_setting();
-  if (m == 0) m = conv_engine() == ConvEngine::Winograd4 && a.oh >= 12 && a.ow >= 12 && a.tiles(4) >= 64 ? 4 : 2;
-  if (m == 2)
+  if (tile_for(conv_engine(), a.n, a.oh, a.ow) == 2)
     run<2>(a);
   else
     run<4>(a);
@@ -319,6 +329,13 @@ int winograd_tile() { return tile_setting(); }
 
 bool winograd_takes(int64_t kh, int64_t kw, const Conv2dParams& p, int64_t cin, int64_t n, int64_t oh, int64_t ow) {
   return kh == 3 && kw == 3 && p.stride_h == 1 && p.stride_w == 1 && cin >= 16 && n * oh * ow >= kMinPixels;
+}
+
+int winograd_tile_for(ConvEngine e, int64_t kh, int64_t kw, const Conv2dParams& p, int64_t cin, int64_t n, int64_t oh,
+                      int64_t ow) {
+  if (e != ConvEngine::Winograd && e != ConvEngine::Winograd4) return 0;
+  if (!sgemm::kernel_supported() || !winograd_takes(kh, kw, p, cin, n, oh, ow)) return 0;
+  return tile_for(e, n, oh, ow);
 }
 
 bool winograd_conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y) {

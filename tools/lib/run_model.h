@@ -26,6 +26,18 @@ std::string cpu_conv_error(const std::string& value);
 // runs, says so on stderr.
 void set_cpu_conv(const std::string& value);
 
+// --cpu-conv alone: for the commands that run on the CPU only (train, eval).
+template <class App>
+void add_cpu_conv_option(App& app) {
+  app.template add_option_function<std::string>(
+         "--cpu-conv", [](const std::string& v) { set_cpu_conv(v); },
+         "CPU convolutions: winograd (the default: implicit GEMM on AVX2, and Winograd F(2x2,3x3) for 3x3 "
+         "stride-1 layers of many pixels, as exact as direct), winograd4 (F(4x4,3x3) on the larger of those: "
+         "faster, less exact, Inception's logits ~3e-5 from fp64 against ~1.2e-5), packed (implicit GEMM only) or "
+         "blas (im2col + OpenBLAS)")
+      ->check([](const std::string& v) { return cpu_conv_error(v); });
+}
+
 // The backend options of every command that runs a model, added in one line:
 //   --cpu-conv winograd|winograd4|packed|blas  the CPU's convolution engine (default winograd; also
 //                            TRICK_CPU_CONV in the environment)
@@ -39,13 +51,7 @@ void set_cpu_conv(const std::string& value);
 // The GPU ones change nothing on the CPU. A template, so this header needs no CLI11.
 template <class App>
 void add_backend_options(App& app, bool* graph = nullptr) {
-  app.template add_option_function<std::string>(
-         "--cpu-conv", [](const std::string& v) { set_cpu_conv(v); },
-         "CPU convolutions: winograd (the default: implicit GEMM on AVX2, and Winograd F(2x2,3x3) for 3x3 "
-         "stride-1 layers of many pixels, as exact as direct), winograd4 (F(4x4,3x3) on the larger of those: "
-         "faster, less exact, Inception's logits ~3e-5 from fp64 against ~1.2e-5), packed (implicit GEMM only) or "
-         "blas (im2col + OpenBLAS)")
-      ->check([](const std::string& v) { return cpu_conv_error(v); });
+  add_cpu_conv_option(app);
   app.template add_option_function<std::string>(
          "--conv", [](const std::string& v) { set_conv_backend(parse_conv_backend(v)); },
          "GPU convolutions: own (our kernels, the default), cublas or cudnn")
