@@ -8,6 +8,7 @@
 #include "attack/graph_step.h"
 #include "attack/losses.h"
 #include "kernels/attack.h"
+#include "kernels/conv.h"
 #include "kernels/pointwise.h"
 #include "kernels/reduce.h"
 #include "layers/ops.h"
@@ -715,6 +716,8 @@ std::vector<ItemResult> run_attack(Model& model, const std::vector<AttackItem>& 
     TRICK_CHECK(items[i].label >= 0 && items[i].label < model.classes(), "attack: class ", items[i].label,
                 " of image ", i, " is not in [0, ", model.classes(), ")");
   }
+  // The weights stay as they are for the whole attack: the CPU engines pack each layer's once.
+  FrozenConvWeights frozen;
   Attack a(model, items, settings, observer);
   return a.run();
 }

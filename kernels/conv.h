@@ -41,6 +41,21 @@ void conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tens
 void conv2d_wgrad(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw, Tensor& db,
                   bool accumulate);
 
+// While one of these lives (on any thread), its owner promises that no convolution weight
+// changes in place, and the CPU engines keep each layer's packed (and Winograd-transformed)
+// weights from one call to the next instead of preparing them again every call
+// (kernels/cpu/prepared.h); they are dropped when the last one ends. Results are bit for bit
+// those without it. The attack loop and `trick bench` open one; an optimizer step inside one
+// is an error. Scopes nest; GPU backends ignore them.
+class FrozenConvWeights {
+ public:
+  FrozenConvWeights();
+  ~FrozenConvWeights();
+  FrozenConvWeights(const FrozenConvWeights&) = delete;
+  FrozenConvWeights& operator=(const FrozenConvWeights&) = delete;
+  static bool open();  // whether any is alive
+};
+
 // Counts of calls, so tests can prove that frozen weights never run wgrad.
 struct ConvCallCounts {
   int64_t forward = 0, dgrad = 0, wgrad = 0;

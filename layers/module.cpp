@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "autograd/profile.h"
+#include "kernels/conv.h"
 #include "kernels/pointwise.h"
 
 namespace trick {
@@ -74,6 +75,8 @@ StateDict Module::state_dict() {
 }
 
 void Module::load_state_dict(const StateDict& state) {
+  TRICK_CHECK(!FrozenConvWeights::open(),
+              "load_state_dict while convolution weights are declared frozen (a FrozenConvWeights scope is open)");
   std::map<std::string, Tensor*> mine;
   for (auto& [name, p] : named_parameters()) mine[name] = &p->mutable_value();
   for (auto& [name, t] : named_buffers()) mine[name] = t;

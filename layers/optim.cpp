@@ -4,6 +4,8 @@
 #include <cmath>
 #include <set>
 
+#include "kernels/conv.h"
+
 namespace trick {
 
 Optimizer::Optimizer(std::vector<OptimParam> params, const OptimizerOptions& o)
@@ -23,6 +25,8 @@ Optimizer::Optimizer(std::vector<OptimParam> params, const OptimizerOptions& o)
 }
 
 void Optimizer::step() {
+  TRICK_CHECK(!FrozenConvWeights::open(),
+              "optimizer step while convolution weights are declared frozen (a FrozenConvWeights scope is open)");
   for (size_t i = 0; i < params_.size(); ++i) {
     const OptimParam& prm = params_[i];
     Var& v = *prm.var;

@@ -18,9 +18,12 @@
 
 #include "kernels/conv.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/prepared.h"
 #include "kernels/cpu/sgemm_conv.h"
 #include "kernels/cpu/sgemm_kernel.h"
 #include "kernels/gemm.h"
+#include "layers/module.h"
+#include "layers/optim.h"
 #include "tests/op_check.h"
 #include "tests/reference.h"
 
@@ -273,6 +276,114 @@ TEST_CASE("cpu conv: the Winograd engines (F(2x2, 3x3) and F(4x4, 3x3)) against 
       check_engine(e, 2);
     }
   }
+}
+
+TEST_CASE("cpu conv: frozen weights (kept packed and transformed across calls) give the same bits") {
+  if (!cpu::sgemm::kernel_supported()) {
+    MESSAGE("this CPU has no AVX2/FMA: only the OpenBLAS engine runs here, and it keeps nothing");
+    return;
+  }
+  REQUIRE_FALSE(FrozenConvWeights::open());
+  REQUIRE(cpu::prepared_stats().entries == 0);
+  for (cpu::ConvEngine e : {cpu::ConvEngine::Winograd, cpu::ConvEngine::Winograd4, cpu::ConvEngine::Packed}) {
+    EngineScope engine(e);
+    CAPTURE(std::string(cpu::conv_engine_key(e)));
+    Rng rng(5);
+    for (const Case& k : kCases) {
+      CAPTURE(std::string(k.what));
+      const Conv2dParams p = params(k, true);
+      Tensor x = randn(Shape{k.n, k.h, k.w, k.c}, rng);
+      Tensor w = randn(Shape{k.o, k.kh, k.kw, k.c}, rng, 0.3f), b = randn(Shape{k.o}, rng);
+      const Shape ys = conv2d_output_shape(x.shape(), w.shape(), p);
+      Tensor dy = randn(ys, rng);
+      const auto run = [&](std::vector<float>* y, std::vector<float>* dx) {
+        Tensor ty = test::nan_tensor(ys), tdx = test::nan_tensor(x.shape());
+        conv2d_forward(x, w, b, p, ty);
+        conv2d_dgrad(dy, w, p, tdx, false);
+        *y = ty.to_vector(), *dx = tdx.to_vector();
+      };
+      std::vector<float> y0, dx0, y1, dx1, y2, dx2;
+      run(&y0, &dx0);
+      const cpu::PreparedStats before = cpu::prepared_stats();
+      {
+        FrozenConvWeights frozen;
+        REQUIRE(FrozenConvWeights::open());
+        run(&y1, &dx1);
+        const cpu::PreparedStats first = cpu::prepared_stats();
+        run(&y2, &dx2);
+        const cpu::PreparedStats second = cpu::prepared_stats();
+        // The first calls build (the forward, each stride phase of the data gradient; the
+        // explicit im2col's later chunks find the first's), the second ones only find.
+        CHECK(first.builds >= before.builds + 2);
+        CHECK(second.builds == first.builds);
+        CHECK(second.hits - first.hits == (first.builds - before.builds) + (first.hits - before.hits));
+        CHECK(first.entries == first.builds - before.builds);
+        CHECK(first.bytes > 0);
+      }
+      CHECK(cpu::prepared_stats().entries == 0);
+      CHECK(cpu::prepared_stats().bytes == 0);
+      CHECK(y1 == y0);
+      CHECK(y2 == y0);
+      CHECK(dx1 == dx0);
+      CHECK(dx2 == dx0);
+    }
+  }
+  CHECK_FALSE(FrozenConvWeights::open());
+}
+
+TEST_CASE("cpu conv: kept weights stay theirs: new weights at a freed address are not mistaken for them") {
+  if (!cpu::sgemm::kernel_supported()) return;
+  // Weights of 80 KB: blocks of 64 KB and more come from the host cache (tensor/device.cpp),
+  // which hands a freed block of the same size straight back.
+  const Case k = {1, 6, 7, 128, 160, 1, 1, 1, 1, 0, 0, 0, 0, "1x1, 128 -> 160 channels"};
+  const Conv2dParams p = params(k, false);
+  Rng rng(8);
+  Tensor x = randn(Shape{k.n, k.h, k.w, k.c}, rng);
+  const Shape ws{k.o, k.kh, k.kw, k.c};
+  const Shape ys = conv2d_output_shape(x.shape(), ws, p);
+  std::vector<float> want;
+  Tensor w2_values = randn(ws, rng);
+  {
+    Tensor y = test::nan_tensor(ys);
+    conv2d_forward(x, w2_values, Tensor(), p, y);
+    want = y.to_vector();
+  }
+  FrozenConvWeights frozen;
+  const float* first_address = nullptr;
+  Tensor y = test::nan_tensor(ys);
+  {
+    Tensor w1 = Tensor::empty(ws);
+    w1.copy_from(randn(ws, rng));
+    first_address = w1.data();
+    conv2d_forward(x, w1, Tensor(), p, y);
+  }  // w1's last view outside the cache goes
+  // New weights of the same size: the allocator would hand w1's block back soon, were it free.
+  std::vector<Tensor> others;
+  Tensor w2;
+  for (int i = 0; i < 64 && !w2.defined(); ++i) {
+    Tensor t = Tensor::empty(ws);
+    (t.data() == first_address ? w2 : others.emplace_back()) = t;
+  }
+  CHECK_FALSE(w2.defined());  // the cache holds w1's memory
+  if (!w2.defined()) w2 = Tensor::empty(ws);
+  w2.copy_from(w2_values);
+  conv2d_forward(x, w2, Tensor(), p, y);
+  CHECK(y.to_vector() == want);
+}
+
+TEST_CASE("cpu conv: an optimizer step or a weight load while weights are declared frozen is an error") {
+  Var v(Tensor::full(Shape{2}, 1.f), true);
+  v.state()->grad = Tensor::full(Shape{2}, 1.f);
+  auto opt = make_optimizer("sgd", {{"v", &v, 0.f}}, OptimizerOptions{});
+  {
+    FrozenConvWeights frozen;
+    CHECK_THROWS_WITH_AS(opt->step(), doctest::Contains("declared frozen"), std::exception);
+    Conv2d conv(Conv2dOptions{2, 3, 1, 1, 1, 0, 0, false, false});
+    CHECK_THROWS_WITH_AS(conv.load_state_dict(conv.state_dict()), doctest::Contains("declared frozen"),
+                         std::exception);
+  }
+  opt->step();
+  CHECK(v.value().to_vector() == std::vector<float>{0.9f, 0.9f});
 }
 
 TEST_CASE("cpu conv: the OpenBLAS engine (the fallback) against the double reference") {

@@ -22,6 +22,8 @@
 
 #include "autograd/profile.h"
 #include "kernels/backend.h"
+#include "kernels/conv.h"
+#include "kernels/cpu/prepared.h"
 #include "kernels/cpu/sgemm_conv.h"
 #include "kernels/gemm.h"
 #include "models/zoo.h"
@@ -181,11 +183,13 @@ void print_row(const Options& o, const Model& m, Device dev, const Row& r) {
       "\"mode\": \"%s\", \"batch\": %d, \"forward_ms\": %.4f, \"step_ms\": %.4f, \"threads\": %d, "
       "\"forward_cpu_ms\": %s, \"step_cpu_ms\": %s, "
       "\"gflop_forward\": %s, \"gflop_step\": %s, \"graph_vs_eager_max_abs\": %s, \"mallocs_in_loop\": %lld, "
-      "\"graph_nodes\": %zu, \"repeats\": %d, \"split_k\": \"%s\", \"cudnn_algo\": \"%s\"}\n",
+      "\"graph_nodes\": %zu, \"repeats\": %d, \"split_k\": \"%s\", \"cudnn_algo\": \"%s\", "
+      "\"cpu_weights_kept_mib\": %.1f}\n",
       m.name().c_str(), dev.str().c_str(), conv_name(dev), math_mode_name(math_on(dev)), mode.c_str(), r.batch,
       r.fwd_ms, r.step_ms, num_threads(), ms_or_null(r.fwd_cpu_ms).c_str(), ms_or_null(r.step_cpu_ms).c_str(),
       gflop_json(gf).c_str(), gflop_json(gs).c_str(), diff.c_str(), static_cast<long long>(r.mallocs), r.nodes, o.repeats,
-      split_k_name().c_str(), cudnn_algo_name(cudnn_algo()));
+      split_k_name().c_str(), cudnn_algo_name(cudnn_algo()),
+      static_cast<double>(cpu::prepared_stats().bytes) / (1 << 20));
   std::fflush(stdout);
 }
 
@@ -289,6 +293,8 @@ int run(const Options& o) {
   model->set_requires_grad(false);
   model->train(false);
   model->to(dev);
+  // As in the attack loop: the CPU engines pack (and transform) each layer's weights once.
+  FrozenConvWeights frozen;
   std::string detail;  // the backend's own setting
   if (dev.is_cuda() && conv_backend() == ConvBackend::Own) detail = "  split-k " + split_k_name();
   if (dev.is_cuda() && conv_backend() == ConvBackend::Cudnn) detail = cat("  cudnn-algo ", cudnn_algo_name(cudnn_algo()));

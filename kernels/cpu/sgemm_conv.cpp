@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/prepared.h"
 #include "kernels/cpu/sgemm_kernel.h"
 #include "kernels/gemm.h"
 
@@ -63,9 +64,11 @@ struct Problem {
   const float* src = nullptr;
   int64_t lds = 0, sh = 0, sw = 0, step_h = 1, step_w = 1, cin = 0;
   std::vector<Tap> taps;
-  // Weights.
+  // Weights; wt, when set, is the tensor w points into, and its packed panels may be kept
+  // across calls (prepared.h).
   const float* w = nullptr;
   int64_t wn = 0, wk = 0;
+  const Tensor* wt = nullptr;
   const float* bias = nullptr;
   bool relu = false, accumulate = false;
 
@@ -241,14 +244,26 @@ void run(const Problem& P) {
   const int64_t pg = (panels + groups - 1) / groups;
   const int64_t ngroups = (panels + pg - 1) / pg;
 
-  float* packed = nullptr;
-  if (mblocks > 1) {
-    packed = packed_buffer(t_scratch, static_cast<size_t>(panels * K * kNr));
+  // All of B packed: kept from an earlier call while the weights are frozen, or packed now
+  // when there are several pixel blocks to share it.
+  const auto pack_all = [&](float* out) {
     const int64_t pack_items = small ? 1 : std::min(panels, 4 * threads);
     maybe_parallel(pack_items, small, [&](int64_t i) {
       const int64_t p0 = panels * i / pack_items, p1 = panels * (i + 1) / pack_items;
-      if (p0 < p1) pack_range(P, p0, p1, 0, K, packed + p0 * K * kNr, K * kNr);
+      if (p0 < p1) pack_range(P, p0, p1, 0, K, out + p0 * K * kNr, K * kNr);
     });
+  };
+  std::shared_ptr<const float> kept;
+  if (P.wt) {
+    std::vector<int64_t> layout = {0, P.w - P.wt->data(), P.wn, P.wk, P.n, P.cin};
+    for (const Tap& t : P.taps) layout.push_back(t.woff);
+    kept = prepared_weights(*P.wt, layout, static_cast<size_t>(panels * K * kNr), pack_all);
+  }
+  const float* packed = kept.get();
+  if (!packed && mblocks > 1) {
+    float* out = packed_buffer(t_scratch, static_cast<size_t>(panels * K * kNr));
+    pack_all(out);
+    packed = out;
   }
   maybe_parallel(mblocks * ngroups, small, [&](int64_t i) {
     const int64_t b = i / ngroups, g = i % ngroups;
@@ -299,7 +314,7 @@ void dgrad_by_columns(const Tensor& dy, const Tensor& w, const Conv2dParams& p, 
   std::vector<float> col(static_cast<size_t>(chunk * k));
   Problem P;
   P.n = k, P.cin = o, P.taps.push_back({0, 0, 0});
-  P.w = w.data(), P.wn = 1, P.wk = k;
+  P.w = w.data(), P.wt = &w, P.wn = 1, P.wk = k;
   P.dst = col.data(), P.ldd = k, P.lds = dy.ld();
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t r1 = std::min(rows, r0 + chunk);
@@ -407,7 +422,7 @@ bool packed_conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, co
   if (n * oh * ow == 0 || o == 0) return true;
   Problem P;
   P.n = o;
-  P.w = w.data();
+  P.w = w.data(), P.wt = &w;
   P.bias = b.defined() ? b.data() : nullptr;
   P.relu = p.relu;
   P.ldd = y.ld();
@@ -462,7 +477,7 @@ bool packed_conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& 
       P.dsu = p.stride_h, P.dou = py, P.dsv = p.stride_w, P.dov = px;
       P.n = c;
       P.src = dy.data(), P.lds = dy.ld(), P.sh = oh, P.sw = ow, P.cin = o;
-      P.w = w.data(), P.wn = 1, P.wk = kh * kw * c;
+      P.w = w.data(), P.wt = &w, P.wn = 1, P.wk = kh * kw * c;
       P.accumulate = accumulate;
       for (int64_t i = 0; i < kh; ++i) {
         const int64_t ty = py + p.pad_top - i;

@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/prepared.h"
 #include "kernels/cpu/sgemm_conv.h"
 #include "kernels/cpu/sgemm_kernel.h"
 #include "kernels/gemm.h"
@@ -65,6 +66,7 @@ struct Corr {
   int64_t pt = 0, pl = 0;
   const float* w = nullptr;
   int64_t wk = 0, wi = 0, wj = 0, wc = 0;
+  const Tensor* wt = nullptr;  // the tensor w points into (its transform may be kept: prepared.h)
   const float* bias = nullptr;
   bool relu = false, accumulate = false;
 
@@ -274,8 +276,15 @@ void run(const Corr& a) {
   const int64_t T = a.tiles(M), panels = a.panels(), ldm = panels * kNr;
   if (T == 0 || a.cout == 0) return;
   const int64_t per_pos = panels * a.cin * kNr;
-  float* u = aligned(t_scratch.u, static_cast<size_t>(kPos * per_pos));
-  transform_weights<M>(a, u);
+  const std::vector<int64_t> layout = {1, M, a.w - a.wt->data(), a.wk, a.wi, a.wj, a.wc, a.cin, a.cout};
+  const auto build = [&](float* out) { transform_weights<M>(a, out); };
+  const std::shared_ptr<const float> kept = prepared_weights(*a.wt, layout, static_cast<size_t>(kPos * per_pos), build);
+  const float* u = kept.get();
+  if (!u) {
+    float* out = aligned(t_scratch.u, static_cast<size_t>(kPos * per_pos));
+    build(out);
+    u = out;
+  }
 
   // Tiles per block: each block reads all of U (kPos * cin * cout floats) and writes and reads
   // its V and M (kPos * (cin + cout) per tile). Enough tiles that V and M fill about half of L2,
@@ -345,7 +354,7 @@ bool winograd_conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, 
   if (!winograd_takes(w.dim(1), w.dim(2), p, a.cin, a.n, a.oh, a.ow)) return false;
   a.pt = p.pad_top, a.pl = p.pad_left;
   // g(k, i, j, c) = w[k, i, j, c]
-  a.w = w.data(), a.wk = 9 * a.cin, a.wi = 3 * a.cin, a.wj = a.cin, a.wc = 1;
+  a.w = w.data(), a.wt = &w, a.wk = 9 * a.cin, a.wi = 3 * a.cin, a.wj = a.cin, a.wc = 1;
   a.bias = b.defined() ? b.data() : nullptr;
   a.relu = p.relu;
   run_chosen(a);
@@ -361,7 +370,7 @@ bool winograd_conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams
   // correlation padded by 2 - pt, 2 - pl with g(c, i', j', o) = w[o, 2 - i', 2 - j', c].
   const int64_t C = a.cout;
   a.pt = 2 - p.pad_top, a.pl = 2 - p.pad_left;
-  a.w = w.data() + 8 * C, a.wk = 1, a.wi = -3 * C, a.wj = -C, a.wc = 9 * C;
+  a.w = w.data() + 8 * C, a.wt = &w, a.wk = 1, a.wi = -3 * C, a.wj = -C, a.wc = 9 * C;
   a.accumulate = accumulate;
   run_chosen(a);
   return true;

@@ -1,0 +1,95 @@
+// The prepared-weights cache (see prepared.h) and the FrozenConvWeights scope (kernels/conv.h).
+#include "kernels/cpu/prepared.h"
+
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "kernels/conv.h"
+
+namespace trick {
+namespace cpu {
+
+namespace {
+
+struct Entry {
+  Tensor pin;                // a view of the weights: their memory stays theirs while we hold it
+  std::vector<float> store;  // the copy, 64-byte aligned inside
+  std::shared_ptr<const float> data;
+};
+
+struct Cache {
+  std::mutex mu;
+  int scopes = 0;
+  std::map<std::pair<const float*, std::vector<int64_t>>, std::shared_ptr<Entry>> entries;
+  PreparedStats stats;
+};
+
+Cache& cache() {
+  static Cache* c = new Cache;  // never destroyed: scopes may end during static destruction
+  return *c;
+}
+
+}  // namespace
+
+std::shared_ptr<const float> prepared_weights(const Tensor& w, const std::vector<int64_t>& layout, size_t floats,
+                                              const std::function<void(float*)>& build) {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if (c.scopes == 0 || !w.defined()) return nullptr;
+  auto key = std::make_pair(static_cast<const float*>(w.data()), layout);
+  auto it = c.entries.find(key);
+  if (it != c.entries.end()) {
+    ++c.stats.hits;
+    return it->second->data;
+  }
+  const size_t bytes = (floats + 16) * sizeof(float);
+  if (static_cast<size_t>(c.stats.bytes) + bytes > kPreparedLimitBytes) return nullptr;
+  auto e = std::make_shared<Entry>();
+  e->pin = w;
+  e->store.resize(floats + 16);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(e->store.data());
+  float* out = reinterpret_cast<float*>((a + 63) & ~uintptr_t{63});
+  // Built under the lock (on the pool's threads): another caller of the same layer waits for
+  // it instead of building it twice.
+  build(out);
+  // The pointer shares the entry's ownership: a caller that holds it keeps the copy alive even
+  // if the last scope ends meanwhile on another thread.
+  e->data = std::shared_ptr<const float>(e, out);
+  c.entries.emplace(std::move(key), e);
+  ++c.stats.builds;
+  ++c.stats.entries;
+  c.stats.bytes += static_cast<int64_t>(bytes);
+  return e->data;
+}
+
+PreparedStats prepared_stats() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return c.stats;
+}
+
+}  // namespace cpu
+
+FrozenConvWeights::FrozenConvWeights() {
+  cpu::Cache& c = cpu::cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  ++c.scopes;
+}
+
+FrozenConvWeights::~FrozenConvWeights() {
+  cpu::Cache& c = cpu::cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if (--c.scopes > 0) return;
+  c.entries.clear();
+  c.stats.entries = 0;
+  c.stats.bytes = 0;
+}
+
+bool FrozenConvWeights::open() {
+  cpu::Cache& c = cpu::cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  return c.scopes > 0;
+}
+
+}  // namespace trick
