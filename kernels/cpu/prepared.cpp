@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "kernels/conv.h"
+#include "kernels/cpu/sgemm_kernel.h"
 
 namespace trick {
 namespace cpu {
@@ -47,9 +48,7 @@ std::shared_ptr<const float> prepared_weights(const Tensor& w, const std::vector
   if (static_cast<size_t>(c.stats.bytes) + bytes > kPreparedLimitBytes) return nullptr;
   auto e = std::make_shared<Entry>();
   e->pin = w;
-  e->store.resize(floats + 16);
-  const uintptr_t a = reinterpret_cast<uintptr_t>(e->store.data());
-  float* out = reinterpret_cast<float*>((a + 63) & ~uintptr_t{63});
+  float* out = sgemm::aligned_floats(e->store, floats);
   // Built under the lock (on the pool's threads): another caller of the same layer waits for
   // it instead of building it twice.
   build(out);

@@ -90,14 +90,6 @@ struct Scratch {
 };
 thread_local Scratch t_scratch;
 
-float* packed_buffer(Scratch& s, size_t floats) {
-  // 16 floats of slack so the start can be rounded up to 64 bytes.
-  if (s.packed.size() < floats + 16) s.packed.resize(floats + 16);
-  float* p = s.packed.data();
-  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  return reinterpret_cast<float*>((a + 63) & ~uintptr_t{63});
-}
-
 // Rows [k0, k1) of B panels [p0, p1) (columns [p0 * kNr, p1 * kNr)), zero past column n:
 // panel p's row k goes to out + (p - p0) * stride + (k - k0) * kNr.
 void pack_range(const Problem& P, int64_t p0, int64_t p1, int64_t k0, int64_t k1, float* out, int64_t stride) {
@@ -151,12 +143,7 @@ void compute_block(const Problem& P, const float* packed, int64_t m0, int64_t m1
   Scratch& s = t_scratch;
   s.segs.resize(static_cast<size_t>(ntiles * max_segs));
   s.nseg.resize(static_cast<size_t>(ntiles));
-  if (!packed) {
-    if (s.chunk.size() < static_cast<size_t>((p1 - p0) * chunk * kNr + 16))
-      s.chunk.resize(static_cast<size_t>((p1 - p0) * chunk * kNr + 16));
-    const uintptr_t at = reinterpret_cast<uintptr_t>(s.chunk.data());
-    s.chunk_b = reinterpret_cast<float*>((at + 63) & ~uintptr_t{63});
-  }
+  if (!packed) s.chunk_b = sgemm::aligned_floats(s.chunk, static_cast<size_t>((p1 - p0) * chunk * kNr));
   s.src_row.resize(ntiles * kMr), s.sy.resize(ntiles * kMr), s.sx.resize(ntiles * kMr);
   s.dst_row.resize(ntiles * kMr);
   const int64_t per_img = P.u * P.v;
@@ -261,7 +248,7 @@ void run(const Problem& P) {
   }
   const float* packed = kept.get();
   if (!packed && mblocks > 1) {
-    float* out = packed_buffer(t_scratch, static_cast<size_t>(panels * K * kNr));
+    float* out = sgemm::aligned_floats(t_scratch.packed, static_cast<size_t>(panels * K * kNr));
     pack_all(out);
     packed = out;
   }
@@ -364,7 +351,7 @@ ConvEngine& engine_setting() {
 }
 
 bool implicit_gemm() { return conv_engine() != ConvEngine::Blas; }
-bool winograd() { return conv_engine() == ConvEngine::Winograd || conv_engine() == ConvEngine::Winograd4; }
+bool winograd() { return has_winograd(conv_engine()); }
 
 }  // namespace
 

@@ -26,6 +26,7 @@ enum class ConvEngine {
 // sets TRICK_CPU_CONV=winograd4, packed (no Winograd) or blas. Setting any but Blas on a CPU
 // without AVX2/FMA keeps Blas.
 void set_conv_engine(ConvEngine e);
+inline bool has_winograd(ConvEngine e) { return e == ConvEngine::Winograd || e == ConvEngine::Winograd4; }
 ConvEngine conv_engine();
 const char* conv_engine_name();
 

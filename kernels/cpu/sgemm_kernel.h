@@ -11,7 +11,9 @@
 // Accumulators stay in registers over all segments; the store adds the old C (kLoadC), the
 // bias and the ReLU (kEpilogue) in the same pass.
 #pragma once
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace trick {
 namespace cpu {
@@ -46,6 +48,14 @@ void pack_b_transpose(const float* const* rows, int cols, int64_t n, float* out)
 // One row of weights dealt to consecutive panels (dgrad): for p < npanels, out[p * out_stride + q]
 // = src[p * kNr + q], q < kNr, except the last panel: q < last_cols, zeros after.
 void pack_b_deal(const float* src, int64_t npanels, int last_cols, float* out, int64_t out_stride);
+
+// Room for `floats` floats from the first 64-byte boundary in v (grown, never shrunk, with
+// 16 floats of slack for the rounding): where packed panels and tiles are kept.
+inline float* aligned_floats(std::vector<float>& v, size_t floats) {
+  if (v.size() < floats + 16) v.resize(floats + 16);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(v.data());
+  return reinterpret_cast<float*>((a + 63) & ~uintptr_t{63});
+}
 
 }  // namespace sgemm
 }  // namespace cpu

@@ -81,12 +81,6 @@ struct Scratch {
 };
 thread_local Scratch t_scratch;
 
-float* aligned(std::vector<float>& v, size_t floats) {
-  if (v.size() < floats + 16) v.resize(floats + 16);
-  const uintptr_t a = reinterpret_cast<uintptr_t>(v.data());
-  return reinterpret_cast<float*>((a + 63) & ~uintptr_t{63});
-}
-
 // The two algorithms: F(m x m, 3x3) computes m x m outputs from an (m + 2)^2 input tile.
 // Lavin and Gray's matrices (points 0, 1, -1 and infinity for m = 2; also 2, -2 for m = 4).
 template <int M>
@@ -281,7 +275,7 @@ void run(const Corr& a) {
   const std::shared_ptr<const float> kept = prepared_weights(*a.wt, layout, static_cast<size_t>(kPos * per_pos), build);
   const float* u = kept.get();
   if (!u) {
-    float* out = aligned(t_scratch.u, static_cast<size_t>(kPos * per_pos));
+    float* out = sgemm::aligned_floats(t_scratch.u, static_cast<size_t>(kPos * per_pos));
     build(out);
     u = out;
   }
@@ -301,7 +295,7 @@ void run(const Corr& a) {
     const int64_t t0 = blk * tb, nt = std::min(T, t0 + tb) - t0;
     Scratch& s = t_scratch;
     if (s.zero.size() < static_cast<size_t>(a.cin)) s.zero.assign(static_cast<size_t>(a.cin), 0.f);
-    float* v = aligned(s.vm, static_cast<size_t>(kPos * nt * (a.cin + ldm)));
+    float* v = sgemm::aligned_floats(s.vm, static_cast<size_t>(kPos * nt * (a.cin + ldm)));
     float* m = v + kPos * nt * a.cin;
     transform_input<M>(a, t0, nt, v, s.zero.data());
     for (int pos = 0; pos < kPos; ++pos)
@@ -342,7 +336,7 @@ bool winograd_takes(int64_t kh, int64_t kw, const Conv2dParams& p, int64_t cin, 
 
 int winograd_tile_for(ConvEngine e, int64_t kh, int64_t kw, const Conv2dParams& p, int64_t cin, int64_t n, int64_t oh,
                       int64_t ow) {
-  if (e != ConvEngine::Winograd && e != ConvEngine::Winograd4) return 0;
+  if (!has_winograd(e)) return 0;
   if (!sgemm::kernel_supported() || !winograd_takes(kh, kw, p, cin, n, oh, ow)) return 0;
   return tile_for(e, n, oh, ow);
 }
