@@ -204,6 +204,12 @@ TEST_CASE("manifest: trick attack --manifest runs rows, records failures, resume
     CHECK(sneaker["success"]["8bit"] == true);
     CHECK(sneaker["success"]["top1_8bit"] == true);
     CHECK(sneaker["success"]["rule"] == "target probability >= 0.99 and top-1");
+    // and what computed it: the CPU engine and the threads
+    const nlohmann::json& backend = sneaker["backend"];
+    const std::vector<std::string> engines = {"winograd", "winograd4", "packed", "blas"};
+    CHECK(std::count(engines.begin(), engines.end(), backend.value("conv", "")) == 1);
+    CHECK(backend.value("threads", 0) >= 1);
+    CHECK(!backend.value("kernels", "").empty());
     const nlohmann::json bag = nlohmann::json::parse(slurp(d + "/out/bag/summary.json"));
     CHECK(bag["success"]["8bit"] == false);
     CHECK(bag["success"]["top1_8bit"] == (bag["final_top5"][0]["index"] == 9));

@@ -19,6 +19,8 @@
 #include <nlohmann/json.hpp>
 
 #include "attack/attack.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/sgemm_conv.h"
 #include "kernels/gemm.h"
 #include "kernels/pointwise.h"
 #include "models/labels.h"
@@ -72,6 +74,15 @@ struct Animator {
 int frame_factor(const Tensor& image, int frame_width) {
   const int64_t shorter = std::min(image.dim(0), image.dim(1));
   return static_cast<int>(std::max<int64_t>(1, shorter / std::max(1, frame_width)));
+}
+
+// summary.json's "backend": the settings besides the device that change the last bits (or
+// the speed) of a run, so that a result can be reproduced exactly.
+nlohmann::json backend_json(Device dev, bool graph) {
+  if (dev.is_cpu())
+    return {{"conv", cpu::conv_engine_key(cpu::conv_engine())}, {"kernels", cpu::conv_engine_name()},
+            {"threads", num_threads()}};
+  return {{"conv", conv_backend_name(conv_backend())}, {"math", math_mode_name(math_mode())}, {"cuda_graph", graph}};
 }
 
 // The image (H, W, C) on the host, read in place when it already is there.
@@ -467,6 +478,7 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
     rec.weights = o.weights.empty() ? "embedded" : o.weights;
     rec.weights_sha256 = weights_sha256;
     rec.device = dev.str();
+    rec.backend = backend_json(dev, o.graph);
     rec.settings = s;
     rec.wall_seconds = wall;
     rec.command_line = o.command_line;

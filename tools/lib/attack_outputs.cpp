@@ -138,6 +138,7 @@ nlohmann::json summary_json(const AttackRecord& r) {
       {"weights", r.weights},
       {"weights_sha256", r.weights_sha256},
       {"device", r.device},
+      {"backend", r.backend},
       {"method", attack_method_name(s.method)},
       {"targeted", s.targeted},
       {s.targeted ? "target" : "true_class",

@@ -19,6 +19,8 @@ struct AttackRecord {
   std::string chosen_by;        // "", or how the target was chosen: "least-likely" or "random"
   const std::vector<std::string>* class_names = nullptr;
   std::string model_name, weights, weights_sha256, device;
+  // What computed it: the CPU engine and threads, or the GPU backend, math and graph mode.
+  nlohmann::json backend;
   AttackSettings settings;
   double wall_seconds = 0;
   std::string command_line;
