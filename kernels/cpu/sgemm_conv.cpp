@@ -87,6 +87,7 @@ struct Scratch {
   std::vector<const float*> src_row;  // per block pixel: its image's source pixel (0, 0), or null
   std::vector<int64_t> sy, sx;
   std::vector<float*> dst_row;
+  std::vector<float> col;  // the explicit im2col's columns (few channels), the calling thread's
 };
 thread_local Scratch t_scratch;
 
@@ -298,11 +299,11 @@ void dgrad_by_columns(const Tensor& dy, const Tensor& w, const Conv2dParams& p, 
     });
   if (rows == 0 || o == 0) return;
   const int64_t chunk = std::min(rows, std::max<int64_t>(kMc, (int64_t{1} << 20) / k));
-  std::vector<float> col(static_cast<size_t>(chunk * k));
+  float* col = sgemm::aligned_floats(t_scratch.col, static_cast<size_t>(chunk * k));
   Problem P;
   P.n = k, P.cin = o, P.taps.push_back({0, 0, 0});
   P.w = w.data(), P.wt = &w, P.wn = 1, P.wk = k;
-  P.dst = col.data(), P.ldd = k, P.lds = dy.ld();
+  P.dst = col, P.ldd = k, P.lds = dy.ld();
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t r1 = std::min(rows, r0 + chunk);
     P.nimg = 1, P.u = 1, P.v = r1 - r0, P.sh = 1, P.sw = r1 - r0, P.dh = 1, P.dw = r1 - r0;
@@ -327,7 +328,7 @@ void dgrad_by_columns(const Tensor& dy, const Tensor& w, const Conv2dParams& p, 
               if (tx < 0 || tx / sw >= ow) continue;
               const int64_t r = rbase + tx / sw;
               if (r < r0 || r >= r1) continue;
-              const float* s = col.data() + (r - r0) * k + (i * kw + j) * c;
+              const float* s = col + (r - r0) * k + (i * kw + j) * c;
               for (int64_t ch = 0; ch < c; ++ch) d[ch] += s[ch];
             }
           }
@@ -427,12 +428,12 @@ bool packed_conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, co
   // of output pixels that keep the buffer near 4 MB, and run each chunk as a 1x1 problem.
   const int64_t k = kh * kw * c, rows = n * oh * ow;
   const int64_t chunk = std::min(rows, std::max<int64_t>(kMc, (int64_t{1} << 20) / k));
-  std::vector<float> col(static_cast<size_t>(chunk * k));
+  float* col = sgemm::aligned_floats(t_scratch.col, static_cast<size_t>(chunk * k));
   P.taps.push_back({0, 0, 0});
-  P.wn = k, P.wk = 1, P.cin = k, P.lds = k, P.src = col.data();
+  P.wn = k, P.wk = 1, P.cin = k, P.lds = k, P.src = col;
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t r1 = std::min(rows, r0 + chunk);
-    im2col(x, p, kh, kw, oh, ow, r0, r1, col.data());
+    im2col(x, p, kh, kw, oh, ow, r0, r1, col);
     P.nimg = 1, P.u = 1, P.v = r1 - r0;
     P.sh = 1, P.sw = r1 - r0;
     P.dst = y.data() + r0 * y.ld(), P.dh = 1, P.dw = r1 - r0;
