@@ -3,6 +3,7 @@
 
 #include <map>
 #include <mutex>
+#include <new>
 #include <utility>
 
 #include "kernels/conv.h"
@@ -47,8 +48,13 @@ std::shared_ptr<const float> prepared_weights(const Tensor& w, const std::vector
   const size_t bytes = (floats + 16) * sizeof(float);
   if (static_cast<size_t>(c.stats.bytes) + bytes > kPreparedLimitBytes) return nullptr;
   auto e = std::make_shared<Entry>();
+  float* out = nullptr;
+  try {
+    out = sgemm::aligned_floats(e->store, floats);
+  } catch (const std::bad_alloc&) {
+    return nullptr;  // no room to keep it: the caller prepares a copy of its own, as without a scope
+  }
   e->pin = w;
-  float* out = sgemm::aligned_floats(e->store, floats);
   // Built under the lock (on the pool's threads): another caller of the same layer waits for
   // it instead of building it twice.
   build(out);

@@ -23,8 +23,9 @@ namespace cpu {
 
 // The copy of w in `layout` (any integers that, with w's data pointer, say what was built:
 // the caller's kind of copy and its parameters), `floats` floats long and 64-byte aligned,
-// built by build(out) on its first use; null when no scope is open or the cache would grow
-// past its limit (kPreparedLimitBytes), and the caller then prepares its own copy as before.
+// built by build(out) on its first use; null when no scope is open, the cache would grow
+// past its limit (kPreparedLimitBytes) or the memory is not there, and the caller then
+// prepares its own copy as before.
 std::shared_ptr<const float> prepared_weights(const Tensor& w, const std::vector<int64_t>& layout, size_t floats,
                                               const std::function<void(float*)>& build);
 
