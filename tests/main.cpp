@@ -4,7 +4,11 @@
 #include <cstdio>
 
 #include "kernels/gemm.h"
+#include "tensor/cpu_check.h"
 #include "tensor/tensor.h"
+
+// As in trick: a CPU that lacks an instruction set of this build gets one line, not SIGILL.
+__attribute__((constructor(101))) static void check_cpu() { trick::require_built_cpu_features(); }
 
 namespace {
 

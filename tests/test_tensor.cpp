@@ -1,6 +1,11 @@
 // Tensor: shapes, strides, views, copies.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "tensor/cpu_check.h"
 #include "tensor/random.h"
 #include "tensor/tensor.h"
 
@@ -90,4 +95,27 @@ TEST_CASE("tensor: the random generator is reproducible and roughly standard nor
   for (float x : t.to_vector()) v += (x - m) * (x - m) / 20000.0;
   CHECK(std::abs(m) < 0.03);
   CHECK(std::abs(v - 1.0) < 0.05);
+}
+
+TEST_CASE("cpu check: the instruction sets this build targets, and which this CPU lacks") {
+  const std::vector<std::string> built = built_cpu_features();
+  // The build runs its tests where it was built: nothing missing (else this binary would have
+  // stopped with its error line before any test ran).
+  CHECK(missing_cpu_features().empty());
+  CHECK(missing_cpu_features([](const std::string&) { return true; }).empty());
+  CHECK(missing_cpu_features([](const std::string&) { return false; }) == built);
+  const auto has = [&](const char* f) { return std::count(built.begin(), built.end(), f) == 1; };
+#ifdef __AVX2__
+  CHECK(has("avx2"));
+#else
+  CHECK_FALSE(has("avx2"));
+#endif
+#ifdef __AVX512F__
+  CHECK(has("avx512f"));
+#else
+  CHECK_FALSE(has("avx512f"));
+#endif
+  // One named missing: just that one reported.
+  if (has("avx2")) CHECK(missing_cpu_features([](const std::string& f) { return f != "avx2"; }) ==
+                         std::vector<std::string>{"avx2"});
 }

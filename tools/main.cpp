@@ -6,8 +6,13 @@
 #include <new>
 #include <vector>
 
+#include "tensor/cpu_check.h"
 #include "tensor/error.h"
 #include "tools/command.h"
+
+// Before every other initialisation: a CPU without an instruction set this build targets gets
+// one error line, not SIGILL.
+__attribute__((constructor(101))) static void check_cpu() { trick::require_built_cpu_features(); }
 
 namespace trick {
 
