@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <memory>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -369,6 +370,36 @@ TEST_CASE("cpu conv: kept weights stay theirs: new weights at a freed address ar
   w2.copy_from(w2_values);
   conv2d_forward(x, w2, Tensor(), p, y);
   CHECK(y.to_vector() == want);
+}
+
+TEST_CASE("cpu conv: kept weights are let go when the last frozen scope closes") {
+  if (!cpu::sgemm::kernel_supported()) return;
+  const Case& k = kCases[0];
+  const Conv2dParams p = params(k, false);
+  Rng rng(9);
+  Tensor x = randn(Shape{k.n, k.h, k.w, k.c}, rng);
+  const Shape ws{k.o, k.kh, k.kw, k.c};
+  Tensor y = test::nan_tensor(conv2d_output_shape(x.shape(), ws, p));
+  // Weights over memory of our own, whose keeper we can watch: it goes when the last view does.
+  std::vector<float> memory = randn(ws, rng).to_vector();
+  std::weak_ptr<void> watch;
+  {
+    FrozenConvWeights outer;
+    {
+      FrozenConvWeights inner;  // scopes nest: the inner one's end keeps what the outer still covers
+      auto keeper = std::make_shared<int>(0);
+      watch = keeper;
+      Tensor w = Tensor::wrap(ws, memory.data(), keeper);
+      keeper.reset();
+      conv2d_forward(x, w, Tensor(), p, y);
+      conv2d_dgrad(y, w, p, x, false);
+    }
+    CHECK(cpu::prepared_stats().entries >= 2);
+    CHECK_FALSE(watch.expired());  // the kept copies still hold the weights
+  }
+  CHECK(cpu::prepared_stats().entries == 0);
+  CHECK(cpu::prepared_stats().bytes == 0);
+  CHECK(watch.expired());  // and nothing holds them now (no entry outlives the scopes)
 }
 
 TEST_CASE("cpu conv: an optimizer step or a weight load while weights are declared frozen is an error") {

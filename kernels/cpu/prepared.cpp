@@ -17,7 +17,7 @@ namespace {
 struct Entry {
   Tensor pin;                // a view of the weights: their memory stays theirs while we hold it
   std::vector<float> store;  // the copy, 64-byte aligned inside
-  std::shared_ptr<const float> data;
+  const float* data = nullptr;
 };
 
 struct Cache {
@@ -43,7 +43,9 @@ std::shared_ptr<const float> prepared_weights(const Tensor& w, const std::vector
   auto it = c.entries.find(key);
   if (it != c.entries.end()) {
     ++c.stats.hits;
-    return it->second->data;
+    // Shares the entry's ownership: a caller holding it keeps the copy alive even if the last
+    // scope ends meanwhile on another thread.
+    return std::shared_ptr<const float>(it->second, it->second->data);
   }
   const size_t bytes = (floats + 16) * sizeof(float);
   if (static_cast<size_t>(c.stats.bytes) + bytes > kPreparedLimitBytes) return nullptr;
@@ -58,14 +60,12 @@ std::shared_ptr<const float> prepared_weights(const Tensor& w, const std::vector
   // Built under the lock (on the pool's threads): another caller of the same layer waits for
   // it instead of building it twice.
   build(out);
-  // The pointer shares the entry's ownership: a caller that holds it keeps the copy alive even
-  // if the last scope ends meanwhile on another thread.
-  e->data = std::shared_ptr<const float>(e, out);
+  e->data = out;
   c.entries.emplace(std::move(key), e);
   ++c.stats.builds;
   ++c.stats.entries;
   c.stats.bytes += static_cast<int64_t>(bytes);
-  return e->data;
+  return std::shared_ptr<const float>(e, e->data);
 }
 
 PreparedStats prepared_stats() {
