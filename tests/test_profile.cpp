@@ -298,3 +298,24 @@ TEST_CASE("profile: trick bench --layers prints every layer and writes them as J
   CHECK(fwd_per_batch[3] == doctest::Approx(1.5 * fwd_per_batch[2]));
   for (const int b : {2, 3}) CHECK(step_fwd[b] == doctest::Approx(fwd_per_batch[b]).epsilon(1e-6));
 }
+
+TEST_CASE("profile: trick bench keeps the CPU weights packed across steps, unless --repack-weights") {
+  for (const bool repack : {false, true}) {
+    CAPTURE(repack);
+    int status = -1;
+    const std::string text = run_capture(std::string(TRICK_BINARY) +
+                                             " bench --model fashion_inception --batch 2 --repeats 2 --warmup 1 "
+                                             "--threads 1 --device cpu" +
+                                             (repack ? " --repack-weights" : "") + " 2>&1",
+                                         &status);
+    INFO(text);
+    REQUIRE(status == 0);
+    const size_t at = text.find("{\"engine\"");
+    REQUIRE(at != std::string::npos);
+    const nlohmann::json r = nlohmann::json::parse(text.substr(at, text.find('\n', at) - at));
+    if (repack)
+      CHECK(r["cpu_weights_kept_mib"].get<double>() == 0.0);
+    else
+      CHECK(r["cpu_weights_kept_mib"].get<double>() > 0.0);
+  }
+}

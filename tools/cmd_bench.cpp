@@ -14,6 +14,7 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <memory>
 #include <new>
 #include <string>
 #include <vector>
@@ -53,6 +54,7 @@ struct Options {
   int repeats = 10, warmup = 2, threads = 0;
   bool graph = true, both = false;
   bool layers = false;      // --layers: per-layer times of the step instead of the summary
+  bool repack = false;      // --repack-weights: no FrozenConvWeights scope
   std::string layers_json;  // --layers-json FILE: those rows as JSON lines, too
   uint64_t seed = 1;
 };
@@ -293,8 +295,10 @@ int run(const Options& o) {
   model->set_requires_grad(false);
   model->train(false);
   model->to(dev);
-  // As in the attack loop: the CPU engines pack (and transform) each layer's weights once.
-  FrozenConvWeights frozen;
+  // As in the attack loop: the CPU engines pack (and transform) each layer's weights once,
+  // unless --repack-weights asks for the cost of doing it every call.
+  std::unique_ptr<FrozenConvWeights> frozen;
+  if (!o.repack) frozen = std::make_unique<FrozenConvWeights>();
   std::string detail;  // the backend's own setting
   if (dev.is_cuda() && conv_backend() == ConvBackend::Own) detail = "  split-k " + split_k_name();
   if (dev.is_cuda() && conv_backend() == ConvBackend::Cudnn) detail = cat("  cudnn-algo ", cudnn_algo_name(cudnn_algo()));
@@ -399,6 +403,9 @@ const bool registered = register_command(
        app.add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 1024));
        app.add_option("--device", o->device, "cpu, cuda or cuda:N");
        app.add_option("--seed", o->seed, "Seed of the random weights and input")->check(whole_number());
+       app.add_flag("--repack-weights", o->repack,
+                    "CPU: pack (and Winograd-transform) each layer's weights on every call instead of once, as "
+                    "single passes do; the attack keeps them (the default here too)");
        add_backend_options(app, &o->graph);
        CLI::Option* both =
            app.add_flag("--both", o->both, "GPU: time eager and graph, and fail (exit 1, after the table) unless their input gradients are bit for bit equal");
