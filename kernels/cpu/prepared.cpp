@@ -1,6 +1,7 @@
 // The prepared-weights cache (see prepared.h) and the FrozenConvWeights scope (kernels/conv.h).
 #include "kernels/cpu/prepared.h"
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <new>
@@ -22,8 +23,9 @@ struct Entry {
 
 struct Cache {
   std::mutex mu;
-  int scopes = 0;
-  std::map<std::pair<const float*, std::vector<int64_t>>, std::shared_ptr<Entry>> entries;
+  std::atomic<int> scopes{0};  // read without the lock: calls outside any scope return at once
+  // By the weights' address, then the layout (looked up by reference: no copy per call).
+  std::map<const float*, std::map<std::vector<int64_t>, std::shared_ptr<Entry>>> entries;
   PreparedStats stats;
 };
 
@@ -37,11 +39,12 @@ Cache& cache() {
 std::shared_ptr<const float> prepared_weights(const Tensor& w, const std::vector<int64_t>& layout, size_t floats,
                                               const std::function<void(float*)>& build) {
   Cache& c = cache();
+  if (c.scopes.load(std::memory_order_relaxed) == 0 || !w.defined()) return nullptr;
   std::lock_guard<std::mutex> lock(c.mu);
-  if (c.scopes == 0 || !w.defined()) return nullptr;
-  auto key = std::make_pair(static_cast<const float*>(w.data()), layout);
-  auto it = c.entries.find(key);
-  if (it != c.entries.end()) {
+  if (c.scopes == 0) return nullptr;
+  auto& of_w = c.entries[w.data()];
+  auto it = of_w.find(layout);
+  if (it != of_w.end()) {
     ++c.stats.hits;
     // Shares the entry's ownership: a caller holding it keeps the copy alive even if the last
     // scope ends meanwhile on another thread.
@@ -61,7 +64,7 @@ std::shared_ptr<const float> prepared_weights(const Tensor& w, const std::vector
   // it instead of building it twice.
   build(out);
   e->data = out;
-  c.entries.emplace(std::move(key), e);
+  of_w.emplace(layout, e);
   ++c.stats.builds;
   ++c.stats.entries;
   c.stats.bytes += static_cast<int64_t>(bytes);
@@ -91,10 +94,6 @@ FrozenConvWeights::~FrozenConvWeights() {
   c.stats.bytes = 0;
 }
 
-bool FrozenConvWeights::open() {
-  cpu::Cache& c = cpu::cache();
-  std::lock_guard<std::mutex> lock(c.mu);
-  return c.scopes > 0;
-}
+bool FrozenConvWeights::open() { return cpu::cache().scopes.load(std::memory_order_relaxed) > 0; }
 
 }  // namespace trick

@@ -242,8 +242,9 @@ void run(const Problem& P) {
     });
   };
   std::shared_ptr<const float> kept;
-  if (P.wt) {
-    std::vector<int64_t> layout = {0, P.w - P.wt->data(), P.wn, P.wk, P.n, P.cin};
+  if (P.wt && FrozenConvWeights::open()) {
+    thread_local std::vector<int64_t> layout;  // reused: no allocation per call
+    layout.assign({0, P.w - P.wt->data(), P.wn, P.wk, P.n, P.cin});
     for (const Tap& t : P.taps) layout.push_back(t.woff);
     kept = prepared_weights(*P.wt, layout, static_cast<size_t>(panels * K * kNr), pack_all);
   }

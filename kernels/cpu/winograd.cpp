@@ -270,9 +270,13 @@ void run(const Corr& a) {
   const int64_t T = a.tiles(M), panels = a.panels(), ldm = panels * kNr;
   if (T == 0 || a.cout == 0) return;
   const int64_t per_pos = panels * a.cin * kNr;
-  const std::vector<int64_t> layout = {1, M, a.w - a.wt->data(), a.wk, a.wi, a.wj, a.wc, a.cin, a.cout};
   const auto build = [&](float* out) { transform_weights<M>(a, out); };
-  const std::shared_ptr<const float> kept = prepared_weights(*a.wt, layout, static_cast<size_t>(kPos * per_pos), build);
+  std::shared_ptr<const float> kept;
+  if (FrozenConvWeights::open()) {
+    thread_local std::vector<int64_t> layout;  // reused: no allocation per call
+    layout.assign({1, M, a.w - a.wt->data(), a.wk, a.wi, a.wj, a.wc, a.cin, a.cout});
+    kept = prepared_weights(*a.wt, layout, static_cast<size_t>(kPos * per_pos), build);
+  }
   const float* u = kept.get();
   if (!u) {
     float* out = sgemm::aligned_floats(t_scratch.u, static_cast<size_t>(kPos * per_pos));
