@@ -20,6 +20,8 @@
 #include "tests/op_check.h"
 #include "tests/tiny_net.h"
 
+namespace test_attack {
+
 using namespace trick;
 using trick_test::TinyNet;
 using trick_test::grid_image;
@@ -833,3 +835,5 @@ TEST_CASE("attack kernels: adam, momentum, the L2 projection and per-item sums a
     close(y.to_vector(), want, "sum_per_item");
   }
 }
+
+}  // namespace test_attack

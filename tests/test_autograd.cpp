@@ -7,6 +7,8 @@
 #include "tests/op_check.h"
 #include "tests/reference.h"
 
+namespace test_autograd {
+
 using namespace trick;
 
 TEST_CASE("autograd: a value used twice accumulates both gradients") {
@@ -129,3 +131,5 @@ TEST_CASE("gradcheck: detects a wrong gradient and skips kinks") {
   CHECK_FALSE(bad.ok());
   CHECK(bad.first_failure.find("x[1]") != std::string::npos);
 }
+
+}  // namespace test_autograd

@@ -28,6 +28,8 @@
 #include "tests/op_check.h"
 #include "tests/reference.h"
 
+namespace test_cpu_conv {
+
 using namespace trick;
 using test::expect_close;
 using test::to_double;
@@ -514,3 +516,5 @@ TEST_CASE("cpu gemm: a few rows (the pool's path) and more (OpenBLAS) against th
   }
   set_num_threads(saved);
 }
+
+}  // namespace test_cpu_conv

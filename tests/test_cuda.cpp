@@ -60,7 +60,7 @@
 #include "kernels/cuda/runtime.h"
 #endif
 
-namespace trick {
+namespace trick::test_cuda {
 namespace {
 
 
@@ -1658,4 +1658,4 @@ TEST_CASE("gpu inception v3: logits and input gradient on the GPU match the CPU 
 }
 
 }  // namespace
-}  // namespace trick
+}  // namespace trick::test_cuda

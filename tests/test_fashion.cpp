@@ -32,6 +32,8 @@
 
 #include "tests/test_util.h"
 
+namespace test_fashion {
+
 using namespace trick;
 using namespace trick_test;
 
@@ -633,3 +635,5 @@ TEST_CASE("fashion: the sample images are classified as their names say") {
   CHECK(class_slug("T-shirt/top") == "t-shirt_top");
   CHECK(class_slug("Ankle boot") == "ankle_boot");
 }
+
+}  // namespace test_fashion

@@ -24,6 +24,8 @@
 
 #include "tests/test_util.h"
 
+namespace test_formats {
+
 using namespace trick;
 using namespace trick_test;
 
@@ -498,3 +500,5 @@ TEST_CASE("formats: SHA-256 gives FIPS 180-4's digests, fed whole or in pieces, 
     CHECK(std::equal(h1, h1 + 8, h2));
   }
 }
+
+}  // namespace test_formats

@@ -14,6 +14,8 @@
 #include "layers/module.h"
 #include "tensor/random.h"
 
+namespace test_graph_step {
+
 using namespace trick;
 
 namespace {
@@ -155,3 +157,5 @@ TEST_CASE("graph step: on the CPU it stays off and the attack is the same with o
     }
   }
 }
+
+}  // namespace test_graph_step

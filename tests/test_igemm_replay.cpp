@@ -29,7 +29,7 @@
 #include "tensor/tensor.h"
 #include "tests/cuda_common.h"
 
-namespace trick {
+namespace trick::test_igemm_replay {
 namespace {
 
 // Calls f(z, m0, n0, m_size) for every block of problem p's grid over extent e that has
@@ -661,4 +661,4 @@ TEST_CASE("cuda: the bf16 tensor-core kernel's schedule, replayed on the host, m
 }
 
 }  // namespace
-}  // namespace trick
+}  // namespace trick::test_igemm_replay

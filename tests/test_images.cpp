@@ -26,6 +26,8 @@
 #include "tools/lib/image.h"
 #include "tools/lib/npy.h"
 
+namespace test_images {
+
 using namespace trick;
 
 namespace {
@@ -607,3 +609,5 @@ TEST_CASE("labels: Fashion-MNIST names resolve with the same rules") {
   CHECK(contains(error_of([&] { resolve_class("10", f); }), "0..9"));
   CHECK(contains(error_of([&] { resolve_class("s", f); }), "ambiguous"));
 }
+
+}  // namespace test_images

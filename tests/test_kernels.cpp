@@ -15,6 +15,8 @@
 #include "tests/op_check.h"
 #include "tests/reference.h"
 
+namespace test_kernels {
+
 using namespace trick;
 using test::check_op;
 using test::expect_close;
@@ -602,3 +604,5 @@ TEST_CASE("gemm: transposes, leading dimensions and beta against the double refe
             expect_close(C, want, "gemm");
           }
 }
+
+}  // namespace test_kernels

@@ -7,6 +7,8 @@
 #include "tests/op_check.h"
 #include "tests/reference.h"
 
+namespace test_layers {
+
 using namespace trick;
 
 namespace {
@@ -154,3 +156,5 @@ TEST_CASE("layers: dropout keeps the expectation and is off in evaluation") {
   d.train(false);
   CHECK(d.forward(x).value().to_vector() == x.value().to_vector());
 }
+
+}  // namespace test_layers

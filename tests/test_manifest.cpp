@@ -17,6 +17,8 @@
 
 #include "tests/test_util.h"
 
+namespace test_manifest {
+
 using namespace trick;
 using namespace trick_test;
 
@@ -416,3 +418,5 @@ TEST_CASE("trick: an unknown command is named, with the list of commands") {
   CHECK(contains(out, "error: unknown command 'frobnicate' (commands: attack, classify"));
   CHECK(std::count(out.begin(), out.end(), '\n') == 1);
 }
+
+}  // namespace test_manifest

@@ -17,6 +17,8 @@
 #include "tensor/random.h"
 #include "tests/test_util.h"
 
+namespace test_profile {
+
 using namespace trick;
 using namespace trick_test;
 
@@ -319,3 +321,5 @@ TEST_CASE("profile: trick bench keeps the CPU weights packed across steps, unles
       CHECK(r["cpu_weights_kept_mib"].get<double>() > 0.0);
   }
 }
+
+}  // namespace test_profile

@@ -22,6 +22,8 @@
 #include "tools/lib/render.h"
 #include "tools/lib/report.h"
 
+namespace test_render {
+
 using namespace trick;
 
 namespace {
@@ -811,3 +813,5 @@ TEST_CASE("render: an attack on a large photo animates it reduced, with the chan
   }
   DGifCloseFile(g, &err);
 }
+
+}  // namespace test_render

@@ -9,6 +9,8 @@
 #include "tensor/random.h"
 #include "tensor/tensor.h"
 
+namespace test_tensor {
+
 using namespace trick;
 
 TEST_CASE("tensor: creation, shape and contiguous strides") {
@@ -119,3 +121,5 @@ TEST_CASE("cpu check: the instruction sets this build targets, and which this CP
   if (has("avx2")) CHECK(missing_cpu_features([](const std::string& f) { return f != "avx2"; }) ==
                          std::vector<std::string>{"avx2"});
 }
+
+}  // namespace test_tensor

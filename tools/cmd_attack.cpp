@@ -34,7 +34,7 @@
 #include "tools/lib/run_model.h"
 #include "tensor/random.h"
 
-namespace trick {
+namespace trick::cmd_attack {
 namespace {
 
 volatile sig_atomic_t g_interrupted = 0;
@@ -791,4 +791,4 @@ const bool registered = register_command(
      10});
 
 }  // namespace
-}  // namespace trick
+}  // namespace trick::cmd_attack

@@ -40,7 +40,7 @@
 #include "kernels/cuda/graph.h"
 #endif
 
-namespace trick {
+namespace trick::cmd_bench {
 namespace {
 
 double median(std::vector<double> v) {
@@ -421,4 +421,4 @@ const bool registered = register_command(
      80});
 
 }  // namespace
-}  // namespace trick
+}  // namespace trick::cmd_bench

@@ -24,7 +24,7 @@
 #include "tools/command.h"
 #include "tools/lib/run_model.h"
 
-namespace trick {
+namespace trick::cmd_bench_conv {
 namespace {
 
 struct Options {
@@ -210,4 +210,4 @@ const bool registered = register_command(
      81});
 
 }  // namespace
-}  // namespace trick
+}  // namespace trick::cmd_bench_conv

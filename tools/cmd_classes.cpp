@@ -7,7 +7,7 @@
 #include "tensor/error.h"
 #include "tools/command.h"
 
-namespace trick {
+namespace trick::cmd_classes {
 namespace {
 
 struct Options {
@@ -42,4 +42,4 @@ const bool registered = register_command({"classes", "List the class names a tar
                                           80});
 
 }  // namespace
-}  // namespace trick
+}  // namespace trick::cmd_classes

@@ -8,7 +8,7 @@
 #include "tools/lib/image.h"
 #include "tools/lib/run_model.h"
 
-namespace trick {
+namespace trick::cmd_classify {
 namespace {
 
 struct Options {
@@ -75,4 +75,4 @@ const bool registered = register_command(
      20});
 
 }  // namespace
-}  // namespace trick
+}  // namespace trick::cmd_classify

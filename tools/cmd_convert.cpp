@@ -11,7 +11,7 @@
 #include "tools/command.h"
 #include "tools/lib/pth.h"
 
-namespace trick {
+namespace trick::cmd_convert {
 namespace {
 
 struct ConvertOptions {
@@ -107,4 +107,4 @@ const bool registered = register_command(
      40});
 
 }  // namespace
-}  // namespace trick
+}  // namespace trick::cmd_convert

@@ -12,7 +12,7 @@
 #include "tools/lib/image.h"
 #include "tools/lib/run_model.h"
 
-namespace trick {
+namespace trick::cmd_eval {
 namespace {
 
 struct Options {
@@ -131,4 +131,4 @@ const bool registered = register_command(
      61});
 
 }  // namespace
-}  // namespace trick
+}  // namespace trick::cmd_eval

@@ -13,7 +13,7 @@
 #include "tools/lib/npy.h"
 #include "tools/lib/run_model.h"
 
-namespace trick {
+namespace trick::cmd_grad {
 namespace {
 
 struct Options {
@@ -95,4 +95,4 @@ const bool registered = register_command(
      30});
 
 }  // namespace
-}  // namespace trick
+}  // namespace trick::cmd_grad

@@ -8,7 +8,7 @@
 #include "tensor/tensor.h"
 #include "tools/command.h"
 
-namespace trick {
+namespace trick::cmd_info {
 namespace {
 
 const bool registered = register_command({"info", "Show this build's backends, devices and threads",
@@ -36,4 +36,4 @@ const bool registered = register_command({"info", "Show this build's backends, d
                                           90});
 
 }  // namespace
-}  // namespace trick
+}  // namespace trick::cmd_info

@@ -9,7 +9,7 @@
 #include "tools/lib/image.h"
 #include "tools/lib/npy.h"
 
-namespace trick {
+namespace trick::cmd_preprocess {
 namespace {
 
 struct Options {
@@ -86,4 +86,4 @@ const bool registered = register_command(
      40});
 
 }  // namespace
-}  // namespace trick
+}  // namespace trick::cmd_preprocess

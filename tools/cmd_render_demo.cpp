@@ -15,7 +15,7 @@
 #include "tools/lib/render.h"
 #include "tools/lib/report.h"
 
-namespace trick {
+namespace trick::cmd_render_demo {
 namespace {
 
 struct DemoArgs {
@@ -203,4 +203,4 @@ const bool registered = register_command({"render-demo", "Render a synthetic att
                                           900});
 
 }  // namespace
-}  // namespace trick
+}  // namespace trick::cmd_render_demo

@@ -10,7 +10,7 @@
 #include "tools/lib/atomic_file.h"
 #include "tools/lib/fashion_train.h"
 
-namespace trick {
+namespace trick::cmd_train {
 namespace {
 
 struct Options {
@@ -154,4 +154,4 @@ const bool registered = register_command(
      60});
 
 }  // namespace
-}  // namespace trick
+}  // namespace trick::cmd_train

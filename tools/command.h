@@ -1,5 +1,6 @@
 // The `trick` command's subcommands register themselves here (one file each, tools/cmd_*.cpp),
-// so adding a subcommand touches no shared file.
+// so adding a subcommand touches no shared file. Each file's names go in namespace
+// trick::cmd_<name>: the command is a unity build (CMakeLists.txt).
 #pragma once
 #include <CLI/CLI.hpp>
 #include <functional>

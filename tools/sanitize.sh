@@ -43,7 +43,7 @@ leak:libpixman-1.so
 leak:libfreetype.so
 EOF
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=0:strict_string_checks=1:check_initialization_order=1"
-export LSAN_OPTIONS="suppressions=$PWD/$build/lsan.supp:print_suppressions=0"
+export LSAN_OPTIONS="suppressions=$(cd "$build" && pwd)/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 
 status=0
