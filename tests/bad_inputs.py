@@ -65,7 +65,8 @@ COMMANDS = {
     "convert": "convert {weights_in} -o {out.safetensors}",
     "bench": "bench --weights {weights} --repeats 1 --warmup 0",
     "bench_layers": "bench --model fashion_inception --batch 2 --repeats 1 --warmup 0 --layers --layers-json {out.jsonl}",
-    "bench_conv": "bench-conv --repeats 1 --threads 1",
+    # One small layer: all six, summed in double, took 52 s under ASan (the longest case).
+    "bench_conv": "bench-conv --repeats 1 --threads 1 --layers Mixed_7b-7c.branch3x3dbl_2",
     "classes": "classes",
     "info": "info",
     "attack": "attack {image} --weights {weights} --target {target} --out {outdir} --method fgsm --no-animation "
@@ -124,6 +125,8 @@ OPTION_CASES = [
     ("bench_conv", "batch-zero", ["--batch", "0"], "--batch", r"0 not in range"),
     ("bench_conv", "batch-huge", ["--batch", "65"], "--batch", r"65 not in range 1 to 64"),
     ("bench_conv", "repeats-zero", ["--repeats", "0"], "--repeats", r"0 not in range"),
+    ("bench_conv", "layers-unknown", ["--layers", "Conv2d_9z_3x3"], "--layers",
+     r"'Conv2d_9z_3x3' is not one of the layers timed here: Conv2d_2a_3x3, "),
     ("classify", "cpu-conv-unknown", ["--cpu-conv", "direct"], "--cpu-conv", r"winograd, winograd4, packed or blas"),
     ("bench", "layers-with-both", ["--layers", "--both"], "--layers", r"excludes"),
     ("bench", "layers-json-without-layers", ["--layers-json", "layers.jsonl"], "--layers-json", r"requires"),

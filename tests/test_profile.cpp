@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -320,6 +321,46 @@ TEST_CASE("profile: trick bench keeps the CPU weights packed across steps, unles
     else
       CHECK(r["cpu_weights_kept_mib"].get<double>() > 0.0);
   }
+}
+
+TEST_CASE("profile: trick bench-conv times the chosen layers, each engine as exact as it states") {
+  int status = -1;
+  const std::string text = run_capture(std::string(TRICK_BINARY) +
+                                           " bench-conv --repeats 1 --threads 1 --engines packed,winograd "
+                                           "--layers Conv2d_4a_3x3,Mixed_7b-7c.branch3x3dbl_2 2>&1",
+                                       &status);
+  INFO(text);
+  REQUIRE(status == 0);
+  // Per engine: its row (the layer's first row names it), then the two errors in the last columns.
+  std::map<std::string, std::vector<std::vector<std::string>>> rows;  // layer -> rows split in words
+  std::string layer;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::vector<std::string> w{std::istream_iterator<std::string>(words), {}};
+    if (w.size() < 8 || w[0] == "layer") continue;
+    if (w[0].rfind("Conv2d", 0) == 0 || w[0].rfind("Mixed", 0) == 0) layer = w[0];
+    if (layer.empty() || (w.back().find("e-") == std::string::npos)) continue;
+    rows[layer].push_back(w);
+  }
+  REQUIRE(rows.size() == 2);
+  CHECK(rows.count("Conv2d_4a_3x3") == 1);
+  CHECK(rows.count("Mixed_7b-7c.branch3x3dbl_2") == 1);
+  for (const auto& [name, rs] : rows) {
+    CAPTURE(name);
+    REQUIRE(rs.size() == 2);  // packed, winograd
+    for (const auto& w : rs) {
+      // The two relative L2 errors against the double sum: both engines are float32 sums
+      // (F(2x2) is as exact as the direct one), so both are near float rounding.
+      CHECK(std::stod(w[w.size() - 2]) < 1e-5);
+      CHECK(std::stod(w[w.size() - 1]) < 1e-5);
+    }
+  }
+  // The Winograd engine takes the 73x73 layer by F(2x2) (forward; its data gradient has 192
+  // input channels) and leaves the 8x8 one (64 output pixels, under 384) to the direct sum.
+  CHECK(contains(text, "F(2x2) / F(2x2)"));
+  CHECK(contains(text, "direct / direct"));
+  CHECK(contains(text, "the layers above (each layer times its count)"));
 }
 
 }  // namespace test_profile

@@ -29,6 +29,7 @@ namespace {
 
 struct Options {
   std::vector<std::string> engines;  // empty: packed, winograd, winograd4 (blas without AVX2)
+  std::vector<std::string> layers;   // empty: all of kLayers
   int batch = 1;
   int repeats = 20;
   int threads = 0;
@@ -114,6 +115,16 @@ double rel_l2(const Tensor& a, const std::vector<double>& ref) {
   return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
 }
 
+// "" when `name` is one of kLayers, else the error: the names it could have been.
+std::string layer_error(const std::string& name) {
+  std::string names;
+  for (const Layer& l : kLayers) {
+    if (name == l.name) return "";
+    names += std::string(names.empty() ? "" : ", ") + l.name;
+  }
+  return "'" + name + "' is not one of the layers timed here: " + names;
+}
+
 const char* algorithm_name(int tile) { return tile == 4 ? "F(4x4)" : tile == 2 ? "F(2x2)" : "direct"; }
 
 int run(Options o) {
@@ -143,6 +154,7 @@ int run(Options o) {
   std::vector<double> total(engines.size(), 0.0);
   std::vector<std::pair<double, double>> worst(engines.size(), {0.0, 0.0});
   for (const Layer& l : kLayers) {
+    if (!o.layers.empty() && std::find(o.layers.begin(), o.layers.end(), l.name) == o.layers.end()) continue;
     const Conv2dParams p = Conv2dParams::same(1, l.pad, l.pad, true);
     Tensor x = randn(Shape{o.batch, l.h, l.w, l.c}, rng), w = randn(Shape{l.o, 3, 3, l.c}, rng, 0.1f);
     Tensor b = randn(Shape{l.o}, rng);
@@ -179,7 +191,8 @@ int run(Options o) {
       worst[e] = {std::max(worst[e].first, ef), std::max(worst[e].second, eb)};
     }
   }
-  std::printf("\nall of them (each layer times its count), forward + data gradient:\n");
+  std::printf("\n%s (each layer times its count), forward + data gradient:\n",
+              o.layers.empty() ? "all of them" : "the layers above");
   std::printf("%-10s %9s %7s %17s %9s\n", "engine", "ms", "x", "largest err fwd", "bwd");
   for (size_t e = 0; e < engines.size(); ++e)
     std::printf("%-10s %9.3f %7.2f %17.1e %9.1e\n", o.engines[e].c_str(), total[e], total[0] / total[e], worst[e].first,
@@ -201,6 +214,9 @@ const bool registered = register_command(
                       "CPUs without AVX2)")
            ->delimiter(',')
            ->check([](const std::string& v) { return cpu_conv_error(v); });
+       app.add_option("--layers", o->layers, "Only these layers, by the names printed (default: all six)")
+           ->delimiter(',')
+           ->check([](const std::string& v) { return layer_error(v); });
        app.add_option("--batch", o->batch, "Images per convolution")->check(CLI::Range(1, 64));
        app.add_option("--repeats", o->repeats, "Timed repeats (the minimum is printed)")->check(CLI::Range(1, 100000));
        app.add_option("--threads", o->threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 1024));
