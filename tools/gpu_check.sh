@@ -13,7 +13,8 @@
 #              configure + build Release for sm_90 with -j16, CUDA on, with .gpukit's
 #              dependency prefix when the machine lacks the Debian dev packages, and if that
 #              fails the prebuilt binaries anyway, said in the summary (GPU_CHECK_PREBUILT=1:
-#              always the prebuilt ones; =0: build, even when they match)
+#              always the prebuilt ones; =0: build, even when they match; GPU_CHECK_BIN=DIR:
+#              the trick and trick_tests already in DIR, no build)
 #   cuda tests trick_tests -tc="cuda:*": every op against its CPU twin, CUDA graphs, the
 #              attack step from a graph against the eager step
 #   inception  trick_tests -tc="gpu inception*": Inception v3 logits and input gradient, GPU
@@ -196,6 +197,12 @@ use_prebuilt() {  # unpacks .gpukit's binaries and sets BIN if they start here
   BIN=$KIT_DIR/bin
 }
 PREBUILT=${GPU_CHECK_PREBUILT:-auto}
+if [ -n "${GPU_CHECK_BIN:-}" ]; then
+  PREBUILT=1
+  BIN=$(cd "$GPU_CHECK_BIN" && pwd) || BIN=""
+  say "build: skipped: GPU_CHECK_BIN=$GPU_CHECK_BIN"
+  SUMMARY+=("build: skipped, the binaries in GPU_CHECK_BIN=$GPU_CHECK_BIN")
+fi
 if [ "$PREBUILT" = auto ]; then
   PREBUILT=0
   if prebuilt_matches && use_prebuilt; then
