@@ -9,7 +9,8 @@ build's binaries (GPU_CHECK_BIN, no build) in a few seconds, and this checks:
   the Inception filter exactly one test;
 - every `trick bench` stage exits 1 with one `error:` line (no device), never 2 (a command-line
   mistake), and the table has a row for each configuration;
-- bench_gpu.py (PyTorch's side) parses its arguments and reports why it did not time.
+- bench_gpu.py (PyTorch's side) parses its arguments and reports why it did not time;
+- with GPU_CHECK_LAYERS=1, each `trick bench --layers` stage also exits 1, not 2.
 Skipped (exit 77) where a GPU is present: run tools/gpu_check.sh itself there.
 
 usage: gpu_check_dry.py BINARY_DIR
@@ -92,7 +93,21 @@ def main(argv):
             fail(f"bench_gpu.py time wrote no failure record: {torch_log[-500:]}")
         if "usage:" in torch_log or "error: argument" in torch_log:
             fail(f"bench_gpu.py did not parse its arguments: {torch_log[-500:]}")
-    print(f"ok: {len(stages)} bench stages, the test filters and the table, without a GPU")
+
+    # GPU_CHECK_LAYERS=1 (every layer's time per configuration): its trick bench --layers runs.
+    with tempfile.TemporaryDirectory() as out:
+        env = dict(os.environ, OUT=out, GPU_CHECK_BIN=bin_dir, GPU_CHECK_BUDGET="300", GPU_CHECK_LAYERS="1")
+        r = subprocess.run(["bash", os.path.join(root, "tools", "gpu_check.sh")], cwd=root, env=env,
+                           capture_output=True, text=True, timeout=600)
+        console = r.stdout + r.stderr
+        layer_stages = re.findall(r"^\[\d+s\] (layers \S+): (.*)$", console, re.M)
+        if r.returncode != 0 or len(layer_stages) < 3:
+            fail(f"GPU_CHECK_LAYERS=1: exit {r.returncode}, {len(layer_stages)} layer stages:\n{console}")
+        for name, result in layer_stages:
+            if not result.startswith("FAILED (exit 1,"):
+                fail(f"GPU_CHECK_LAYERS=1: stage '{name}': {result} (expected exit 1: no device)\n{console}")
+    print(f"ok: {len(stages)} bench stages, the test filters, the table and {len(layer_stages)} layer stages, "
+          "without a GPU")
     return 0
 
 
