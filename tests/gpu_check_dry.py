@@ -30,6 +30,14 @@ def fail(msg):
     sys.exit(1)
 
 
+def run_check(root, bin_dir, out, **extra_env):
+    """tools/gpu_check.sh on the binaries in bin_dir, its files in out: (exit status, console)."""
+    env = dict(os.environ, OUT=out, GPU_CHECK_BIN=bin_dir, GPU_CHECK_BUDGET="300", **extra_env)
+    r = subprocess.run(["bash", os.path.join(root, "tools", "gpu_check.sh")], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=600)
+    return r.returncode, r.stdout + r.stderr
+
+
 def main(argv):
     if len(argv) != 1:
         print(__doc__)
@@ -41,13 +49,10 @@ def main(argv):
         return SKIP
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as out:
-        env = dict(os.environ, OUT=out, GPU_CHECK_BIN=bin_dir, GPU_CHECK_BUDGET="300")
-        r = subprocess.run(["bash", os.path.join(root, "tools", "gpu_check.sh")], cwd=root, env=env,
-                           capture_output=True, text=True, timeout=600)
-        console = r.stdout + r.stderr
+        status, console = run_check(root, bin_dir, out)
         print(console)
-        if r.returncode != 0:
-            fail(f"gpu_check.sh exited {r.returncode}")
+        if status != 0:
+            fail(f"gpu_check.sh exited {status}")
         for f in ["summary.txt", "table.md", "versions.log", "build.log", "tests.log", "inception.log",
                   "bench_trick.log", "bench_torch.log"]:
             if not os.path.isfile(os.path.join(out, f)):
@@ -96,13 +101,10 @@ def main(argv):
 
     # GPU_CHECK_LAYERS=1 (every layer's time per configuration): its trick bench --layers runs.
     with tempfile.TemporaryDirectory() as out:
-        env = dict(os.environ, OUT=out, GPU_CHECK_BIN=bin_dir, GPU_CHECK_BUDGET="300", GPU_CHECK_LAYERS="1")
-        r = subprocess.run(["bash", os.path.join(root, "tools", "gpu_check.sh")], cwd=root, env=env,
-                           capture_output=True, text=True, timeout=600)
-        console = r.stdout + r.stderr
+        status, console = run_check(root, bin_dir, out, GPU_CHECK_LAYERS="1")
         layer_stages = re.findall(r"^\[\d+s\] (layers \S+): (.*)$", console, re.M)
-        if r.returncode != 0 or len(layer_stages) < 3:
-            fail(f"GPU_CHECK_LAYERS=1: exit {r.returncode}, {len(layer_stages)} layer stages:\n{console}")
+        if status != 0 or len(layer_stages) < 3:
+            fail(f"GPU_CHECK_LAYERS=1: exit {status}, {len(layer_stages)} layer stages:\n{console}")
         for name, result in layer_stages:
             if not result.startswith("FAILED (exit 1,"):
                 fail(f"GPU_CHECK_LAYERS=1: stage '{name}': {result} (expected exit 1: no device)\n{console}")
