@@ -2,6 +2,9 @@
 #include "kernels/conv.h"
 
 #include "kernels/check.h"
+#include "kernels/cpu/tensor_core_emulation.h"
+#include "kernels/reduce.h"
+#include "kernels/tensor_core_rounding.h"
 
 namespace trick {
 
@@ -37,6 +40,9 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Con
   TRICK_CHECK(y.shape() == ys, "conv2d: output has shape ", y.shape().str(), ", expected ", ys.str(), where(p));
   if (b.defined()) check_shape("conv2d", "bias", b, Shape{w.dim(0)});
   ++conv_call_counts().forward;
+  const MathMode m = math_mode();
+  if (dev.is_cpu() && m != MathMode::FP32)  // emulated (kernels/cpu/tensor_core_emulation.h)
+    return cpu::conv2d_forward(cpu::tensor_core_rounded(x, m), cpu::tensor_core_rounded_weights(w, m), b, p, y);
   TRICK_DISPATCH("conv2d", dev, conv2d_forward, x, w, b, p, y);
 }
 
@@ -49,6 +55,11 @@ void conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tens
   TRICK_CHECK(dy.shape() == ys, "conv2d_dgrad: output gradient has shape ", dy.shape().str(), ", expected ",
               ys.str(), where(p));
   ++conv_call_counts().dgrad;
+  const MathMode m = math_mode();
+  // The first layer's data gradient stays fp32 on the GPU in every mode (small_c_dgrad), so here.
+  if (dev.is_cpu() && m != MathMode::FP32 && !small_c_dgrad(w.dim(3), w.numel()))
+    return cpu::conv2d_dgrad(cpu::tensor_core_rounded(dy, m), cpu::tensor_core_rounded_weights(w, m), p, dx,
+                             accumulate);
   TRICK_DISPATCH("conv2d_dgrad", dev, conv2d_dgrad, dy, w, p, dx, accumulate);
 }
 
@@ -63,6 +74,14 @@ void conv2d_wgrad(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tens
               ys.str(), where(p));
   if (db.defined()) check_shape("conv2d_wgrad", "bias gradient", db, Shape{dw.dim(0)});
   ++conv_call_counts().wgrad;
+  const MathMode m = math_mode();
+  if (dev.is_cpu() && m != MathMode::FP32) {
+    Tensor no_db;
+    cpu::conv2d_wgrad(cpu::tensor_core_rounded(x, m), cpu::tensor_core_rounded(dy, m), p, dw, no_db, accumulate);
+    // db is a sum, not a product: fp32 from the unrounded dy, as on the GPU (cuda::sum_rows).
+    if (db.defined()) cpu::sum_rows(dy, db, accumulate);
+    return;
+  }
   TRICK_DISPATCH("conv2d_wgrad", dev, conv2d_wgrad, x, dy, p, dw, db, accumulate);
 }
 

@@ -61,6 +61,8 @@ COMMANDS = {
     "classify": "classify {image} --weights {weights}",
     "classify_pth": "classify {good_image} --weights {weights_pth}",  # .pth read directly
     "grad": "grad {image} --weights {weights} --target {target} --out {out.npy}",
+    # One mode: each is a forward and backward more (under the sanitizers too).
+    "precision": "precision {image} --weights {weights} --target {target} --modes tf32 --device cpu",
     "preprocess": "preprocess {image} --out {out.npy}",
     "convert": "convert {weights_in} -o {out.safetensors}",
     "bench": "bench --weights {weights} --repeats 1 --warmup 0",
@@ -100,6 +102,9 @@ OPTION_CASES = [
     ("classify", "device-cuda-99", ["--device", "cuda:99"], "--device", r"CUDA|cuda"),
     ("classify", "tf32-with-bf16", ["--tf32", "--bf16"], "--tf32", r"excludes --bf16"),
     ("attack", "bf16-with-tf32", ["--bf16", "--tf32"], "--bf16", r"excludes"),
+    ("precision", "modes-unknown", ["--modes", "fp16"], "--modes", r"unknown 'fp16'"),
+    ("precision", "modes-fp32", ["--modes", "tf32,fp32"], "--modes", r"fp32 is the reference"),
+    ("precision", "modes-twice", ["--modes", "bf16,bf16"], "--modes", r"named twice"),
     ("grad", "input-size-unknown", ["--input-size", "huge"], "--input-size", r"must be 'raw'"),
     ("grad", "device-unknown", ["--device", "tpu"], "tpu", r"cannot parse .*expected cpu, cuda"),
     ("preprocess", "crop-negative", ["--crop", "-1"], "--crop", r"-1 not in range"),

@@ -476,11 +476,31 @@ void round_twin(Twin& t, const Shape& s, MathMode mode) {
 // reduced precision really runs is checked on the GEMMs (expect_reduced_precision_gemms).
 constexpr double kRoundedInputsBound = 1e-4;
 
-void run_conv_case(const GpuConvCase& cc, ConvBackend backend, MathMode mode, Rng& rng, SliceAt at = SliceAt::Ch2) {
+// The CPU twin of a GPU op as the fp32 reference, whatever mode the GPU runs in: the CPU
+// would otherwise emulate that mode (kernels/cpu/tensor_core_emulation.h).
+template <class F>
+void host_fp32(F&& f) {
+  MathModeScope fp32(MathMode::FP32);
+  f();
+}
+
+// What a conv case's CPU twin computes: fp32 (on inputs rounded to the mode for our
+// tensor-core kernel), or, Emulated, the CPU's emulation of the mode on unrounded inputs.
+enum class HostRef { Fp32, Emulated };
+
+void run_conv_case(const GpuConvCase& cc, ConvBackend backend, MathMode mode, Rng& rng, SliceAt at = SliceAt::Ch2,
+                   HostRef ref = HostRef::Fp32) {
   ConvBackendScope scope_backend(backend);
   MathModeScope scope_mode(mode);
-  const bool rounded = backend == ConvBackend::Own && mode != MathMode::FP32;
-  const double bound = rounded                  ? kRoundedInputsBound
+  const bool emulated = ref == HostRef::Emulated;
+  const bool rounded = backend == ConvBackend::Own && mode != MathMode::FP32 && !emulated;
+  const auto host = [&](auto&& f) {
+    if (emulated)
+      f();
+    else
+      host_fp32(f);
+  };
+  const double bound = rounded || emulated      ? kRoundedInputsBound
                        : mode == MathMode::TF32 ? kTf32Bound
                        : mode == MathMode::BF16 ? kBf16Bound
                                                 : kFp32Bound;
@@ -491,7 +511,8 @@ void run_conv_case(const GpuConvCase& cc, ConvBackend backend, MathMode mode, Rn
   const Shape xs{s.n, s.h, s.w, s.c}, ws{s.o, s.kh, s.kw, s.c};
   const Shape ys = conv2d_output_shape(xs, ws, p);
   const std::string name =
-      cat(conv_backend_name(backend), "/", math_mode_name(mode), " conv x ", xs.str(), " w ", ws.str(), " stride ",
+      cat(conv_backend_name(backend), "/", math_mode_name(mode), emulated ? " against the CPU's emulation" : "",
+          " conv x ", xs.str(), " w ", ws.str(), " stride ",
           s.sh, "x", s.sw, " pads ", s.pt, s.pb, s.pl, s.pr, " sliced x ", yes_no(s.slice_x), " y ", yes_no(s.slice_y),
           " bias ", yes_no(cc.bias), " relu ", yes_no(cc.relu));
   Twin x = make_twin(xs, rng, s.slice_x, Init::Random, -2.f, 2.f, at), w = make_twin(ws, rng, false);
@@ -500,7 +521,7 @@ void run_conv_case(const GpuConvCase& cc, ConvBackend backend, MathMode mode, Rn
   Tensor no_bias;
 
   Twin y = make_twin(ys, rng, s.slice_y, Init::Poison, -2.f, 2.f, at);
-  conv2d_forward(x.host, w.host, cc.bias ? b.host : no_bias, p, y.host);
+  host([&] { conv2d_forward(x.host, w.host, cc.bias ? b.host : no_bias, p, y.host); });
   conv2d_forward(x.dev, w.dev, cc.bias ? b.dev : no_bias, p, y.dev);
   expect_twin(name + " forward", y, bound);
 
@@ -508,13 +529,13 @@ void run_conv_case(const GpuConvCase& cc, ConvBackend backend, MathMode mode, Rn
   if (rounded) round_twin(dy, ys, mode);
   for (bool accumulate : {false, true}) {
     Twin dx = make_twin(xs, rng, s.slice_x, accumulate ? Init::Random : Init::Poison, -2.f, 2.f, at);
-    conv2d_dgrad(dy.host, w.host, p, dx.host, accumulate);
+    host([&] { conv2d_dgrad(dy.host, w.host, p, dx.host, accumulate); });
     conv2d_dgrad(dy.dev, w.dev, p, dx.dev, accumulate);
     expect_twin(name + (accumulate ? " dgrad (accumulate)" : " dgrad"), dx, bound);
 
     Twin dw = make_twin(ws, rng, false, accumulate ? Init::Random : Init::Poison);
     Twin db = make_twin(Shape{s.o}, rng, false, accumulate ? Init::Random : Init::Poison);
-    conv2d_wgrad(x.host, dy.host, p, dw.host, cc.bias ? db.host : no_bias, accumulate);
+    host([&] { conv2d_wgrad(x.host, dy.host, p, dw.host, cc.bias ? db.host : no_bias, accumulate); });
     conv2d_wgrad(x.dev, dy.dev, p, dw.dev, cc.bias ? db.dev : no_bias, accumulate);
     expect_twin(name + (accumulate ? " wgrad (accumulate)" : " wgrad"), dw, bound);
     if (cc.bias) expect_twin(name + (accumulate ? " bias gradient (accumulate)" : " bias gradient"), db, kFp32Bound);
@@ -650,8 +671,10 @@ void expect_reduced_precision_gemms(Rng& rng, double bound, double min_err) {
         Twin a = make_twin(Shape{ta ? k : m, lda}, rng, false);
         Twin b = make_twin(Shape{tb ? n : k, ldb}, rng, false);
         Twin c = make_twin(Shape{m, n}, rng, true, Init::Poison);
-        gemm(Device::cpu(), ta, tb, m, n, k, 1.f, a.host.data(), lda, b.host.data(), ldb, 0.f, c.host.data(),
-             c.host.ld());
+        host_fp32([&] {
+          gemm(Device::cpu(), ta, tb, m, n, k, 1.f, a.host.data(), lda, b.host.data(), ldb, 0.f, c.host.data(),
+               c.host.ld());
+        });
         gemm(Device::cuda(), ta, tb, m, n, k, 1.f, a.dev.data(), lda, b.dev.data(), ldb, 0.f, c.dev.data(),
              c.dev.ld());
         const std::string name = cat(label, ta ? "T" : "N", tb ? "T" : "N", " ", m, "x", n, "x", k);
@@ -670,8 +693,10 @@ void expect_reduced_precision_gemms(Rng& rng, double bound, double min_err) {
     round_twin(a, as, math_mode());
     round_twin(b, bs, math_mode());
     Twin c = make_twin(Shape{m, n}, rng, true);
-    gemm(Device::cpu(), t, t, m, n, k, 0.75f, a.host.data(), lda, b.host.data(), ldb, -0.5f, c.host.data(),
-         c.host.ld());
+    host_fp32([&] {
+      gemm(Device::cpu(), t, t, m, n, k, 0.75f, a.host.data(), lda, b.host.data(), ldb, -0.5f, c.host.data(),
+           c.host.ld());
+    });
     gemm(Device::cuda(), t, t, m, n, k, 0.75f, a.dev.data(), lda, b.dev.data(), ldb, -0.5f, c.dev.data(), c.dev.ld());
     expect_twin(cat(label, t ? "TT" : "NN", " alpha 0.75 beta -0.5, rounded inputs"), c, kRoundedInputsBound);
   }
@@ -762,6 +787,37 @@ TEST_CASE("cuda: conv2d and gemm in bf16 (our tensor-core kernel and cuBLAS) sta
   const Tensor x = randn(Shape{1, 5, 5, 3}, rng).to(Device::cuda()), w = randn(Shape{4, 3, 3, 3}, rng).to(Device::cuda());
   Tensor y = Tensor::zeros(Shape{1, 3, 3, 4}, Device::cuda()), no_bias;
   CHECK_THROWS_WITH_AS(conv2d_forward(x, w, no_bias, Conv2dParams{}, y), doctest::Contains("no bf16 math"), Error);
+}
+
+TEST_CASE("cuda: our tensor-core kernels equal the CPU's emulation of them, on unrounded inputs") {
+  SKIP_WITHOUT_CUDA();
+  // The same rounding on both sides (kernels/tensor_core_rounding.h), fp32 sums in another
+  // order: so the fp32-level bound, on every conv case (the first layer's fp32 data
+  // gradient included), whole and split over k, and on the GEMMs. `trick precision` on the
+  // CPU predicts our GPU error only if this holds.
+  Rng rng(39);
+  for (MathMode mode : {MathMode::TF32, MathMode::BF16}) {
+    for (SplitKPolicy policy : {SplitKPolicy{}, SplitKPolicy{0, 1}}) {
+      SplitKScope scope(policy);
+      for (const GpuConvCase& cc : gpu_conv_cases())
+        run_conv_case(cc, ConvBackend::Own, mode, rng, SliceAt::Ch2, HostRef::Emulated);
+    }
+    ConvBackendScope backend(ConvBackend::Own);
+    MathModeScope scope_mode(mode);
+    for (auto [m, n, k] : {std::tuple<int64_t, int64_t, int64_t>{1, 1000, 2048}, {300, 257, 65}})
+      for (bool t : {false, true}) {
+        const int64_t lda = (t ? m : k) + 3, ldb = (t ? k : n) + 1;
+        Twin a = make_twin(Shape{t ? k : m, lda}, rng, false), b = make_twin(Shape{t ? n : k, ldb}, rng, false);
+        Twin c = make_twin(Shape{m, n}, rng, true);
+        gemm(Device::cpu(), t, t, m, n, k, 0.75f, a.host.data(), lda, b.host.data(), ldb, -0.5f, c.host.data(),
+             c.host.ld());
+        gemm(Device::cuda(), t, t, m, n, k, 0.75f, a.dev.data(), lda, b.dev.data(), ldb, -0.5f, c.dev.data(),
+             c.dev.ld());
+        expect_twin(cat("own/", math_mode_name(mode), " gemm ", t ? "TT " : "NN ", m, "x", n, "x", k,
+                        " against the CPU's emulation"),
+                    c, kRoundedInputsBound);
+      }
+  }
 }
 
 TEST_CASE("cuda: a large conv runs on our kernels with large tiles and wgrad split-K") {
@@ -1631,6 +1687,13 @@ TEST_CASE("gpu inception v3: logits and input gradient on the GPU match the CPU 
   };
   std::vector<float> ref_logits, ref_grad;
   run(x, t, ref_logits, ref_grad);
+  // The CPU's emulation of each tensor-core mode (kernels/cpu/tensor_core_emulation.h): the
+  // same operand rounding as our kernel, so ours must land much nearer it than fp32.
+  std::vector<float> emu_logits[3], emu_grad[3];
+  for (const MathMode m : {MathMode::TF32, MathMode::BF16}) {
+    MathModeScope scope_mode(m);
+    run(x, t, emu_logits[static_cast<int>(m)], emu_grad[static_cast<int>(m)]);
+  }
   model->to(Device::cuda(0));
   const Tensor xg = x.to(Device::cuda(0)), tg = t.to(Device::cuda(0));
   struct Config {
@@ -1654,6 +1717,19 @@ TEST_CASE("gpu inception v3: logits and input gradient on the GPU match the CPU 
     CHECK(el < (bf16 ? kInceptionBf16Logits : tf32 ? kInceptionTf32Logits : kInceptionFp32Logits));
     CHECK(eg < (bf16 ? kInceptionBf16Grad : tf32 ? kInceptionTf32Grad : kInceptionFp32Grad));
     CHECK(cs > (bf16 ? kInceptionBf16Cosine : tf32 ? kInceptionTf32Cosine : kInceptionFp32Cosine));
+    if (c.backend == ConvBackend::Own && (tf32 || bf16)) {
+      // Against the CPU's emulation of the mode: only the order of fp32 sums differs (and the
+      // roundings and ReLU decisions that flips), as between fp32 on the GPU and the CPU, so
+      // the fp32 bounds; and the logits far nearer than to fp32, or the kernel rounds otherwise.
+      const int k = static_cast<int>(c.mode);
+      const double ee = rel_l2(logits, emu_logits[k]), eeg = rel_l2(grad, emu_grad[k]), ecs = cosine(grad, emu_grad[k]);
+      MESSAGE("  own/" << std::string(math_mode_name(c.mode)) << " against the CPU's emulation: logits rel L2 " << ee
+                       << ", input gradient rel L2 " << eeg << ", cosine " << ecs);
+      CHECK(ee < kInceptionFp32Logits);
+      CHECK(ee < 0.1 * el);
+      CHECK(eeg < kInceptionFp32Grad);
+      CHECK(ecs > kInceptionFp32Cosine);
+    }
   }
 }
 

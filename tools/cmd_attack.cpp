@@ -79,9 +79,13 @@ int frame_factor(const Tensor& image, int frame_width) {
 // summary.json's "backend": the settings besides the device that change the last bits (or
 // the speed) of a run, so that a result can be reproduced exactly.
 nlohmann::json backend_json(Device dev, bool graph) {
-  if (dev.is_cpu())
-    return {{"conv", cpu::conv_engine_key(cpu::conv_engine())}, {"kernels", cpu::conv_engine_name()},
-            {"threads", num_threads()}};
+  if (dev.is_cpu()) {
+    nlohmann::json j{{"conv", cpu::conv_engine_key(cpu::conv_engine())}, {"kernels", cpu::conv_engine_name()},
+                     {"threads", num_threads()}};
+    // tf32/bf16 on the CPU: emulated (kernels/cpu/tensor_core_emulation.h)
+    if (math_mode() != MathMode::FP32) j["math"] = cat(math_mode_name(math_mode()), " (emulated)");
+    return j;
+  }
   return {{"conv", conv_backend_name(conv_backend())}, {"math", math_mode_name(math_mode())}, {"cuda_graph", graph}};
 }
 

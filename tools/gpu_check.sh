@@ -327,7 +327,9 @@ if [ -n "$BIN" ]; then
   doctest_summary "$OUT/tests.log"
   run_stage "inception gpu vs cpu" 120 "$OUT/inception.log" env LD_LIBRARY_PATH="$RUN_LD" \
     "$BIN/trick_tests" -tc="gpu inception*"
-  grep -oE 'backend [a-z]+/[a-z0-9]+: .*' "$OUT/inception.log" | head -8 | cut -c1-160 | sed 's/^/    /'
+  # each backend against the CPU in fp32; our tensor-core modes also against the CPU's emulation of them
+  grep -oE "(backend [a-z]+/[a-z0-9]+|own/[a-z0-9]+ against the CPU's emulation): .*" "$OUT/inception.log" | head -10 |
+    cut -c1-160 | sed 's/^/    /'
   doctest_summary "$OUT/inception.log"
 fi
 

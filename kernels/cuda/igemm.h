@@ -26,6 +26,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/fast_div.h"
+#include "kernels/tensor_core_rounding.h"
 
 #if defined(__CUDA_ARCH__)  // the device pass only: the host compiler does not know the pragma
 #define TRICK_UNROLL _Pragma("unroll")
@@ -87,44 +88,13 @@ struct RowMajor {
 
 constexpr int kPadTc = 8;  // rows of BM + 8 words (= 8 mod 32 banks): a warp's fragment reads hit 32 banks
 
-TRICK_HD uint32_t float_bits(float x) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(x);
-#else
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-#endif
-}
-
-TRICK_HD float bits_float(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float x;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-#endif
-}
-
-// x rounded to TF32's 10-bit mantissa, to nearest with ties away from zero (what PTX's
-// cvt.rna.tf32.f32 does), as a float whose low 13 bits are zero; Inf and NaN unchanged.
-// The same bit operations on host and device, so the host replay rounds as the GPU does.
-TRICK_HD float round_tf32(float x) {
-  uint32_t u = float_bits(x);
-  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & 0xffffe000u;
-  return bits_float(u);
-}
-
-// x rounded to bfloat16 (8-bit significand), to nearest with ties to even (what PTX's
-// cvt.rn.bf16.f32 and __float2bfloat16_rn do), as its 16 bits; too large rounds to Inf,
-// NaN stays NaN (made quiet). Host and device alike, as round_tf32.
-TRICK_HD uint16_t bf16_bits(float x) {
-  const uint32_t u = float_bits(x);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-TRICK_HD float round_bf16(float x) { return bits_float(static_cast<uint32_t>(bf16_bits(x)) << 16); }
+// The rounding (round_tf32 ties away from zero, bf16_bits ties to even) is shared with the
+// CPU's emulation of the modes: kernels/tensor_core_rounding.h.
+using ::trick::bf16_bits;
+using ::trick::bits_float;
+using ::trick::float_bits;
+using ::trick::round_bf16;
+using ::trick::round_tf32;
 
 // Where lane = 4 * g + t of a warp keeps the elements of the fragments of
 // mma.sync.aligned.m16n8k8 with .tf32 operands (PTX ISA, "Matrix fragments for mma.m16n8k8"),

@@ -15,7 +15,8 @@
 
 namespace trick {
 
-Device choose_device(const std::string& option) {
+namespace {
+Device pick_device(const std::string& option) {
   if (option.empty() || option == "auto") {
     if (cuda_available()) return Device::cuda(0);
 #ifdef TRICK_WITH_CUDA
@@ -40,6 +41,18 @@ Device choose_device(const std::string& option) {
                 cuda_device_count() == 0 ? std::string("no usable CUDA device (no GPU or no driver)")
                                          : cat("only ", cuda_device_count(), " CUDA devices"));
   }
+  return d;
+}
+}  // namespace
+
+Device choose_device(const std::string& option) {
+  const Device d = pick_device(option);
+  if (d.is_cpu() && math_mode() != MathMode::FP32)
+    std::fprintf(stderr,
+                 "note: --%s on the CPU is emulated (kernels/cpu/tensor_core_emulation.h): convolution and GEMM "
+                 "operands rounded as the GPU's tensor cores round them, sums in fp32; as exact as the GPU mode, "
+                 "not faster\n",
+                 math_mode_name(math_mode()));
   return d;
 }
 

@@ -13,7 +13,8 @@ namespace trick {
 // "auto" (CUDA when a GPU is usable, else the CPU, saying so on stderr when CUDA was
 // compiled but no device answers), "cpu", "cuda", "cuda:N". Plain "cuda" without a usable
 // GPU (none, no driver, or a build without CUDA) also runs on the CPU, saying so on stderr;
-// "cuda:N" names a device and fails when it is not there.
+// "cuda:N" names a device and fails when it is not there. On the CPU with --tf32 or --bf16,
+// says on stderr that the mode is emulated (kernels/cpu/tensor_core_emulation.h).
 Device choose_device(const std::string& option);
 
 // "" when `name` is a conv backend (own, cublas, cudnn), else what is wrong with it.
@@ -43,14 +44,17 @@ void add_cpu_conv_option(App& app) {
 //                            TRICK_CPU_CONV in the environment)
 //   --conv own|cublas|cudnn  who computes convolutions (kernels/backend.h), set as the
 //                            command line is parsed
-//   --tf32                   TF32 tensor cores in convolutions and GEMMs, every backend (off by default)
-//   --bf16                   bf16 tensor cores there, our kernels and cuBLAS (off; excludes --tf32)
+//   --tf32                   TF32 tensor cores in convolutions and GEMMs, every backend (off by default;
+//                            emulated on the CPU: kernels/cpu/tensor_core_emulation.h)
+//   --bf16                   bf16 tensor cores there, our kernels and cuBLAS (off; excludes --tf32; emulated
+//                            on the CPU too)
 //   --split-k W,K|off        our kernels' split-K policy (kernels/backend.h; default 8,64)
 //   --cudnn-algo measure|heuristic  how the cuDNN backend picks algorithms (default measure)
 //   --graph / --no-graph     only when `graph` is given: CUDA-graph replay, stored there
-// The GPU ones change nothing on the CPU. A template, so this header needs no CLI11.
+// The GPU ones but --tf32 and --bf16 change nothing on the CPU. math = false leaves out --tf32
+// and --bf16 (for a command that sets the math mode itself). A template: this header needs no CLI11.
 template <class App>
-void add_backend_options(App& app, bool* graph = nullptr) {
+void add_backend_options(App& app, bool* graph = nullptr, bool math = true) {
   add_cpu_conv_option(app);
   app.template add_option_function<std::string>(
          "--conv", [](const std::string& v) { set_conv_backend(parse_conv_backend(v)); },
@@ -68,15 +72,17 @@ void add_backend_options(App& app, bool* graph = nullptr) {
       ->check([](const std::string& v) {
         return v == "measure" || v == "heuristic" ? std::string() : "must be measure or heuristic, got '" + v + "'";
       });
-  auto* tf32 = app.add_flag_callback(
-      "--tf32", [] { set_math_mode(MathMode::TF32); },
-      "GPU: TF32 tensor cores for convolutions and GEMMs (our kernels, cuBLAS or cuDNN): faster, less exact "
-      "(relative error vs fp32 ~1e-3)");
-  app.add_flag_callback(
-         "--bf16", [] { set_math_mode(MathMode::BF16); },
-         "GPU: bf16 tensor cores for convolutions and GEMMs (our kernels or cuBLAS; not cuDNN): tensors stay fp32, "
-         "the products' inputs are rounded to bf16; fastest, least exact (relative error vs fp32 ~1e-2)")
-      ->excludes(tf32);
+  if (math) {
+    auto* tf32 = app.add_flag_callback(
+        "--tf32", [] { set_math_mode(MathMode::TF32); },
+        "GPU: TF32 tensor cores for convolutions and GEMMs (our kernels, cuBLAS or cuDNN): faster, less exact "
+        "(`trick precision` measures how much); on the CPU emulated, to see the error without a GPU");
+    app.add_flag_callback(
+           "--bf16", [] { set_math_mode(MathMode::BF16); },
+           "GPU: bf16 tensor cores for convolutions and GEMMs (our kernels or cuBLAS; not cuDNN): tensors stay "
+           "fp32, the products' inputs are rounded to bf16; fastest, least exact; on the CPU emulated")
+        ->excludes(tf32);
+  }
   if (graph)
     app.add_flag("--graph,!--no-graph", *graph,
                  "GPU: replay each step from one CUDA graph (the default); --no-graph runs eagerly, for debugging");
