@@ -222,8 +222,9 @@ def cmd_table(args):
                      f"{cells[1]}")
     notes = ["x eager: throughput over PyTorch eager's at the same precision and batch (>1: faster).",
              "TFLOP/s: Inception v3 at 11.43 GFLOP per image forward, 22.85 per attack step (forward + input",
-             "gradient). tf32 rows: faster, less exact (relative error vs fp32 ~1e-3); bf16 rows: least exact",
-             "(~1e-2; trick: fp32 tensors, products' inputs rounded to bf16; PyTorch: autocast, bf16 activations).",
+             "gradient). tf32 rows: faster, less exact (random Inception's logits ~6e-4 from fp32); bf16 rows: least exact",
+             "(~5e-3; trick: fp32 tensors, products' inputs rounded to bf16; PyTorch: autocast, bf16 activations).",
+             "Errors by network and image: `trick precision` (docs/benchmarks.md, TF32 and bf16 against fp32).",
              "PyTorch: channels_last, cudnn.benchmark on, BN not folded; trick: BN folded into the convolutions."]
     text = "\n".join(lines + [""] + notes)
     print(text)
