@@ -1687,8 +1687,14 @@ TEST_CASE("gpu inception v3: logits and input gradient on the GPU match the CPU 
   };
   std::vector<float> ref_logits, ref_grad;
   run(x, t, ref_logits, ref_grad);
-  // The CPU's emulation of each tensor-core mode (kernels/cpu/tensor_core_emulation.h): the
-  // same operand rounding as our kernel, so ours must land much nearer it than fp32.
+  // The CPU's emulation of each tensor-core mode (kernels/cpu/tensor_core_emulation.h), for
+  // the size of the error our kernel's mode must have. Not its bits: through 94 layers any
+  // fp32-sized difference moves roundings to the next TF32 or bf16 value, and those grow.
+  // Measured on this model and input on the CPU (2026-12-01), two CPU engines that differ only
+  // in their fp32 sum order: logits 2.6e-7, gradient 0.014 apart in fp32; 3.0e-4 and 0.12
+  // when both emulate TF32; 2.2e-3 and 0.29 in bf16, against 5.5e-4 and 0.16 (TF32) and 5e-3
+  // and 0.45 (bf16) from fp32. So our GPU kernel's error against fp32 is held to within 3x of
+  // the emulation's, each way: an unrounded run (~3e-7) or a rounding of the wrong size fails.
   std::vector<float> emu_logits[3], emu_grad[3];
   for (const MathMode m : {MathMode::TF32, MathMode::BF16}) {
     MathModeScope scope_mode(m);
@@ -1718,17 +1724,15 @@ TEST_CASE("gpu inception v3: logits and input gradient on the GPU match the CPU 
     CHECK(eg < (bf16 ? kInceptionBf16Grad : tf32 ? kInceptionTf32Grad : kInceptionFp32Grad));
     CHECK(cs > (bf16 ? kInceptionBf16Cosine : tf32 ? kInceptionTf32Cosine : kInceptionFp32Cosine));
     if (c.backend == ConvBackend::Own && (tf32 || bf16)) {
-      // Against the CPU's emulation of the mode: only the order of fp32 sums differs (and the
-      // roundings and ReLU decisions that flips), as between fp32 on the GPU and the CPU, so
-      // the fp32 bounds; and the logits far nearer than to fp32, or the kernel rounds otherwise.
       const int k = static_cast<int>(c.mode);
-      const double ee = rel_l2(logits, emu_logits[k]), eeg = rel_l2(grad, emu_grad[k]), ecs = cosine(grad, emu_grad[k]);
-      MESSAGE("  own/" << std::string(math_mode_name(c.mode)) << " against the CPU's emulation: logits rel L2 " << ee
-                       << ", input gradient rel L2 " << eeg << ", cosine " << ecs);
-      CHECK(ee < kInceptionFp32Logits);
-      CHECK(ee < 0.1 * el);
-      CHECK(eeg < kInceptionFp32Grad);
-      CHECK(ecs > kInceptionFp32Cosine);
+      const double pl = rel_l2(emu_logits[k], ref_logits), pg = rel_l2(emu_grad[k], ref_grad);
+      MESSAGE("  own/" << std::string(math_mode_name(c.mode)) << " against the CPU's emulation: logits rel L2 "
+                       << rel_l2(logits, emu_logits[k]) << "; from fp32 " << el << " on the GPU, " << pl
+                       << " emulated; input gradient " << eg << " on the GPU, " << pg << " emulated");
+      CHECK(el > pl / 3);
+      CHECK(el < pl * 3);
+      CHECK(eg > pg / 3);
+      CHECK(eg < pg * 3);
     }
   }
 }

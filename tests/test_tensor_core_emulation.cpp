@@ -37,7 +37,7 @@ float ref_round(float x, int bits, bool ties_away) {
   if (x == 0.f || !std::isfinite(x)) return x;
   int e = 0;
   const double m = std::frexp(static_cast<double>(x), &e);  // |m| in [0.5, 1)
-  const double s = std::ldexp(std::fabs(m), bits + 1);       // in [2^bits, 2^(bits+1))
+  const double s = std::ldexp(std::fabs(m), bits + 1);      // in [2^bits, 2^(bits+1))
   const double f = std::floor(s), r = s - f;
   const double q = r > 0.5 ? f + 1 : r < 0.5 ? f : ties_away ? f + 1 : (std::fmod(f, 2.0) == 0.0 ? f : f + 1);
   return static_cast<float>(std::copysign(std::ldexp(q, e - bits - 1), static_cast<double>(x)));
@@ -320,10 +320,9 @@ TEST_CASE("tensor-core emulation: trick precision states each mode's error again
   // fp32 is the reference, not a mode; an unknown mode is refused.
   for (const char* bad : {"fp32", "fp16", "tf32,tf32", ""}) {
     CAPTURE(bad);
-    const std::string e = trick_test::run_capture(std::string(TRICK_BINARY) +
-                                                      " precision data/samples/fashion/9_ankle_boot.png --modes '" +
-                                                      bad + "' 2>&1",
-                                                  &status);
+    const std::string e = trick_test::run_capture(
+        std::string(TRICK_BINARY) + " precision data/samples/fashion/9_ankle_boot.png --modes '" + bad + "' 2>&1",
+        &status);
     CHECK(status == 1);
     CHECK(trick_test::contains(e, "error: --modes"));
   }

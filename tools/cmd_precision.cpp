@@ -1,4 +1,5 @@
-// trick precision IMAGE... [--weights W | --model NAME [--seed S]] [--target T] [--modes tf32,bf16] [--device D] [--json]
+// trick precision IMAGE... [--weights W | --model NAME [--seed S]] [--target T] [--modes tf32,bf16] [--device D]
+// [--json]
 //
 // What the tensor-core math modes cost in exactness, on real weights and images: the logits,
 // the probabilities, the loss and the input gradient (what the attack follows) in each mode
@@ -94,7 +95,8 @@ std::vector<int> top_indices(const std::vector<float>& p, int k) {
   std::vector<int> idx(p.size());
   for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int>(i);
   k = std::min<int>(k, static_cast<int>(idx.size()));
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](int a, int b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                    [&](int a, int b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
   idx.resize(k);
   return idx;
 }
@@ -109,7 +111,8 @@ std::vector<MathMode> parse_modes(const std::string& list) {
     } catch (const Error& e) {
       fail("--modes: ", e.what());
     }
-    TRICK_CHECK(mode != MathMode::FP32, "--modes: fp32 is the reference every mode is compared with; name tf32 and/or bf16");
+    TRICK_CHECK(mode != MathMode::FP32,
+                "--modes: fp32 is the reference every mode is compared with; name tf32 and/or bf16");
     TRICK_CHECK(std::find(modes.begin(), modes.end(), mode) == modes.end(), "--modes: ", m, " is named twice");
     modes.push_back(mode);
   }
@@ -138,10 +141,10 @@ int run(const Options& o) {
     } catch (const Error& e) {
       fail("--target: ", e.what());
     }
-  const std::string how = dev.is_cpu() ? "emulated on the CPU: operands rounded as our GPU kernel rounds them, fp32 sums"
-                                       : cat("on ", dev.str(), ", conv ", conv_backend_name(conv_backend()));
-  if (!o.json)
-    std::printf("model %s  modes against fp32, %s\n", model->name().c_str(), how.c_str());
+  const std::string how = dev.is_cpu()
+                              ? "emulated on the CPU: operands rounded as our GPU kernel rounds them, fp32 sums"
+                              : cat("on ", dev.str(), ", conv ", conv_backend_name(conv_backend()));
+  if (!o.json) std::printf("model %s  modes against fp32, %s\n", model->name().c_str(), how.c_str());
   FrozenConvWeights frozen;  // weights never change here: the CPU keeps its prepared (and rounded) copies
   for (const std::string& path : o.images) {
     const Tensor image = load_image(path, model->input_channels());
@@ -170,13 +173,17 @@ int run(const Options& o) {
                      {"conv", dev.is_cpu() ? "cpu (emulated)" : conv_backend_name(conv_backend())},
                      {"target", target},
                      {"target_label", model->class_names()[target]},
-                     {"fp32", {{"top1", ref_top5[0]}, {"top1_label", top1_label}, {"top1_prob", ref.probs[ref_top5[0]]},
-                               {"target_prob", ref.probs[target]}, {"loss", ref.loss}}},
+                     {"fp32",
+                      {{"top1", ref_top5[0]},
+                       {"top1_label", top1_label},
+                       {"top1_prob", ref.probs[ref_top5[0]]},
+                       {"target_prob", ref.probs[target]},
+                       {"loss", ref.loss}}},
                      {"modes", nlohmann::json::array()}};
     if (!o.json) {
       std::printf("\n%s  target %d (%s)\n  fp32: top-1 %d (%s) p %.4f, target p %.4g, loss %.6g\n", path.c_str(),
-                  target, model->class_names()[target].c_str(), ref_top5[0], top1_label.c_str(),
-                  ref.probs[ref_top5[0]], ref.probs[target], ref.loss);
+                  target, model->class_names()[target].c_str(), ref_top5[0], top1_label.c_str(), ref.probs[ref_top5[0]],
+                  ref.probs[target], ref.loss);
       std::printf("  %-5s %13s %12s %11s %9s %6s %6s %12s %12s %10s\n", "mode", "logits relL2", "max|dlogit|",
                   "max|dprob|", "loss rel", "top-1", "top-5", "grad relL2", "grad cosine", "grad sign");
     }
@@ -194,8 +201,10 @@ int run(const Options& o) {
       for (int i : top5) overlap += static_cast<int>(a.count(i));
       const double el = rel_l2(got.logits, ref.logits), ml = max_abs_diff(got.logits, ref.logits),
                    mp = max_abs_diff(got.probs, ref.probs),
-                   lr = std::fabs(static_cast<double>(got.loss) - ref.loss) / std::max(std::fabs(static_cast<double>(ref.loss)), 1e-30),
-                   eg = rel_l2(got.grad, ref.grad), cg = cosine(got.grad, ref.grad), sg = sign_agreement(got.grad, ref.grad);
+                   lr = std::fabs(static_cast<double>(got.loss) - ref.loss) /
+                        std::max(std::fabs(static_cast<double>(ref.loss)), 1e-30),
+                   eg = rel_l2(got.grad, ref.grad), cg = cosine(got.grad, ref.grad),
+                   sg = sign_agreement(got.grad, ref.grad);
       const bool same_top1 = top5[0] == ref_top5[0];
       j["modes"].push_back({{"mode", math_mode_name(mode)},
                             {"logits_rel_l2", el},
@@ -222,14 +231,17 @@ const bool registered = register_command(
      [](CLI::App& app) {
        auto o = std::make_shared<Options>();
        app.add_option("images", o->images, "Image files (PNG, JPEG, ...)")->required();
-       app.add_option("--weights", o->weights, "Weights (.safetensors, or a PyTorch .pth state dict); default: the embedded Fashion-MNIST model");
+       app.add_option(
+           "--weights", o->weights,
+           "Weights (.safetensors, or a PyTorch .pth state dict); default: the embedded Fashion-MNIST model");
        auto* random = app.add_option("--model", o->model,
                                      "Random weights of this architecture (inception_v3, fashion_inception) "
                                      "instead of a weight file: how a mode treats the network, not trained weights");
        app.add_option("--seed", o->seed, "Seed of the random weights (with --model)")->check(whole_number());
        app.get_option("--weights")->excludes(random);
-       auto* target = app.add_option("--target,-t", o->target,
-                      "Class whose cross-entropy gives the input gradient: index or name (default: fp32's top class)");
+       auto* target = app.add_option(
+           "--target,-t", o->target,
+           "Class whose cross-entropy gives the input gradient: index or name (default: fp32's top class)");
        app.add_option("--modes", o->modes, "Modes to compare with fp32, comma-separated (default tf32,bf16)");
        app.add_option("--input-size", o->input_size,
                       "'raw': the image already has the model's input size (no resize or crop)");

@@ -3,10 +3,13 @@
 // on the CPU first rounds both of its operands as our GPU kernel rounds them into shared
 // memory (kernels/tensor_core_rounding.h: the same functions), then multiplies them on the
 // fp32 engines, which sum in fp32. The one exception is the GPU's too: the data gradient of
-// a layer with at most 4 input channels stays fp32 (small_c_dgrad). What our GPU kernel
-// computes then differs from this only by the order of its fp32 sums, so the error a mode
-// costs can be measured (`trick precision`), and the GPU checked against it, on a machine
-// without a GPU. It is slower, not faster: each operand is copied once more. Biases, the
+// a layer with at most 4 input channels stays fp32 (small_c_dgrad). Each product our GPU
+// kernel computes then differs from this only by the order of its fp32 sums (a GPU test holds
+// it to 1e-4), so the error a mode costs can be measured (`trick precision`) on a machine
+// without a GPU: through a network, in size, not bit for bit (any fp32-sized difference moves
+// some roundings a whole TF32 or bf16 step, and that grows from layer to layer; on Inception
+// v3 two fp32 sum orders end up about as far apart as the mode from fp32). It is slower, not
+// faster: each operand is copied once more. Biases, the
 // accumulated-into output and every other op stay fp32, as on the GPU. (cuBLAS and cuDNN
 // round in ways of their own, not emulated.)
 #pragma once
