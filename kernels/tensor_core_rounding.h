@@ -8,13 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
-#ifndef TRICK_HD
-#if defined(__CUDACC__)
-#define TRICK_HD __host__ __device__ __forceinline__
-#else
-#define TRICK_HD inline
-#endif
-#endif
+#include "kernels/host_device.h"
 
 namespace trick {
 

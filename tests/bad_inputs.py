@@ -61,8 +61,10 @@ COMMANDS = {
     "classify": "classify {image} --weights {weights}",
     "classify_pth": "classify {good_image} --weights {weights_pth}",  # .pth read directly
     "grad": "grad {image} --weights {weights} --target {target} --out {out.npy}",
-    # One mode: each is a forward and backward more (under the sanitizers too).
-    "precision": "precision {image} --weights {weights} --target {target} --modes tf32 --device cpu",
+    # One mode: each is a forward and backward more (under the sanitizers too). {good_image}:
+    # its images go through load_image as classify's and grad's do, and each bad image case
+    # costs a load of Inception v3 (1-2 s under ASan; CI's 20 minutes).
+    "precision": "precision {good_image} --weights {weights} --target {target} --modes tf32 --device cpu",
     "preprocess": "preprocess {image} --out {out.npy}",
     "convert": "convert {weights_in} -o {out.safetensors}",
     "bench": "bench --weights {weights} --repeats 1 --warmup 0",

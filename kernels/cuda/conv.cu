@@ -173,11 +173,12 @@ float* im2col_chunk(const char* op, const Tensor& x, const ConvShape& g, int64_t
 // would fill 3 of its 64 columns: one thread per input pixel keeps its C sums in
 // registers and runs over the taps that reach it and all O, with the weights in shared
 // memory as [ky][kx][o][c]. Deterministic; adds in (ky, kx, o) order.
-// In every math mode: the CPU's emulation of TF32 and bf16 knows (kernels/tensor_core_rounding.h).
-constexpr int kSmallCMax = kSmallCDgradMaxC;
-constexpr int64_t kSmallCWeights = kSmallCDgradMaxWeights;  // floats of w in shared memory (32 KiB)
-
-bool small_c_dgrad(const ConvShape& g) { return ::trick::small_c_dgrad(g.c, static_cast<int64_t>(g.kh) * g.kw * g.o * g.c); }
+// Up to kSmallCDgradMaxC channels and kSmallCDgradMaxWeights floats of w (32 KiB of shared
+// memory), in fp32 in every math mode: the CPU's emulation of TF32 and bf16 does the same
+// (kernels/tensor_core_rounding.h).
+bool small_c_dgrad(const ConvShape& g) {
+  return ::trick::small_c_dgrad(g.c, static_cast<int64_t>(g.kh) * g.kw * g.o * g.c);
+}
 
 template <int C, bool Wide>
 __global__ void __launch_bounds__(256)

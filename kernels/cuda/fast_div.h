@@ -5,13 +5,7 @@
 #pragma once
 #include <cstdint>
 
-#ifndef TRICK_HD  // also defined, the same way, by kernels/tensor_core_rounding.h
-#if defined(__CUDACC__)
-#define TRICK_HD __host__ __device__ __forceinline__
-#else
-#define TRICK_HD inline
-#endif
-#endif
+#include "kernels/host_device.h"
 
 namespace trick {
 namespace cuda {
