@@ -13,8 +13,9 @@ void gemm(Device device, bool trans_a, bool trans_b, int64_t M, int64_t N, int64
   TRICK_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm: negative size M=", M, " N=", N, " K=", K);
   TRICK_CHECK(lda >= (trans_a ? M : K) && ldb >= (trans_b ? K : N) && ldc >= N, "gemm: leading dimension too small");
   const MathMode m = math_mode();
-  if (device.is_cpu() && m != MathMode::FP32 && M > 0 && N > 0 && K > 0) {
-    // Emulated (kernels/cpu/tensor_core_emulation.h): both operands rounded, as stored.
+  if (device.is_cpu() && m != MathMode::FP32 && M > 0 && N > 0 && K > 0 && alpha != 0.f) {
+    // Emulated (kernels/cpu/tensor_core_emulation.h): both operands rounded, as our kernel
+    // stores them (with alpha 0 it reads neither, as BLAS, and neither does this).
     const int64_t ar = trans_a ? K : M, ac = trans_a ? M : K, br = trans_b ? N : K, bc = trans_b ? K : N;
     std::vector<float> a(static_cast<size_t>(ar * ac)), b(static_cast<size_t>(br * bc));
     cpu::tensor_core_round_matrix(m, ar, ac, A, lda, a.data());

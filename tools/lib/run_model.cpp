@@ -50,8 +50,8 @@ Device choose_device(const std::string& option) {
   if (d.is_cpu() && math_mode() != MathMode::FP32)
     std::fprintf(stderr,
                  "note: --%s on the CPU is emulated (kernels/cpu/tensor_core_emulation.h): convolution and GEMM "
-                 "operands rounded as the GPU's tensor cores round them, sums in fp32; as exact as the GPU mode, "
-                 "not faster\n",
+                 "operands rounded as our GPU kernel rounds them for its tensor cores, sums in fp32; slower, not "
+                 "faster\n",
                  math_mode_name(math_mode()));
   return d;
 }
