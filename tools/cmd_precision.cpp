@@ -38,16 +38,21 @@ struct Options {
 struct Outputs {
   std::vector<float> logits, probs, grad;
   float loss = 0.f;
+  int target = 0;
 };
 
-Outputs run_mode(Model& model, const Tensor& input, const Tensor& target, MathMode mode, const std::string& path) {
+// One forward and backward in `mode`, the loss toward `target`; target < 0: toward the class
+// this run ranks first (from the same forward).
+Outputs run_mode(Model& model, const Tensor& input, int target, MathMode mode, const std::string& path) {
   MathModeScope scope(mode);
   Var x(input, true);
   Var logits = model.forward(x);
-  Var loss = cross_entropy(logits, target);
-  loss.backward();
   Outputs o;
   o.logits = logits.value().to_vector();
+  o.target =
+      target >= 0 ? target : static_cast<int>(std::max_element(o.logits.begin(), o.logits.end()) - o.logits.begin());
+  Var loss = cross_entropy(logits, Tensor::full(Shape{1}, static_cast<float>(o.target)).to(input.device()));
+  loss.backward();
   o.probs = softmax(logits).value().to_vector();
   o.loss = loss.value().item();
   o.grad = x.grad().to_vector();
@@ -89,16 +94,6 @@ double sign_agreement(const std::vector<float>& a, const std::vector<float>& b) 
   size_t same = 0;
   for (size_t i = 0; i < a.size(); ++i) same += (a[i] > 0) - (a[i] < 0) == (b[i] > 0) - (b[i] < 0);
   return static_cast<double>(same) / static_cast<double>(a.size());
-}
-
-std::vector<int> top_indices(const std::vector<float>& p, int k) {
-  std::vector<int> idx(p.size());
-  for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int>(i);
-  k = std::min<int>(k, static_cast<int>(idx.size()));
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                    [&](int a, int b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
-  idx.resize(k);
-  return idx;
 }
 
 std::vector<MathMode> parse_modes(const std::string& list) {
@@ -156,17 +151,10 @@ int run(const Options& o) {
     }
     // The target: the one asked for, else the class fp32 ranks first (its gradient then
     // makes the image more of what it is; an attack asks for another class with --target).
-    int target = fixed_target;
-    if (target < 0) {
-      MathModeScope fp32(MathMode::FP32);
-      NoGradScope no_grad;
-      const std::vector<float> z = model->forward(Var(input)).value().to_vector();
-      target = static_cast<int>(std::max_element(z.begin(), z.end()) - z.begin());
-    }
-    const Tensor t = Tensor::full(Shape{1}, static_cast<float>(target)).to(dev);
-    const Outputs ref = run_mode(*model, input, t, MathMode::FP32, path);
-    const std::vector<int> ref_top5 = top_indices(ref.probs, 5);
-    const std::string& top1_label = model->class_names()[ref_top5[0]];
+    const Outputs ref = run_mode(*model, input, fixed_target, MathMode::FP32, path);
+    const int target = ref.target;
+    const std::vector<ClassScore> ref_top5 = top_k(ref.probs, model->class_names(), 5);
+    const std::string& top1_label = ref_top5[0].label;
     nlohmann::json j{{"image", path},
                      {"model", model->name()},
                      {"device", dev.str()},
@@ -174,15 +162,15 @@ int run(const Options& o) {
                      {"target", target},
                      {"target_label", model->class_names()[target]},
                      {"fp32",
-                      {{"top1", ref_top5[0]},
+                      {{"top1", ref_top5[0].index},
                        {"top1_label", top1_label},
-                       {"top1_prob", ref.probs[ref_top5[0]]},
+                       {"top1_prob", ref_top5[0].prob},
                        {"target_prob", ref.probs[target]},
                        {"loss", ref.loss}}},
                      {"modes", nlohmann::json::array()}};
     if (!o.json) {
       std::printf("\n%s  target %d (%s)\n  fp32: top-1 %d (%s) p %.4f, target p %.4g, loss %.6g\n", path.c_str(),
-                  target, model->class_names()[target].c_str(), ref_top5[0], top1_label.c_str(), ref.probs[ref_top5[0]],
+                  target, model->class_names()[target].c_str(), ref_top5[0].index, top1_label.c_str(), ref_top5[0].prob,
                   ref.probs[target], ref.loss);
       std::printf("  %-5s %13s %12s %11s %9s %6s %6s %12s %12s %10s\n", "mode", "logits relL2", "max|dlogit|",
                   "max|dprob|", "loss rel", "top-1", "top-5", "grad relL2", "grad cosine", "grad sign");
@@ -194,18 +182,19 @@ int run(const Options& o) {
         if (!o.json) std::printf("  %-5s (skipped: cuDNN has no bf16 mode for fp32 tensors)\n", "bf16");
         continue;
       }
-      const Outputs got = run_mode(*model, input, t, mode, path);
-      const std::vector<int> top5 = top_indices(got.probs, 5);
-      const std::set<int> a(ref_top5.begin(), ref_top5.end());
+      const Outputs got = run_mode(*model, input, target, mode, path);
+      const std::vector<ClassScore> top5 = top_k(got.probs, model->class_names(), 5);
+      std::set<int> a;
+      for (const ClassScore& c : ref_top5) a.insert(c.index);
       int overlap = 0;
-      for (int i : top5) overlap += static_cast<int>(a.count(i));
+      for (const ClassScore& c : top5) overlap += static_cast<int>(a.count(c.index));
       const double el = rel_l2(got.logits, ref.logits), ml = max_abs_diff(got.logits, ref.logits),
                    mp = max_abs_diff(got.probs, ref.probs),
                    lr = std::fabs(static_cast<double>(got.loss) - ref.loss) /
                         std::max(std::fabs(static_cast<double>(ref.loss)), 1e-30),
                    eg = rel_l2(got.grad, ref.grad), cg = cosine(got.grad, ref.grad),
                    sg = sign_agreement(got.grad, ref.grad);
-      const bool same_top1 = top5[0] == ref_top5[0];
+      const bool same_top1 = top5[0].index == ref_top5[0].index;
       j["modes"].push_back({{"mode", math_mode_name(mode)},
                             {"logits_rel_l2", el},
                             {"logits_max_abs", ml},
