@@ -157,9 +157,6 @@ std::string split_k_name() {
   return p.warps_per_sm == 0 ? std::string("off") : cat(p.warps_per_sm, ",", p.min_k);
 }
 
-// The precision the rows ran in: --tf32 and --bf16 act on GPUs only.
-MathMode math_on(Device dev) { return dev.is_cuda() ? math_mode() : MathMode::FP32; }
-
 void print_row(const Options& o, const Model& m, Device dev, const Row& r) {
   double gf = 0, gs = 0;
   const bool known = gflop_per_image(m, &gf, &gs);
@@ -187,7 +184,7 @@ void print_row(const Options& o, const Model& m, Device dev, const Row& r) {
       "\"gflop_forward\": %s, \"gflop_step\": %s, \"graph_vs_eager_max_abs\": %s, \"mallocs_in_loop\": %lld, "
       "\"graph_nodes\": %zu, \"repeats\": %d, \"split_k\": \"%s\", \"cudnn_algo\": \"%s\", "
       "\"cpu_weights_kept_mib\": %.1f}\n",
-      m.name().c_str(), dev.str().c_str(), conv_name(dev), math_mode_name(math_on(dev)), mode.c_str(), r.batch,
+      m.name().c_str(), dev.str().c_str(), conv_name(dev), math_mode_name(math_mode()), mode.c_str(), r.batch,
       r.fwd_ms, r.step_ms, num_threads(), ms_or_null(r.fwd_cpu_ms).c_str(), ms_or_null(r.step_cpu_ms).c_str(),
       gflop_json(gf).c_str(), gflop_json(gs).c_str(), diff.c_str(), static_cast<long long>(r.mallocs), r.nodes, o.repeats,
       split_k_name().c_str(), cudnn_algo_name(cudnn_algo()),
@@ -243,7 +240,7 @@ void print_layers(const Options& o, const Model& m, Device dev, int batch, const
     ++k->layers, k->flops_f += l.fwd_flops, k->flops_b += l.bwd_flops, k->fwd += f, k->bwd += b;
     if (rows)
       rows->push_back({{"engine", "trick"}, {"model", m.name()}, {"device", dev.str()}, {"conv", conv_name(dev)},
-                       {"math", math_mode_name(math_on(dev))}, {"batch", batch}, {"index", i}, {"layer", l.name},
+                       {"math", math_mode_name(math_mode())}, {"batch", batch}, {"index", i}, {"layer", l.name},
                        {"ops", l.ops}, {"shape", l.detail}, {"forward_ms", f}, {"backward_ms", b},
                        {"gflop_forward", l.fwd_flops / 1e9}, {"gflop_backward", l.bwd_flops / 1e9},
                        {"repeats", o.repeats}});
@@ -265,7 +262,7 @@ void print_layers(const Options& o, const Model& m, Device dev, int batch, const
   std::printf("\n");
   if (rows)
     rows->push_back({{"engine", "trick"}, {"model", m.name()}, {"device", dev.str()}, {"conv", conv_name(dev)},
-                     {"math", math_mode_name(math_on(dev))}, {"batch", batch}, {"layer", nullptr}, {"step_ms", step},
+                     {"math", math_mode_name(math_mode())}, {"batch", batch}, {"layer", nullptr}, {"step_ms", step},
                      {"gflop_forward", flops_f / 1e9}, {"gflop_backward", flops_b / 1e9}, {"repeats", o.repeats}});
   std::fflush(stdout);
 }
@@ -312,7 +309,7 @@ int run(const Options& o) {
   std::string detail;  // the backend's own setting
   if (dev.is_cuda() && conv_backend() == ConvBackend::Own) detail = "  split-k " + split_k_name();
   if (dev.is_cuda() && conv_backend() == ConvBackend::Cudnn) detail = cat("  cudnn-algo ", cudnn_algo_name(cudnn_algo()));
-  const MathMode math = math_on(dev);
+  const MathMode math = math_mode();  // fp32 on the CPU (set above)
   std::printf("model %s  device %s  conv %s%s  math %s%s  threads %d  repeats %d (median)\n", model->name().c_str(),
               dev.str().c_str(), conv_name(dev), detail.c_str(), math_mode_name(math),
               math == MathMode::TF32   ? " (faster, less exact: trick precision measures how much)"
