@@ -9,7 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+source tools/cmake_generator.sh
+cmake_generator build
+cmake "${generator[@]}" -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target trick
 out=out/demo
 ./build/trick attack data/samples/fashion/7_sneaker.png --target "ankle boot" --eps 12 --no-random-start --out "$out" "$@"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages trick builds and tests with (skips what is already there).
+#   ninja-build       builds on every core (make left one idle at the end of each target)
 #   libopenblas-openmp-dev  CPU GEMM (the OpenMP build: one thread pool with our loops)
 #   doctest-dev       unit tests
 #   libjpeg62-turbo-dev, libpng-dev   JPEG and PNG decoding (fuzzed upstream; PIL's libjpeg too)
@@ -13,7 +14,7 @@
 #   clang, libclang-rt-dev   the libFuzzer targets (tools/fuzz.sh): clang's -fsanitize=fuzzer
 #                     needs its compiler-rt libraries, which clang itself only recommends
 set -euo pipefail
-packages=(build-essential cmake pkg-config libopenblas-openmp-dev doctest-dev libjpeg62-turbo-dev libpng-dev libstb-dev libcli11-dev
+packages=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev doctest-dev libjpeg62-turbo-dev libpng-dev libstb-dev libcli11-dev
   nlohmann-json3-dev libcairo2-dev fonts-dejavu-core libgif-dev zlib1g-dev dataset-fashion-mnist
   python3-torch python3-torchvision python3-skimage python3-pil python3-numpy clang libclang-rt-dev)
 missing=()

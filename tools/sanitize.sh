@@ -20,11 +20,13 @@ cd "$(dirname "$0")/.."
 build=${TRICK_SANITIZE_BUILD:-build-asan}
 jobs=$(nproc)
 start=$(date +%s)
+source tools/cmake_generator.sh
+cmake_generator "$build"
 mkdir -p "$build"
 # -O1 without debug info: GCC with ASan + UBSan at -O2 -g takes twice as long to compile (86 s
 # against 27 s for tools/cmd_attack.cpp here), which kept CI over 20 minutes. Reports still name
 # the functions; TRICK_SANITIZE_DEBUG=1 adds -g for file:line in the stacks.
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
+cmake "${generator[@]}" -S . -B "$build" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CXX_FLAGS_RELEASE="${TRICK_SANITIZE_OPT:--O1} ${TRICK_SANITIZE_DEBUG:+-g }-DNDEBUG" \
   -DTRICK_SANITIZE=ON -DTRICK_CUDA=OFF > "$build/configure.log" 2>&1 ||
   { cat "$build/configure.log"; exit 1; }

@@ -10,7 +10,9 @@ t0=$SECONDS
 bash tools/install-deps.sh
 part "install-deps"
 jobs=$(nproc)
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
+source tools/cmake_generator.sh
+cmake_generator build
+cmake "${generator[@]}" -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$jobs"
 part "build"
 # The bad-input corpus (tests/bad_inputs.py, CTest label bad_inputs: one test per case) runs
