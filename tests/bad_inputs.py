@@ -29,9 +29,10 @@ Usage:
   bad_inputs.py setup TRICK DIR               the fixture: torchvision Inception v3 weights and small
                                               .pth files made with torch (Debian's /usr/bin/python3)
   bad_inputs.py run TRICK DIR COMMAND CASE    one case
-  bad_inputs.py all TRICK DIR [-j N] [-v] [--only REGEX]
+  bad_inputs.py all TRICK DIR [-j N] [-v] [--only REGEX] [--slowest N]
                                               setup if needed, then every case (the sanitizer
-                                              run); -v prints each case's error line
+                                              run); -v prints each case's error line, --slowest
+                                              the N cases that took longest and the commands' totals
 Exit status: 0 pass, 1 fail, 77 skipped (the case cannot run here; the reason is printed).
 """
 import gzip
@@ -1169,8 +1170,13 @@ def run_all(trick, fixture_dir, rest):
     failed, skipped = [], []
     t0 = time.time()
 
+    seconds = {}
+
     def one(key):
-        return key, run_case(trick, fixture_dir, key[0], key[1], cases[key])
+        start = time.monotonic()
+        result = run_case(trick, fixture_dir, key[0], key[1], cases[key])
+        seconds[key] = time.monotonic() - start
+        return key, result
 
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
         for (cmd, case), (status, report) in pool.map(one, cases):
@@ -1187,6 +1193,15 @@ def run_all(trick, fixture_dir, rest):
           f"skipped of {len(cases)} in {time.time() - t0:.0f} s")
     for cmd, case in failed:
         print(f"  failed: {cmd} {case}")
+    if "--slowest" in rest:
+        n = int(rest[rest.index("--slowest") + 1])
+        for (cmd, case), t in sorted(seconds.items(), key=lambda kv: -kv[1])[:n]:
+            print(f"  {t:6.2f} s  {cmd} {case}")
+        totals = {}
+        for (cmd, _), t in seconds.items():
+            totals[cmd] = totals.get(cmd, 0.0) + t
+        for cmd, t in sorted(totals.items(), key=lambda kv: -kv[1]):
+            print(f"  {t:7.1f} s in {sum(1 for k in seconds if k[0] == cmd):3d} cases: {cmd}")
     return 1 if failed else 0
 
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -25,6 +26,7 @@
 #include "tensor/random.h"
 #include "tools/lib/image.h"
 #include "tools/lib/npy.h"
+#include "tests/test_util.h"
 
 namespace test_images {
 
@@ -246,6 +248,69 @@ TEST_CASE("images: unreadable files are errors that name the file and the proble
   msg = error_of([&] { load_image(dir); });
   CHECK(contains(msg, "directory"));
   CHECK(contains(error_of([&] { load_image(kSkimage + "astronaut.png", 2); }), "1 or 3 channels"));
+}
+
+TEST_CASE("images: a file read ahead converts to the pixels load_image gives, and says whether it is in colour") {
+  for (const char* file : {"astronaut.png", "camera.png", "logo.png", "rocket.jpg"}) {
+    CAPTURE(file);
+    const DecodedImage d = read_image_file(kSkimage + file);
+    for (int c : {1, 3}) {
+      const std::vector<float> ahead = image_tensor(d, c).to_vector();
+      const std::vector<float> direct = load_image(kSkimage + file, c).to_vector();
+      REQUIRE(ahead.size() == direct.size());
+      CHECK(std::memcmp(ahead.data(), direct.data(), ahead.size() * sizeof(float)) == 0);
+    }
+  }
+  CHECK(read_image_file(kSkimage + "astronaut.png").in_colour());
+  CHECK_FALSE(read_image_file(kSkimage + "camera.png").in_colour());  // a gray file
+  // An RGB file whose channels are equal is not in colour, until one value differs.
+  const std::string dir = temp_dir();
+  Tensor rgb = load_image(kSkimage + "camera.png", 3);
+  write_file(dir + "/gray_rgb.png", encode_png(rgb));
+  DecodedImage d = read_image_file(dir + "/gray_rgb.png");
+  REQUIRE(d.channels == 3);
+  CHECK_FALSE(d.in_colour());
+  rgb.data()[rgb.numel() - 1] = rgb.data()[rgb.numel() - 1] < 0.5f ? 1.f : 0.f;  // the last pixel's blue
+  write_file(dir + "/one_blue.png", encode_png(rgb));
+  CHECK(read_image_file(dir + "/one_blue.png").in_colour());
+  CHECK(contains(error_of([&] { image_tensor(d, 2); }), "1 or 3 channels"));
+  CHECK(contains(error_of([&] { image_tensor(DecodedImage(), 3); }), "no decoded image"));
+}
+
+TEST_CASE("images: ImageFiles reads every file ahead up to its budget, and a bad one fails there") {
+  const std::string good = kSkimage + "astronaut.png", missing = temp_dir() + "/absent.png";
+  const std::string msg = error_of([&] { ImageFiles files({good, missing}); });
+  CHECK(contains(msg, missing));
+  CHECK(contains(msg, "no such file"));
+  // Past the budget (here: after the first file) files are read only when taken.
+  ImageFiles files({good, missing}, 1);
+  const std::vector<float> first = image_tensor(files.take(good), 3).to_vector();
+  CHECK(first == load_image(good, 3).to_vector());
+  CHECK(contains(error_of([&] { files.take(missing); }), "no such file"));
+  CHECK(image_tensor(files.take(good), 3).to_vector() == first);  // taken twice: read again
+}
+
+// The commands read their images before the model: a bad image with weights that do not even
+// exist is reported as the image's problem (and at once, not after Inception's 100 MB load).
+TEST_CASE("images: classify, grad, precision and attack say a bad image is bad before they load the model") {
+  const std::string dir = temp_dir();
+  write_file(dir + "/not_an_image.png", "plain text");
+  const std::string bad = dir + "/not_an_image.png", weights = dir + "/absent.safetensors";
+  const std::string good = "data/samples/fashion/7_sneaker.png";
+  const std::string lines[] = {
+      "classify " + good + " " + bad + " --weights " + weights,
+      "grad " + bad + " --target 3 --out " + dir + "/g.npy --weights " + weights,
+      "precision " + good + " " + bad + " --weights " + weights,
+      "attack " + good + " " + bad + " --target 3 --out " + dir + "/out --weights " + weights,
+  };
+  for (const std::string& line : lines) {
+    CAPTURE(line);
+    int status = 0;
+    const std::string out = trick_test::run_capture(std::string(TRICK_BINARY) + " " + line + " 2>&1", &status);
+    CHECK(status == 1);
+    CHECK(contains(out, "error: " + bad + ": not an image"));
+    CHECK_FALSE(contains(out, "absent.safetensors"));
+  }
 }
 
 TEST_CASE("images: a lower pixel limit refuses larger images before decoding") {

@@ -209,7 +209,9 @@ ManifestCounts write_overview(const std::string& out, const std::vector<Manifest
   return write_results(out, rows);
 }
 
-int attack_images(const Options& o, const AttackSettings& s, Model& model, Device dev, WeightsHash& weights_hash) {
+// `files`: o.images, read ahead.
+int attack_images(const Options& o, const AttackSettings& s, Model& model, Device dev, WeightsHash& weights_hash,
+                  ImageFiles& files) {
   const std::vector<std::string>& names = model.class_names();
 
   // Pair images with labels: one target for all images, one image for all targets, or one each.
@@ -251,16 +253,11 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
   std::vector<Tensor> originals;
   for (const std::string& p : paths) {
     if (!decoded.count(p)) {
-      decoded[p] = load_image(p, model.input_channels());
-      if (model.input_channels() == 1) {  // a colour photo becomes gray: say so, the output is gray too
-        const Tensor rgb = load_image(p, 3);
-        const float* v = rgb.data();
-        bool colour = false;
-        for (int64_t i = 0; i < rgb.numel() && !colour; i += 3) colour = v[i] != v[i + 1] || v[i] != v[i + 2];
-        if (colour)
-          std::fprintf(stderr, "note: %s is in colour; the model (%s) takes gray images, so it is attacked and saved "
-                       "in gray (converted as PIL's convert(\"L\"))\n", p.c_str(), model.name().c_str());
-      }
+      const DecodedImage file = files.take(p);
+      decoded[p] = image_tensor(file, model.input_channels());
+      if (model.input_channels() == 1 && file.in_colour())  // a colour photo becomes gray: say so, the output is too
+        std::fprintf(stderr, "note: %s is in colour; the model (%s) takes gray images, so it is attacked and saved "
+                     "in gray (converted as PIL's convert(\"L\"))\n", p.c_str(), model.name().c_str());
       if (s.raw_input)
         TRICK_CHECK(decoded[p].dim(0) == model.input_height() && decoded[p].dim(1) == model.input_width(), p,
                     ": --input-size raw needs a ", model.input_width(), "x", model.input_height(), " image, got ",
@@ -684,7 +681,8 @@ int run_manifest(Options& o) {
     }
     try {
       TRICK_CHECK(bad_row.empty(), bad_row);
-      const int rc = attack_images(ro, s, *model, dev, weights_hash);
+      ImageFiles files(ro.images, SIZE_MAX);
+      const int rc = attack_images(ro, s, *model, dev, weights_hash, files);
       clear_row_error(o.out, *row);
       (rc == 0 ? reached : not_reached) += 1;
     } catch (const std::exception& e) {
@@ -727,10 +725,13 @@ int run(Options o) {
   TRICK_CHECK(o.shard.empty(), "--shard needs --manifest");
   TRICK_CHECK(!o.images.empty(), "give the images to attack, or --manifest jobs.csv");
   const AttackSettings s = settings_of(o);
+  // Every image is read before the model loads (a bad file fails at once) and kept: the batch
+  // holds them all anyway.
+  ImageFiles files(o.images, SIZE_MAX);
   const Device dev = choose_device(o.device);
   std::unique_ptr<Model> model = o.weights.empty() ? open_default_model(dev) : open_model(o.weights, dev);
   WeightsHash weights_hash(o.weights);
-  return attack_images(o, s, *model, dev, weights_hash);
+  return attack_images(o, s, *model, dev, weights_hash, files);
 }
 
 const bool registered = register_command(

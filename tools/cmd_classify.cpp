@@ -23,10 +23,11 @@ int run(const Options& o) {
   TRICK_CHECK(o.topk >= 1, "--topk must be at least 1, got ", o.topk);
   const bool raw = parse_input_size(o.input_size);
   if (o.threads > 0) set_num_threads(o.threads);
+  ImageFiles files(o.images);  // a bad file fails before the model loads
   const Device dev = choose_device(o.device);
   std::unique_ptr<Model> model = o.weights.empty() ? open_default_model(dev) : open_model(o.weights, dev);
   for (const std::string& path : o.images) {
-    const Tensor image = load_image(path, model->input_channels());
+    const Tensor image = image_tensor(files.take(path), model->input_channels());
     Tensor input;
     try {
       input = model_input(*model, image, raw);

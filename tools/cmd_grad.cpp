@@ -27,6 +27,7 @@ int run(const Options& o) {
   if (o.threads > 0) set_num_threads(o.threads);
   check_output_file(o.out);
   if (!o.dump_activations.empty()) check_output_file(o.dump_activations);
+  DecodedImage file = read_image_file(o.image);  // a bad file fails before the model loads
   const Device dev = choose_device(o.device);
   std::unique_ptr<Model> model = o.weights.empty() ? open_default_model(dev) : open_model(o.weights, dev);
   int target = 0;
@@ -35,7 +36,8 @@ int run(const Options& o) {
   } catch (const Error& e) {
     fail("--target: ", e.what());
   }
-  const Tensor image = load_image(o.image, model->input_channels());
+  const Tensor image = image_tensor(file, model->input_channels());
+  file = DecodedImage();
   Tensor input;
   try {
     input = model_input(*model, image, raw);

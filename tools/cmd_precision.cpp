@@ -119,6 +119,7 @@ int run(const Options& o) {
   const bool raw = parse_input_size(o.input_size);
   const std::vector<MathMode> modes = parse_modes(o.modes);
   if (o.threads > 0) set_num_threads(o.threads);
+  ImageFiles files(o.images);  // a bad file fails before the model loads
   const Device dev = choose_device(o.device);
   const bool cudnn = dev.is_cuda() && conv_backend() == ConvBackend::Cudnn;
   std::unique_ptr<Model> model;
@@ -142,7 +143,7 @@ int run(const Options& o) {
   if (!o.json) std::printf("model %s  modes against fp32, %s\n", model->name().c_str(), how.c_str());
   FrozenConvWeights frozen;  // weights never change here: the CPU keeps its prepared (and rounded) copies
   for (const std::string& path : o.images) {
-    const Tensor image = load_image(path, model->input_channels());
+    const Tensor image = image_tensor(files.take(path), model->input_channels());
     Tensor input;
     try {
       input = model_input(*model, image, raw);

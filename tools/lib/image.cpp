@@ -157,15 +157,7 @@ uint8_t pil_luma(const uint8_t* rgb) {
   return static_cast<uint8_t>((rgb[0] * 19595u + rgb[1] * 38470u + rgb[2] * 7471u + 0x8000u) >> 16);
 }
 
-// 8-bit pixels, `comp` interleaved channels: 1 (gray) or 3 (RGB); any alpha already dropped.
-struct Pixels {
-  int w = 0, h = 0, comp = 0;
-  std::unique_ptr<uint8_t[]> px;  // not zeroed: a truncated file fails before most pages are touched
-  void allocate(int width, int height, int channels) {
-    w = width, h = height, comp = channels;
-    px.reset(new uint8_t[size_t(w) * h * comp]);
-  }
-};
+using Pixels = DecodedImage;
 
 // In: the largest image to decode. Out, when a decoder fails: why, and whether it was the size.
 struct DecodeFailure {
@@ -273,10 +265,10 @@ bool run_jpeg(JpegJob* job, const std::string* bytes, Pixels* out, DecodeFailure
   if (cmyk) job->cmyk_row.resize(w * 4);
   while (c->output_scanline < c->output_height) {
     const size_t y = c->output_scanline;
-    JSAMPROW row = cmyk ? job->cmyk_row.data() : out->px.get() + y * w * comp;
+    JSAMPROW row = cmyk ? job->cmyk_row.data() : out->pixels.get() + y * w * comp;
     jpeg_read_scanlines(c, &row, 1);
     if (cmyk)
-      for (size_t x = 0; x < w; ++x) cmyk_to_rgb(job->cmyk_row.data() + 4 * x, out->px.get() + (y * w + x) * 3);
+      for (size_t x = 0; x < w; ++x) cmyk_to_rgb(job->cmyk_row.data() + 4 * x, out->pixels.get() + (y * w + x) * 3);
   }
   // Like PIL, whatever follows the last scan is not read (a missing EOI is not an error).
   return true;
@@ -356,7 +348,7 @@ bool run_png(PngJob* job, Pixels* out, DecodeFailure* failure) {
   }
   out->allocate(static_cast<int>(w), static_cast<int>(h), comp);
   job->rows.resize(h);
-  for (png_uint_32 y = 0; y < h; ++y) job->rows[y] = out->px.get() + size_t(y) * w * comp;
+  for (png_uint_32 y = 0; y < h; ++y) job->rows[y] = out->pixels.get() + size_t(y) * w * comp;
   png_read_image(png, job->rows.data());
   // Like PIL, the chunks after the image data are not read (a missing IEND is not an error).
   return true;
@@ -470,7 +462,7 @@ bool decode_gif(const std::string& bytes, Pixels* out, DecodeFailure* failure) {
     const ColorMapObject* map = d.ColorMap ? d.ColorMap : gif->SColorMap;
     const int colors = map ? map->ColorCount : 0;
     out->allocate(static_cast<int>(w), static_cast<int>(h), 3);
-    uint8_t* rgb = out->px.get();
+    uint8_t* rgb = out->pixels.get();
     for (size_t i = 0; i < index.size(); ++i) {
       const int k = index[i];
       if (k < colors) {
@@ -521,14 +513,39 @@ bool decode_stb(const std::string& bytes, const char* format, Pixels* out, Decod
     return false;
   }
   out->allocate(w, h, load_comp);
-  std::memcpy(out->px.get(), px.p, size_t(w) * h * load_comp);
+  std::memcpy(out->pixels.get(), px.p, size_t(w) * h * load_comp);
   return true;
 }
 
 }  // namespace
 
-Tensor decode_image(const std::string& bytes, const std::string& name, int channels, int64_t max_pixels) {
+void DecodedImage::allocate(int w, int h, int c) {
+  width = w, height = h, channels = c;
+  pixels.reset(new uint8_t[size_t(w) * h * c]);
+}
+
+bool DecodedImage::in_colour() const {
+  if (channels == 1) return false;
+  const uint8_t* p = pixels.get();
+  for (size_t i = 0, n = size_t(width) * height; i < n; ++i, p += 3)
+    if (p[0] != p[1] || p[0] != p[2]) return true;
+  return false;
+}
+
+namespace {
+
+void check_channels(int channels, const std::string& name) {
   TRICK_CHECK(channels == 1 || channels == 3, name, ": images load with 1 or 3 channels, not ", channels);
+}
+
+}  // namespace
+
+Tensor decode_image(const std::string& bytes, const std::string& name, int channels, int64_t max_pixels) {
+  check_channels(channels, name);
+  return image_tensor(decode_image_file(bytes, name, max_pixels), channels);
+}
+
+DecodedImage decode_image_file(const std::string& bytes, const std::string& name, int64_t max_pixels) {
   TRICK_CHECK(max_pixels >= 1 && max_pixels <= kMaxImagePixels, name, ": a pixel limit of ", max_pixels,
               " is outside 1..", kMaxImagePixels);
   TRICK_CHECK(!bytes.empty(), name, ": the file is empty (0 bytes), not an image");
@@ -566,13 +583,17 @@ Tensor decode_image(const std::string& bytes, const std::string& name, int chann
     fail(name, ": truncated or corrupt ", format, " file (", failure.reason.empty() ? "no reason given" : failure.reason,
          ")");
   }
+  return px;
+}
 
-  const int w = px.w, h = px.h;
-  Tensor out = Tensor::empty(Shape{h, w, channels});
+Tensor image_tensor(const DecodedImage& image, int channels) {
+  check_channels(channels, "image_tensor");
+  TRICK_CHECK(image.pixels && (image.channels == 1 || image.channels == 3), "image_tensor: no decoded image");
+  Tensor out = Tensor::empty(Shape{image.height, image.width, channels});
   float* o = out.data();
-  const int64_t pixels = int64_t(w) * h;
-  const uint8_t* p = px.px.get();
-  if (channels == px.comp) {
+  const int64_t pixels = int64_t(image.width) * image.height;
+  const uint8_t* p = image.pixels.get();
+  if (channels == image.channels) {
     const int64_t n = pixels * channels;
     for (int64_t i = 0; i < n; ++i) o[i] = p[i] / 255.f;
   } else if (channels == 3) {  // gray -> RGB: replicated
@@ -584,6 +605,11 @@ Tensor decode_image(const std::string& bytes, const std::string& name, int chann
 }
 
 Tensor load_image(const std::string& path, int channels) {
+  check_channels(channels, path);
+  return image_tensor(read_image_file(path), channels);
+}
+
+DecodedImage read_image_file(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     if (errno == ENOENT) fail(path, ": no such file");
@@ -596,7 +622,26 @@ Tensor load_image(const std::string& path, int channels) {
   std::ostringstream ss;
   ss << f.rdbuf();
   TRICK_CHECK(!f.bad(), path, ": read error");
-  return decode_image(ss.str(), path, channels);
+  return decode_image_file(ss.str(), path);
+}
+
+ImageFiles::ImageFiles(const std::vector<std::string>& paths, size_t budget) {
+  size_t held = 0;
+  for (const std::string& path : paths) {
+    if (held >= budget) break;
+    if (kept_.count(path)) continue;
+    DecodedImage image = read_image_file(path);
+    held += size_t(image.width) * image.height * image.channels;
+    kept_.emplace(path, std::move(image));
+  }
+}
+
+DecodedImage ImageFiles::take(const std::string& path) {
+  auto it = kept_.find(path);
+  if (it == kept_.end()) return read_image_file(path);
+  DecodedImage image = std::move(it->second);
+  kept_.erase(it);
+  return image;
 }
 
 uint8_t to_8bit(float x) {
