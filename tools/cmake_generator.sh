@@ -1,4 +1,4 @@
-# Sourced by the build scripts (test.sh, sanitize.sh, demo.sh): `cmake_generator DIR` sets the
+# Sourced by the build scripts (test.sh, sanitize.sh, demo.sh, make_gpu_kit.sh): `cmake_generator DIR` sets the
 # array `generator` to (-G Ninja) for a build folder that does not exist yet, when ninja is
 # installed (tools/install-deps.sh installs it); for an existing folder it stays empty, so CMake
 # keeps the generator the folder was made with (it refuses a different one).

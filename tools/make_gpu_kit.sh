@@ -118,9 +118,11 @@ mkdir -p "$tmp/bin"
 git ls-files -co --exclude-standard -- CMakeLists.txt tensor kernels layers autograd models attack tools tests data |
   grep -vE '\.(py|sh|md)$' | while read -r f; do [ -f "$f" ] && echo "$f"; done | LC_ALL=C sort |
   xargs -d '\n' sha256sum >"$tmp/bin/SOURCES.sha256"
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DTRICK_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DTRICK_CUDA=ON >/dev/null
-grep -q 'TRICK_WITH_CUDA' "$build_dir/CMakeFiles/trick_lib.dir/flags.make" 2>/dev/null ||
+source tools/cmake_generator.sh
+cmake_generator "$build_dir"
+cmake "${generator[@]}" -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DTRICK_NATIVE=OFF -DCMAKE_CUDA_ARCHITECTURES=90 \
+  -DTRICK_CUDA=ON >"$tmp/configure.log" 2>&1 || { cat "$tmp/configure.log" >&2; exit 1; }
+grep -q 'trick: CUDA backend ON' "$tmp/configure.log" ||
   { echo "make_gpu_kit: this machine's build has no CUDA (nvcc not found?)" >&2; exit 1; }
 cmake --build "$build_dir" -j"$(nproc)" --target trick trick_tests
 sha256sum --quiet -c "$tmp/bin/SOURCES.sha256" ||
