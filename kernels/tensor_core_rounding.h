@@ -53,11 +53,13 @@ TRICK_HD float round_bf16(float x) { return bits_float(static_cast<uint32_t>(bf1
 // The one product our GPU kernels leave off the tensor cores: the data gradient of a
 // convolution with at most 4 input channels whose weights fit 8192 floats (the first layer,
 // whose gradient is the attack's) runs one thread per input pixel in fp32 in every math mode
-// (kernels/cuda/conv.cu, dgrad_small_c); the CPU's emulation leaves it unrounded too.
+// (kernels/cuda/conv.cu, dgrad_small_c); the CPU's emulation leaves it unrounded too. Not a
+// pointwise layer's (1x1, stride 1, unpadded), whatever its channels: that one is a GEMM,
+// on the tensor cores like every other, and the GPU takes that path first.
 constexpr int kSmallCDgradMaxC = 4;
 constexpr int64_t kSmallCDgradMaxWeights = 8192;
-TRICK_HD bool small_c_dgrad(int64_t c, int64_t weight_floats) {
-  return c <= kSmallCDgradMaxC && weight_floats <= kSmallCDgradMaxWeights;
+TRICK_HD bool small_c_dgrad(int64_t c, int64_t weight_floats, bool pointwise) {
+  return !pointwise && c <= kSmallCDgradMaxC && weight_floats <= kSmallCDgradMaxWeights;
 }
 
 }  // namespace trick

@@ -560,6 +560,7 @@ const std::vector<GpuConvCase>& gpu_conv_cases() {
       {{1, 4, 4, 2, 3, 4, 4, 1, 1, 0, 0, 0, 0, false, false}, true, true},      // the kernel covers the image
       {{1, 11, 13, 1, 8, 3, 3, 2, 2, 0, 0, 0, 0, false, true}, true, true},     // 1 channel, sliced dy
       {{2, 9, 9, 4, 6, 3, 3, 1, 1, 1, 1, 1, 1, true, true}, false, true},       // 4 channels: the last few-channel dgrad
+      {{2, 9, 9, 3, 8, 1, 1, 1, 1, 0, 0, 0, 0, false, true}, true, false},      // 1x1 on 3 channels: dgrad a GEMM too
   };
   return cases;
 }

@@ -82,6 +82,8 @@ const ConvCase kConvCases[] = {
     {1, 23, 21, 20, 24, 3, 3, 1, 1, false, "3x3 pad 1 (Winograd's size)"},
     {2, 10, 11, 20, 17, 3, 3, 2, 1, true, "3x3 stride 2, batch 2, a channel slice"},
     {1, 13, 12, 3, 32, 3, 3, 2, 0, false, "3 channels (the first layer)"},
+    // Few channels but 1x1: a GEMM on the GPU, whose data gradient is on the tensor cores.
+    {2, 9, 11, 3, 40, 1, 1, 1, 0, false, "1x1 on 3 channels"},
 };
 
 Conv2dParams params(const ConvCase& k) {
@@ -139,8 +141,9 @@ TEST_CASE("tensor-core emulation: CPU convolutions in tf32/bf16 are the fp32 eng
       CHECK(emulated.dw == on_rounded.dw);
       // The first layer's data gradient (3 channels) is fp32 on our GPU kernel in every mode
       // (small_c_dgrad, kernels/tensor_core_rounding.h), so it is here.
-      const bool fp32_dgrad = k.c <= 4;
-      REQUIRE(small_c_dgrad(k.c, w.numel()) == fp32_dgrad);
+      const bool pointwise = k.kh == 1 && k.kw == 1 && k.stride == 1 && k.pad == 0;
+      const bool fp32_dgrad = k.c <= 4 && !pointwise;
+      REQUIRE(small_c_dgrad(k.c, w.numel(), pointwise) == fp32_dgrad);
       CHECK(emulated.dx == (fp32_dgrad ? fp32.dx : on_rounded.dx));
       // The bias gradient is a sum, not a product: fp32 of the unrounded dy, as on the GPU
       // (in another order than the fp32 engine's: fp32-close, not the same bits). Against the

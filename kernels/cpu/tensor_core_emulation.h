@@ -3,7 +3,7 @@
 // on the CPU first rounds both of its operands as our GPU kernel rounds them into shared
 // memory (kernels/tensor_core_rounding.h: the same functions), then multiplies them on the
 // fp32 engines, which sum in fp32. The one exception is the GPU's too: the data gradient of
-// a layer with at most 4 input channels stays fp32 (small_c_dgrad). Each product our GPU
+// a layer with at most 4 input channels stays fp32 (small_c_dgrad; not a 1x1 one's, a GEMM). Each product our GPU
 // kernel computes then differs from this only by the order of its fp32 sums (a GPU test holds
 // it to 1e-4), so the error a mode costs can be measured (`trick precision`) on a machine
 // without a GPU: through a network, in size, not bit for bit (any fp32-sized difference moves

@@ -176,8 +176,8 @@ float* im2col_chunk(const char* op, const Tensor& x, const ConvShape& g, int64_t
 // Up to kSmallCDgradMaxC channels and kSmallCDgradMaxWeights floats of w (32 KiB of shared
 // memory), in fp32 in every math mode: the CPU's emulation of TF32 and bf16 does the same
 // (kernels/tensor_core_rounding.h).
-bool small_c_dgrad(const ConvShape& g) {
-  return ::trick::small_c_dgrad(g.c, static_cast<int64_t>(g.kh) * g.kw * g.o * g.c);
+bool small_c_dgrad(const ConvShape& g, const Conv2dParams& p) {
+  return ::trick::small_c_dgrad(g.c, static_cast<int64_t>(g.kh) * g.kw * g.o * g.c, pointwise(g, p));
 }
 
 template <int C, bool Wide>
@@ -282,7 +282,7 @@ void own_dgrad(const ConvShape& g, const Tensor& dy, const Tensor& w, const Conv
              dx.data(), dx.ld());
     return;
   }
-  if (small_c_dgrad(g)) {
+  if (small_c_dgrad(g, p)) {
     dgrad_small_c(g, dy, w, dx, accumulate);
     return;
   }
