@@ -157,8 +157,6 @@ uint8_t pil_luma(const uint8_t* rgb) {
   return static_cast<uint8_t>((rgb[0] * 19595u + rgb[1] * 38470u + rgb[2] * 7471u + 0x8000u) >> 16);
 }
 
-using Pixels = DecodedImage;
-
 // In: the largest image to decode. Out, when a decoder fails: why, and whether it was the size.
 struct DecodeFailure {
   int64_t max_pixels = kMaxImagePixels;
@@ -234,7 +232,7 @@ void cmyk_to_rgb(const uint8_t* raw, uint8_t* rgb) {
   }
 }
 
-bool run_jpeg(JpegJob* job, const std::string* bytes, Pixels* out, DecodeFailure* failure) {
+bool run_jpeg(JpegJob* job, const std::string* bytes, DecodedImage* out, DecodeFailure* failure) {
   if (setjmp(job->errors.jump)) {
     failure->reason = job->errors.message;
     return false;
@@ -274,7 +272,7 @@ bool run_jpeg(JpegJob* job, const std::string* bytes, Pixels* out, DecodeFailure
   return true;
 }
 
-bool decode_jpeg(const std::string& bytes, Pixels* out, DecodeFailure* failure) {
+bool decode_jpeg(const std::string& bytes, DecodedImage* out, DecodeFailure* failure) {
   JpegJob job;
   job.cinfo.err = jpeg_std_error(&job.errors.mgr);
   job.errors.mgr.error_exit = jpeg_fail;
@@ -317,7 +315,7 @@ struct PngJob {
   }
 };
 
-bool run_png(PngJob* job, Pixels* out, DecodeFailure* failure) {
+bool run_png(PngJob* job, DecodedImage* out, DecodeFailure* failure) {
   if (setjmp(job->state.jump)) {
     failure->reason = job->state.message;
     return false;
@@ -354,7 +352,7 @@ bool run_png(PngJob* job, Pixels* out, DecodeFailure* failure) {
   return true;
 }
 
-bool decode_png(const std::string& bytes, Pixels* out, DecodeFailure* failure) {
+bool decode_png(const std::string& bytes, DecodedImage* out, DecodeFailure* failure) {
   PngJob job;
   job.state.bytes = &bytes;
   return run_png(&job, out, failure);
@@ -394,7 +392,7 @@ std::string gif_error(int code) {
   return code == D_GIF_ERR_READ_FAILED ? cat("the file ends early; giflib: ", what) : what;
 }
 
-bool decode_gif(const std::string& bytes, Pixels* out, DecodeFailure* failure) {
+bool decode_gif(const std::string& bytes, DecodedImage* out, DecodeFailure* failure) {
   GifReader reader{&bytes};
   GifFile f;
   int error = 0;
@@ -483,7 +481,7 @@ struct StbPixels {
   ~StbPixels() { stbi_image_free(p); }
 };
 
-bool decode_stb(const std::string& bytes, const char* format, Pixels* out, DecodeFailure* failure) {
+bool decode_stb(const std::string& bytes, const char* format, DecodedImage* out, DecodeFailure* failure) {
   const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
   const int len = static_cast<int>(bytes.size());
   int w = 0, h = 0, comp = 0;
@@ -571,19 +569,19 @@ DecodedImage decode_image_file(const std::string& bytes, const std::string& name
     }
   }
 
-  Pixels px;
+  DecodedImage image;
   DecodeFailure failure;
   failure.max_pixels = max_pixels;
-  const bool ok = f == "JPEG"  ? decode_jpeg(bytes, &px, &failure)
-                  : f == "PNG" ? decode_png(bytes, &px, &failure)
-                  : f == "GIF" ? decode_gif(bytes, &px, &failure)
-                               : decode_stb(bytes, format, &px, &failure);
+  const bool ok = f == "JPEG"  ? decode_jpeg(bytes, &image, &failure)
+                  : f == "PNG" ? decode_png(bytes, &image, &failure)
+                  : f == "GIF" ? decode_gif(bytes, &image, &failure)
+                               : decode_stb(bytes, format, &image, &failure);
   if (!ok) {
     if (failure.size) fail(name, ": ", failure.reason);
     fail(name, ": truncated or corrupt ", format, " file (", failure.reason.empty() ? "no reason given" : failure.reason,
          ")");
   }
-  return px;
+  return image;
 }
 
 Tensor image_tensor(const DecodedImage& image, int channels) {
