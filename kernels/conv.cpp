@@ -57,9 +57,8 @@ void conv2d_dgrad(const Tensor& dy, const Tensor& w, const Conv2dParams& p, Tens
   ++conv_call_counts().dgrad;
   const MathMode m = math_mode();
   // The first layer's data gradient stays fp32 on the GPU in every mode (small_c_dgrad), so here.
-  const bool pointwise = w.dim(1) == 1 && w.dim(2) == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
-                         p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0;
-  if (dev.is_cpu() && m != MathMode::FP32 && !small_c_dgrad(w.dim(3), w.numel(), pointwise))
+  if (dev.is_cpu() && m != MathMode::FP32 &&
+      !small_c_dgrad(w.dim(3), w.numel(), conv2d_pointwise(w.dim(1), w.dim(2), p)))
     return cpu::conv2d_dgrad(cpu::tensor_core_rounded(dy, m), cpu::tensor_core_rounded_weights(w, m), p, dx,
                              accumulate);
   TRICK_DISPATCH("conv2d_dgrad", dev, conv2d_dgrad, dy, w, p, dx, accumulate);

@@ -32,6 +32,11 @@ struct Conv2dParams {
 
 // The output shape for x and w; throws naming the layer if the shapes do not fit.
 Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& p);
+// A 1x1, stride-1, unpadded layer (kh x kw kernel): a plain GEMM on the rows as they are.
+inline bool conv2d_pointwise(int64_t kh, int64_t kw, const Conv2dParams& p) {
+  return kh == 1 && kw == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 && p.pad_bottom == 0 &&
+         p.pad_left == 0 && p.pad_right == 0;
+}
 
 // y = relu?(conv(x, w) + b)
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p, Tensor& y);

@@ -51,10 +51,7 @@ ConvShape conv_shape(const char* op, const Tensor& x, const Tensor& w, const Ten
 }
 
 // A 1x1 stride-1 unpadded layer: y(rows, O) = x(rows, C) * w(O, C)^T on the rows as they are.
-bool pointwise(const ConvShape& g, const Conv2dParams& p) {
-  return g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 &&
-         p.pad_right == 0;
-}
+bool pointwise(const ConvShape& g, const Conv2dParams& p) { return conv2d_pointwise(g.kh, g.kw, p); }
 
 int64_t rows_in(const ConvShape& g) { return static_cast<int64_t>(g.n) * g.h * g.w; }
 int64_t rows_out(const ConvShape& g) { return static_cast<int64_t>(g.n) * g.oh * g.ow; }
