@@ -7,10 +7,12 @@
 # timeout-*, oom-*). Reproduce with: $build/fuzz_<t> FILE. A finding, once fixed, goes into
 # tests/fuzz/corpus/<t>/ (and tests/bad_inputs.py when a command can reach it).
 #
-#   TRICK_FUZZ_SECONDS   seconds per target (default 30)
+#   TRICK_FUZZ_SECONDS   CPU seconds per target (default 30): with more targets than cores, all
+#                        run at once for SECONDS x targets / cores of wall time each
 #   TRICK_FUZZ_TARGETS   which targets, space-separated (default: all five)
 #   TRICK_FUZZ_BUILD     build folder (default build-fuzz)
-#   TRICK_FUZZ_JOBS      targets run at once (default: the number of cores)
+#   TRICK_FUZZ_JOBS      targets run at once, each for SECONDS of wall time (default: all of
+#                        them, as above)
 #   TRICK_FUZZ_SEED      libFuzzer's -seed (default 1; 0: random). A fixed seed makes runs
 #                        closer to repeatable, not identical: libFuzzer's dictionary from
 #                        runtime comparisons still varies between runs (seen here: the same
@@ -22,7 +24,7 @@ cd "$(dirname "$0")/.."
 seconds=${TRICK_FUZZ_SECONDS:-30}
 seed=${TRICK_FUZZ_SEED:-1}
 build=${TRICK_FUZZ_BUILD:-build-fuzz}
-jobs=${TRICK_FUZZ_JOBS:-$(nproc)}
+jobs=${TRICK_FUZZ_JOBS:-}
 
 if ! command -v clang++ > /dev/null; then
   echo "fuzz.sh: clang++ not found (tools/install-deps.sh installs clang and libclang-rt-dev)" >&2
@@ -37,6 +39,15 @@ built=$(date +%s)
 echo "fuzz.sh: targets built in $((built - start)) s"
 
 targets=${TRICK_FUZZ_TARGETS:-safetensors pth image npy idx}
+# Five targets, two cores: run two at a time and the last round leaves a core idle (90 s of
+# wall time for 30 CPU-s each). All at once, for 30 x 5 / 2 = 75 s, each gets the same CPU time.
+count=$(wc -w <<< "$targets")
+wall=$seconds
+if [ -z "$jobs" ]; then
+  jobs=$count
+  cores=$(nproc)
+  [ "$count" -le "$cores" ] || wall=$(((seconds * count + cores - 1) / cores))
+fi
 
 run_one() {  # target -> its log in $build/logs/<t>.log; status of the fuzzer
   local t=$1
@@ -47,7 +58,7 @@ run_one() {  # target -> its log in $build/logs/<t>.log; status of the fuzzer
   # -rss_limit_mb: a small file must not make a reader allocate gigabytes; 2.5 GB leaves room
   # for the largest image trick accepts (50 megapixels as float32 = 600 MB) under ASan.
   local status=0
-  "$build/fuzz_$t" -seed="$seed" -max_total_time="$seconds" -timeout=30 -rss_limit_mb=2560 -print_final_stats=1 \
+  "$build/fuzz_$t" -seed="$seed" -max_total_time="$wall" -timeout=30 -rss_limit_mb=2560 -print_final_stats=1 \
     -artifact_prefix="$findings/" "$work" "tests/fuzz/corpus/$t" > "$build/logs/$t.log" 2>&1 || status=$?
   echo "$status" > "$build/logs/$t.status"
 }
@@ -62,7 +73,7 @@ wait
 for t in $targets; do
   if [ "$(cat "$build/logs/$t.status" 2> /dev/null)" = "0" ]; then
     runs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$build/logs/$t.log" | grep -o '[0-9]*$' || echo "?")
-    echo "fuzz.sh: $t: no finding in ${seconds} s ($runs inputs)"
+    echo "fuzz.sh: $t: no finding in ${wall} s ($runs inputs; $jobs targets at once on $(nproc) cores)"
   else
     failed="$failed $t"
     echo "fuzz.sh: $t: FINDING (log: $build/logs/$t.log; reproducer: $(ls "$build/findings/$t" | tr '\n' ' '))"
