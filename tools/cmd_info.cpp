@@ -4,6 +4,9 @@
 
 #include "kernels/cpu/sgemm_conv.h"
 #include "kernels/gemm.h"
+#ifdef TRICK_WITH_CUDA
+#include "kernels/cuda/lazy_libs.h"
+#endif
 #include "tensor/cpu_check.h"
 #include "tensor/tensor.h"
 #include "tools/command.h"
@@ -11,29 +14,40 @@
 namespace trick::cmd_info {
 namespace {
 
-const bool registered = register_command({"info", "Show this build's backends, devices and threads",
-                                          [](CLI::App&) {
-                                            return [] {
+const bool registered =
+    register_command({"info", "Show this build's backends, devices and threads",
+                      [](CLI::App&) {
+                        return [] {
 #ifdef TRICK_WITH_CUDA
-                                              const char* cuda = "compiled";
+                          const char* cuda =
+                              "compiled (CUDA runtime linked in; cuBLAS and cuDNN loaded on "
+                              "first use)";
 #else
-                                              const char* cuda = "not compiled";
+                          const char* cuda = "not compiled";
 #endif
-                                              std::printf("trick 0.1.0\n");
-                                              std::printf("cpu threads: %d\n", num_threads());
-                                              std::string isa;
-                                              for (const std::string& f : built_cpu_features()) isa += " " + f;
-                                              std::printf("cpu instruction sets built for:%s\n",
-                                                          isa.empty() ? " the compiler's default target (TRICK_NATIVE=OFF)" : isa.c_str());
-                                              std::printf("cpu convolutions: %s (--cpu-conv or TRICK_CPU_CONV: "
-                                                          "winograd, winograd4, packed, blas)\n",
-                                                          cpu::conv_engine_name());
-                                              std::printf("cuda backend: %s\n", cuda);
-                                              std::printf("cuda devices: %d\n", cuda_device_count());
-                                              return 0;
-                                            };
-                                          },
-                                          90});
+                          std::printf("trick 0.1.0\n");
+                          std::printf("cpu threads: %d\n", num_threads());
+                          std::string isa;
+                          for (const std::string& f : built_cpu_features()) isa += " " + f;
+                          std::printf("cpu instruction sets built for:%s\n",
+                                      isa.empty() ? " the compiler's default target (TRICK_NATIVE=OFF)" : isa.c_str());
+                          std::printf(
+                              "cpu convolutions: %s (--cpu-conv or TRICK_CPU_CONV: "
+                              "winograd, winograd4, packed, blas)\n",
+                              cpu::conv_engine_name());
+                          std::printf("cuda backend: %s\n", cuda);
+                          std::printf("cuda devices: %d\n", cuda_device_count());
+#ifdef TRICK_WITH_CUDA
+                          for (auto* lib : {&cuda::cublas_library(), &cuda::cudnn_library()}) {
+                            const std::string path = lib->path();
+                            std::printf("%s: %s\n", lib->name().c_str(),
+                                        path.empty() ? ("cannot be loaded: " + lib->error()).c_str() : path.c_str());
+                          }
+#endif
+                          return 0;
+                        };
+                      },
+                      90});
 
 }  // namespace
 }  // namespace trick::cmd_info

@@ -247,6 +247,12 @@ if [ -n "$BIN" ] && ! trk "$BIN/trick" --version >>"$OUT/build.log" 2>&1; then
   BIN=""
 fi
 
+# cuBLAS and cuDNN are loaded when first used (kernels/cuda/lazy_libs.h), not when trick
+# starts: which files they come from here, or why they cannot be loaded.
+if [ -n "$BIN" ]; then
+  trk "$BIN/trick" info 2>&1 | grep -E '^(cuBLAS|cuDNN)' | while IFS= read -r line; do say "libraries: $line"; done
+fi
+
 export RUN_LD
 # The GPU tests must not pass by skipping: with TRICK_REQUIRE_CUDA set, a test that finds no
 # device fails. And the binaries must have the CUDA backend and see the GPU at all.

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <utility>
 
+#include "kernels/cuda/lazy_libs.h"
 #include "kernels/cuda/runtime.h"
 #include "tensor/error.h"
 
@@ -16,30 +17,47 @@ namespace cuda {
 namespace {
 const char* cublas_status_name(cublasStatus_t s) {
   switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
-    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
-    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
+    case CUBLAS_STATUS_SUCCESS:
+      return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED:
+      return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED:
+      return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE:
+      return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH:
+      return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR:
+      return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED:
+      return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR:
+      return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED:
+      return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR:
+      return "CUBLAS_STATUS_LICENSE_ERROR";
   }
   return "unknown cuBLAS status";
 }
 }  // namespace
 
+// A call into a library that cannot be loaded returns NOT_INITIALIZED (lazy_libs.cpp): the
+// loader's own error says why.
 void check_cublas(cublasStatus_t s, const char* what, const char* file, int line) {
+  if (s != CUBLAS_STATUS_SUCCESS) cublas_library().require();
   if (s != CUBLAS_STATUS_SUCCESS) fail("cublas: ", what, " failed at ", file, ":", line, ": ", cublas_status_name(s));
 }
 
 void check_cudnn(cudnnStatus_t s, const char* what, const char* file, int line) {
+  if (s != CUDNN_STATUS_SUCCESS) cudnn_library().require();
   if (s != CUDNN_STATUS_SUCCESS) fail("cudnn: ", what, " failed at ", file, ":", line, ": ", cudnnGetErrorString(s));
 }
 
-CublasHandle::CublasHandle() { TRICK_CUBLAS_CHECK(cublasCreate(&h_)); }
+CublasHandle::CublasHandle() {
+  cublas_library().require();
+  TRICK_CUBLAS_CHECK(cublasCreate(&h_));
+}
 CublasHandle::~CublasHandle() {
   if (h_) cublasDestroy(h_);
 }
@@ -52,7 +70,10 @@ CublasHandle& CublasHandle::operator=(CublasHandle&& o) noexcept {
   return *this;
 }
 
-CudnnHandle::CudnnHandle() { TRICK_CUDNN_CHECK(cudnnCreate(&h_)); }
+CudnnHandle::CudnnHandle() {
+  cudnn_library().require();
+  TRICK_CUDNN_CHECK(cudnnCreate(&h_));
+}
 CudnnHandle::~CudnnHandle() {
   if (h_) cudnnDestroy(h_);
 }
@@ -96,8 +117,9 @@ void* cublas_workspace(int device) {
   std::lock_guard<std::mutex> lock(mu);
   auto it = buffers->find(device);
   if (it == buffers->end()) {
-    TRICK_CHECK(!stream_capturing(), "cublas: first use on cuda:", device,
-                " inside a CUDA graph capture (its workspace cannot be allocated then); run the work eagerly once first");
+    TRICK_CHECK(
+        !stream_capturing(), "cublas: first use on cuda:", device,
+        " inside a CUDA graph capture (its workspace cannot be allocated then); run the work eagerly once first");
     it = buffers->emplace(device, DeviceBuffer(kCublasWorkspaceBytes)).first;
   }
   return it->second.data();
