@@ -19,9 +19,7 @@ const bool registered =
                       [](CLI::App&) {
                         return [] {
 #ifdef TRICK_WITH_CUDA
-                          const char* cuda =
-                              "compiled (CUDA runtime linked in; cuBLAS and cuDNN loaded on "
-                              "first use)";
+                          const char* cuda = "compiled (CUDA runtime linked in; cuBLAS and cuDNN loaded on first use)";
 #else
                           const char* cuda = "not compiled";
 #endif

@@ -17,45 +17,37 @@ namespace cuda {
 namespace {
 const char* cublas_status_name(cublasStatus_t s) {
   switch (s) {
-    case CUBLAS_STATUS_SUCCESS:
-      return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED:
-      return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_ALLOC_FAILED:
-      return "CUBLAS_STATUS_ALLOC_FAILED";
-    case CUBLAS_STATUS_INVALID_VALUE:
-      return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_ARCH_MISMATCH:
-      return "CUBLAS_STATUS_ARCH_MISMATCH";
-    case CUBLAS_STATUS_MAPPING_ERROR:
-      return "CUBLAS_STATUS_MAPPING_ERROR";
-    case CUBLAS_STATUS_EXECUTION_FAILED:
-      return "CUBLAS_STATUS_EXECUTION_FAILED";
-    case CUBLAS_STATUS_INTERNAL_ERROR:
-      return "CUBLAS_STATUS_INTERNAL_ERROR";
-    case CUBLAS_STATUS_NOT_SUPPORTED:
-      return "CUBLAS_STATUS_NOT_SUPPORTED";
-    case CUBLAS_STATUS_LICENSE_ERROR:
-      return "CUBLAS_STATUS_LICENSE_ERROR";
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
   }
   return "unknown cuBLAS status";
 }
 }  // namespace
 
-// A call into a library that cannot be loaded returns NOT_INITIALIZED (lazy_libs.cpp): the
-// loader's own error says why.
+// A call into a library that cannot be loaded returns NOT_INITIALIZED (lazy_libs.cpp): then
+// the loader's own error, which says why, is the one reported.
 void check_cublas(cublasStatus_t s, const char* what, const char* file, int line) {
-  if (s != CUBLAS_STATUS_SUCCESS) cublas_library().require();
-  if (s != CUBLAS_STATUS_SUCCESS) fail("cublas: ", what, " failed at ", file, ":", line, ": ", cublas_status_name(s));
+  if (s == CUBLAS_STATUS_SUCCESS) return;
+  cublas_library().require();
+  fail("cublas: ", what, " failed at ", file, ":", line, ": ", cublas_status_name(s));
 }
 
 void check_cudnn(cudnnStatus_t s, const char* what, const char* file, int line) {
-  if (s != CUDNN_STATUS_SUCCESS) cudnn_library().require();
-  if (s != CUDNN_STATUS_SUCCESS) fail("cudnn: ", what, " failed at ", file, ":", line, ": ", cudnnGetErrorString(s));
+  if (s == CUDNN_STATUS_SUCCESS) return;
+  cudnn_library().require();
+  fail("cudnn: ", what, " failed at ", file, ":", line, ": ", cudnnGetErrorString(s));
 }
 
 CublasHandle::CublasHandle() {
-  cublas_library().require();
+  cublas_library().require();  // loads it (lazy_libs.h), or says why it cannot
   TRICK_CUBLAS_CHECK(cublasCreate(&h_));
 }
 CublasHandle::~CublasHandle() {
@@ -117,9 +109,8 @@ void* cublas_workspace(int device) {
   std::lock_guard<std::mutex> lock(mu);
   auto it = buffers->find(device);
   if (it == buffers->end()) {
-    TRICK_CHECK(
-        !stream_capturing(), "cublas: first use on cuda:", device,
-        " inside a CUDA graph capture (its workspace cannot be allocated then); run the work eagerly once first");
+    TRICK_CHECK(!stream_capturing(), "cublas: first use on cuda:", device,
+                " inside a CUDA graph capture (its workspace cannot be allocated then); run the work eagerly once first");
     it = buffers->emplace(device, DeviceBuffer(kCublasWorkspaceBytes)).first;
   }
   return it->second.data();
