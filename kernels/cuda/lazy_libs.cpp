@@ -59,7 +59,7 @@ void* LazyLibrary::handle() {
 
 void LazyLibrary::require() {
   if (handle()) return;
-  fail(what_, " cannot be loaded: ", error_, "; ", hint_);
+  fail(what_, " cannot be loaded: ", error(), "; ", hint_);
 }
 
 std::string LazyLibrary::path() {
@@ -232,11 +232,8 @@ std::vector<std::string> missing_functions(LazyLibrary& lib, const std::vector<c
 TRICK_CUBLAS_FUNCTIONS(TRICK_FORWARD_CUBLAS)
 TRICK_CUDNN_FUNCTIONS(TRICK_FORWARD_CUDNN)
 
-extern "C" const char* cudnnGetErrorString(cudnnStatus_t status) {
-  using Fn = const char* (*)(cudnnStatus_t);
-  static const Fn fn = reinterpret_cast<Fn>(::trick::cuda::cudnn_library().symbol("cudnnGetErrorString"));
-  return fn ? fn(status) : "(cuDNN not loaded: no message for this status)";
-}
+TRICK_FORWARD(cudnn_library, "(cuDNN not loaded: no message for this status)", const char*, cudnnGetErrorString,
+              (cudnnStatus_t status), (status))
 
 namespace trick {
 namespace cuda {
