@@ -1092,6 +1092,15 @@ def run_case(trick, fixture_dir, cmd, case, spec, quiet=False):
         prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
         if subprocess.run(prefix + [trick, "--version"], capture_output=True).returncode != 0:
             return "skip", f"user nobody cannot run {trick} (a parent directory is private?)"
+        # The fixture's files by a path relative to the case's folder, which nobody reaches
+        # through folders this script made, even where a parent of the fixture is closed to it
+        # (a clone in /root, mode 700, on a fresh machine). setpriv itself can start trick
+        # there, but trick, once started, cannot open /root/... .
+        argv = [os.path.relpath(a, case_dir) if os.path.isabs(a) and os.path.exists(a) else a for a in argv]
+        for a in argv:
+            if os.path.isfile(os.path.join(case_dir, a)) and subprocess.run(
+                    prefix + ["test", "-r", a], cwd=case_dir, capture_output=True).returncode != 0:
+                return "skip", f"user nobody cannot read {a} from {case_dir}"
     before = snapshot(case_dir)
     fixtures_before = set(os.listdir(fixture_dir))
     shown = " ".join(["trick"] + [repr(a) if (not a or " " in a) else a for a in argv])
