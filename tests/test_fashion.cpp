@@ -253,6 +253,13 @@ TEST_CASE("fashion: IDX reader refuses broken files, naming them") {
   write_bytes(t.file("fm/t10k-images-idx3-ubyte.gz"), gzip(idx_images(4, 27, 28)));
   write_bytes(t.file("fm/t10k-labels-idx1-ubyte.gz"), gzip(idx_labels(4)));
   CHECK(contains(error_of([&] { read_fashion_mnist(t.file("fm"), "test"); }), "27x28"));
+
+  // A missing folder says so, and for the default one which package fills it.
+  CHECK(contains(error_of([&] { read_fashion_mnist(t.file("no-such"), "test"); }),
+                 t.file("no-such") + ": no such folder (give --data"));
+  if (!std::filesystem::exists(kFashionMnistDir))
+    CHECK(contains(error_of([&] { read_fashion_mnist(kFashionMnistDir, "test"); }),
+                   "package dataset-fashion-mnist installs"));
 }
 
 // --- the model ---------------------------------------------------------------------------------

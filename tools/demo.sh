@@ -8,7 +8,7 @@
 # model is sturdier per pixel than Inception v3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tools/install-deps.sh
+bash tools/install-deps.sh build
 source tools/cmake_generator.sh
 cmake_generator build
 cmake "${generator[@]}" -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null

@@ -156,6 +156,12 @@ IdxDataset read_idx_pair(const std::string& images_path, const std::string& labe
 IdxDataset read_fashion_mnist(const std::string& dir, const std::string& split) {
   TRICK_CHECK(split == "train" || split == "test", "fashion-mnist: split must be 'train' or 'test', got '", split,
               "'");
+  {  // a missing folder: most likely the default one without Debian's package
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0)
+      fail(dir, ": no such folder (", dir == kFashionMnistDir ? "Debian's package dataset-fashion-mnist installs "
+           "Fashion-MNIST's IDX files there" : "give --data the folder of Fashion-MNIST's IDX files", ")");
+  }
   const std::string stem = dir + "/" + (split == "train" ? "train" : "t10k");
   auto pick = [](const std::string& base) {
     struct stat st;
