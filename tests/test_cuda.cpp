@@ -83,6 +83,28 @@ std::string no_cuda_reason() {
     }                                                                                           \
   } while (0)
 
+// cuDNN is in the build only where CMake found its header (TRICK_WITH_CUDNN); without it,
+// --conv cudnn is an error (tests/test_lazy_libs.cpp) and its cases here are skipped.
+#ifdef TRICK_WITH_CUDNN
+constexpr bool kHaveCudnn = true;
+#else
+constexpr bool kHaveCudnn = false;
+#endif
+#define SKIP_WITHOUT_CUDNN()                                                                   \
+  do {                                                                                         \
+    if (!kHaveCudnn) {                                                                         \
+      MESSAGE("skipped: this build has no cuDNN (CMake found no cudnn.h, or -DTRICK_CUDNN=OFF)"); \
+      return;                                                                                  \
+    }                                                                                          \
+  } while (0)
+// `want` without cuDNN where the build has none.
+std::vector<ConvBackend> backends(std::initializer_list<ConvBackend> want) {
+  std::vector<ConvBackend> out;
+  for (ConvBackend b : want)
+    if (b != ConvBackend::Cudnn || kHaveCudnn) out.push_back(b);
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------
 // Host-side checks of the shared index math
 // ---------------------------------------------------------------------------------------
@@ -585,7 +607,7 @@ const std::vector<GpuConvCase>& large_tile_conv_cases() {
 TEST_CASE("cuda: conv2d forward, dgrad and wgrad on every backend against the CPU (fp32)") {
   SKIP_WITHOUT_CUDA();
   Rng rng(31);
-  for (ConvBackend backend : {ConvBackend::Own, ConvBackend::Cublas, ConvBackend::Cudnn})
+  for (ConvBackend backend : backends({ConvBackend::Own, ConvBackend::Cublas, ConvBackend::Cudnn}))
     for (const GpuConvCase& cc : gpu_conv_cases()) run_conv_case(cc, backend, MathMode::FP32, rng);
 }
 
@@ -613,6 +635,7 @@ TEST_CASE("cuda: conv2d and gemm on our kernels with split-K off and forced agai
 
 TEST_CASE("cuda: conv2d on cuDNN with its heuristic algorithm choice against the CPU") {
   SKIP_WITHOUT_CUDA();
+  SKIP_WITHOUT_CUDNN();
   // The other cuDNN cases run with the default, measured choice (cudnnFind*).
   CudnnAlgoScope algo(CudnnAlgo::Heuristic);
   Rng rng(36);
@@ -621,6 +644,7 @@ TEST_CASE("cuda: conv2d on cuDNN with its heuristic algorithm choice against the
 
 TEST_CASE("cuda: conv2d on channel slices at 16-byte offsets against the CPU (cuDNN in place)") {
   SKIP_WITHOUT_CUDA();
+  SKIP_WITHOUT_CUDNN();
   // The other sliced cases start at channel 2: cuDNN gets packed copies of those
   // (conv_cudnn.cpp). Inception's branches write slices at multiples of 4 channels into
   // rows a multiple of 4 wide, which cuDNN takes in place, strided: this runs that path
@@ -656,7 +680,7 @@ TEST_CASE("cuda: conv2d on cuBLAS with one image per im2col chunk against the CP
 TEST_CASE("cuda: conv2d on cuBLAS and cuDNN in TF32 stays within the TF32 bound") {
   SKIP_WITHOUT_CUDA();
   Rng rng(32);
-  for (ConvBackend backend : {ConvBackend::Cublas, ConvBackend::Cudnn})
+  for (ConvBackend backend : backends({ConvBackend::Cublas, ConvBackend::Cudnn}))
     for (size_t i : {1, 2, 8}) run_conv_case(gpu_conv_cases()[i], backend, MathMode::TF32, rng);
 }
 
@@ -784,6 +808,7 @@ TEST_CASE("cuda: conv2d and gemm in bf16 (our tensor-core kernel and cuBLAS) sta
     expect_reduced_precision_gemms(rng, kBf16Bound, backend == ConvBackend::Own ? 1e-3 : 0.0);
   }
   // cuDNN has no bf16 math on fp32 tensors: one clear error, not a silent fp32 or TF32 run.
+  if (!kHaveCudnn) return;
   ConvBackendScope cudnn(ConvBackend::Cudnn);
   const Tensor x = randn(Shape{1, 5, 5, 3}, rng).to(Device::cuda()), w = randn(Shape{4, 3, 3, 3}, rng).to(Device::cuda());
   Tensor y = Tensor::zeros(Shape{1, 3, 3, 4}, Device::cuda()), no_bias;
@@ -1488,7 +1513,7 @@ TEST_CASE("cuda: the Inception v3 attack step from a CUDA graph equals the eager
   s.seed = 9;
   // Every backend is deterministic (cuDNN: only CUDNN_DETERMINISTIC algorithms are chosen,
   // kernels/cuda/conv_cudnn.cpp), and graphs are the default for each of them.
-  for (ConvBackend b : {ConvBackend::Own, ConvBackend::Cublas, ConvBackend::Cudnn}) {
+  for (ConvBackend b : backends({ConvBackend::Own, ConvBackend::Cublas, ConvBackend::Cudnn})) {
     ConvBackendScope scope(b);
     expect_graph_equals_eager(*model, items, s, cat("inception v3, pgd, ", conv_backend_name(b)));
   }
@@ -1711,6 +1736,7 @@ TEST_CASE("gpu inception v3: logits and input gradient on the GPU match the CPU 
                          Config{ConvBackend::Cudnn, MathMode::FP32}, Config{ConvBackend::Own, MathMode::TF32},
                          Config{ConvBackend::Cublas, MathMode::TF32}, Config{ConvBackend::Cudnn, MathMode::TF32},
                          Config{ConvBackend::Own, MathMode::BF16}, Config{ConvBackend::Cublas, MathMode::BF16}}) {
+    if (c.backend == ConvBackend::Cudnn && !kHaveCudnn) continue;
     ConvBackendScope scope_backend(c.backend);
     MathModeScope scope_mode(c.mode);
     std::vector<float> logits, grad;

@@ -44,8 +44,11 @@ TEST_CASE("cuda: cuBLAS and cuDNN are not linked, load on first use, and export 
     const std::vector<const char*>& names;
     const char* file;
   };
-  for (const Case& c : {Case{cuda::cublas_library(), cuda::cublas_functions(), "libcublas.so."},
-                        Case{cuda::cudnn_library(), cuda::cudnn_functions(), "libcudnn.so."}}) {
+  std::vector<Case> cases{Case{cuda::cublas_library(), cuda::cublas_functions(), "libcublas.so."}};
+#ifdef TRICK_WITH_CUDNN
+  cases.push_back(Case{cuda::cudnn_library(), cuda::cudnn_functions(), "libcudnn.so."});
+#endif
+  for (const Case& c : cases) {
     CAPTURE(c.lib.name());
     REQUIRE_MESSAGE(c.lib.loaded(), c.lib.error());
     CHECK(c.lib.error().empty());
@@ -60,8 +63,32 @@ TEST_CASE("cuda: cuBLAS and cuDNN are not linked, load on first use, and export 
   const std::string info = run_capture(std::string(TRICK_BINARY) + " info 2>&1", &status);
   CHECK(status == 0);
   CHECK_MESSAGE(contains(info, cuda::cublas_library().path()), info);
+#ifdef TRICK_WITH_CUDNN
   CHECK_MESSAGE(contains(info, cuda::cudnn_library().path()), info);
+#else
+  CHECK_MESSAGE(contains(info, "this build has none"), info);
+#endif
 }
+
+#ifndef TRICK_WITH_CUDNN
+TEST_CASE("cuda: a build without cuDNN's header says so for --conv cudnn (host)") {
+  // CMake found no cudnn.h (or -DTRICK_CUDNN=OFF): nothing to load, and the error says why.
+  cuda::LazyLibrary& lib = cuda::cudnn_library();
+  CHECK_FALSE(lib.loaded());
+  CHECK(cuda::cudnn_functions().empty());
+  std::string message;
+  try {
+    lib.require();
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  CHECK_MESSAGE(contains(message,
+                         "cuDNN (--conv cudnn) cannot be loaded: this build has none (CMake found no "
+                         "cudnn.h when trick was built); install cuDNN 9 with its headers and build trick "
+                         "again; --conv own and --conv cublas need no cuDNN"),
+                message);
+}
+#endif
 
 TEST_CASE("cuda: a library that cannot be loaded is one error naming it, every place looked and what to do (host)") {
   cuda::LazyLibrary lib("libnothing (--conv nothing)", {"libtrick-no-such.so.1", "/nonexistent/libtrick-no-such.so.1"},

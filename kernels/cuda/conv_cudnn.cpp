@@ -1,6 +1,25 @@
 // cuDNN convolutions (see kernels/cuda/conv_cudnn.h).
 #include "kernels/cuda/conv_cudnn.h"
 
+#ifndef TRICK_WITH_CUDNN
+// Built without cuDNN's header (CMakeLists.txt): --conv cudnn stops at its first convolution
+// with the loader's error, which says that this build has no cuDNN and what to do.
+#include "kernels/cuda/lazy_libs.h"
+
+namespace trick {
+namespace cuda {
+bool cudnn_conv_supported(const Tensor&, const Tensor&, const Conv2dParams&) {
+  cudnn_library().require();  // throws
+  return false;
+}
+void cudnn_conv_forward(const Tensor&, const Tensor&, const Conv2dParams&, Tensor&) { cudnn_library().require(); }
+void cudnn_conv_dgrad(const Tensor&, const Tensor&, const Conv2dParams&, Tensor&, bool) { cudnn_library().require(); }
+void cudnn_conv_wgrad(const Tensor&, const Tensor&, const Conv2dParams&, Tensor&, bool) { cudnn_library().require(); }
+}  // namespace cuda
+}  // namespace trick
+
+#else
+
 #include <array>
 #include <cstdint>
 #include <map>
@@ -395,3 +414,5 @@ void cudnn_conv_wgrad(const Tensor& x, const Tensor& dy, const Conv2dParams& p, 
 
 }  // namespace cuda
 }  // namespace trick
+
+#endif  // TRICK_WITH_CUDNN

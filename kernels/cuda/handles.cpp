@@ -40,11 +40,13 @@ void check_cublas(cublasStatus_t s, const char* what, const char* file, int line
   fail("cublas: ", what, " failed at ", file, ":", line, ": ", cublas_status_name(s));
 }
 
+#ifdef TRICK_WITH_CUDNN
 void check_cudnn(cudnnStatus_t s, const char* what, const char* file, int line) {
   if (s == CUDNN_STATUS_SUCCESS) return;
   cudnn_library().require();
   fail("cudnn: ", what, " failed at ", file, ":", line, ": ", cudnnGetErrorString(s));
 }
+#endif
 
 CublasHandle::CublasHandle() {
   cublas_library().require();  // loads it (lazy_libs.h), or says why it cannot
@@ -62,6 +64,7 @@ CublasHandle& CublasHandle::operator=(CublasHandle&& o) noexcept {
   return *this;
 }
 
+#ifdef TRICK_WITH_CUDNN
 CudnnHandle::CudnnHandle() {
   cudnn_library().require();
   TRICK_CUDNN_CHECK(cudnnCreate(&h_));
@@ -77,6 +80,7 @@ CudnnHandle& CudnnHandle::operator=(CudnnHandle&& o) noexcept {
   }
   return *this;
 }
+#endif
 
 namespace {
 // Never destroyed: handles must not be torn down after the CUDA runtime at exit.
@@ -129,11 +133,13 @@ cublasHandle_t cublas() {
   return h;
 }
 
+#ifdef TRICK_WITH_CUDNN
 cudnnHandle_t cudnn() {
   cudnnHandle_t h = handle_for<CudnnHandle>(current_device(), "cudnn").get();
   TRICK_CUDNN_CHECK(cudnnSetStream(h, stream()));
   return h;
 }
+#endif
 
 }  // namespace cuda
 }  // namespace trick

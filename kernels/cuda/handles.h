@@ -3,7 +3,9 @@
 // out. Status checks name the call, file and line.
 #pragma once
 #include <cublas_v2.h>
+#ifdef TRICK_WITH_CUDNN  // a CUDA build without cuDNN has no --conv cudnn (CMakeLists.txt)
 #include <cudnn.h>
+#endif
 
 namespace trick {
 namespace cuda {
@@ -22,6 +24,7 @@ class CublasHandle {
   cublasHandle_t h_ = nullptr;
 };
 
+#ifdef TRICK_WITH_CUDNN
 class CudnnHandle {
  public:
   CudnnHandle();
@@ -35,13 +38,15 @@ class CudnnHandle {
  private:
   cudnnHandle_t h_ = nullptr;
 };
+#endif
 
 // The current device's handle, on stream().
 cublasHandle_t cublas();
-cudnnHandle_t cudnn();
-
 void check_cublas(cublasStatus_t s, const char* what, const char* file, int line);
+#ifdef TRICK_WITH_CUDNN
+cudnnHandle_t cudnn();
 void check_cudnn(cudnnStatus_t s, const char* what, const char* file, int line);
+#endif
 
 }  // namespace cuda
 }  // namespace trick

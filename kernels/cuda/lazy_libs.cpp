@@ -3,7 +3,9 @@
 #include "kernels/cuda/lazy_libs.h"
 
 #include <cublas_v2.h>
+#ifdef TRICK_WITH_CUDNN
 #include <cudnn.h>
+#endif
 #include <dlfcn.h>
 #include <link.h>
 
@@ -46,6 +48,7 @@ void* LazyLibrary::handle() {
   std::lock_guard<std::mutex> lock(load_mutex());
   if (!tried_) {
     tried_ = true;
+    if (candidates_.empty()) error_ = "this build has none (CMake found no cudnn.h when trick was built)";
     for (const std::string& c : candidates_) {
       // RTLD_GLOBAL, as when linked: cuDNN loads its sub-libraries itself.
       handle_ = dlopen(c.c_str(), RTLD_NOW | RTLD_GLOBAL);
@@ -89,10 +92,16 @@ LazyLibrary& cublas_library() {
 }
 
 LazyLibrary& cudnn_library() {
+#ifdef TRICK_WITH_CUDNN
   static LazyLibrary* lib = new LazyLibrary(
       "cuDNN (--conv cudnn)", candidates("libcudnn.so." TRICK_LAZY_STR(CUDNN_MAJOR), TRICK_CUDNN_DIR),
       "install cuDNN " TRICK_LAZY_STR(CUDNN_MAJOR) " or put its folder in LD_LIBRARY_PATH; "
       "--conv own needs neither cuBLAS nor cuDNN");
+#else  // nothing to load: no forwarders were compiled (CMakeLists.txt, TRICK_WITH_CUDNN)
+  static LazyLibrary* lib = new LazyLibrary(
+      "cuDNN (--conv cudnn)", {},
+      "install cuDNN 9 with its headers and build trick again; --conv own and --conv cublas need no cuDNN");
+#endif
   return *lib;
 }
 
@@ -126,6 +135,7 @@ std::vector<std::string> missing_functions(LazyLibrary& lib, const std::vector<c
      const void* beta, void* C, cudaDataType Ctype, int ldc, cublasComputeType_t computeType, cublasGemmAlgo_t algo), \
     (handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype, ldc, computeType, algo))
 
+#ifdef TRICK_WITH_CUDNN
 #define TRICK_CUDNN_FUNCTIONS(X)                                                                                       \
   X(cudnnStatus_t, cudnnCreate, (cudnnHandle_t * handle), (handle))                                                    \
   X(cudnnStatus_t, cudnnDestroy, (cudnnHandle_t handle), (handle))                                                     \
@@ -215,6 +225,7 @@ std::vector<std::string> missing_functions(LazyLibrary& lib, const std::vector<c
      cudnnConvolutionBwdFilterAlgo_t algo, void* workSpace, size_t workSpaceSizeInBytes, const void* beta,             \
      const cudnnFilterDescriptor_t dwDesc, void* dw),                                                                  \
     (handle, alpha, xDesc, x, dyDesc, dy, convDesc, algo, workSpace, workSpaceSizeInBytes, beta, dwDesc, dw))
+#endif  // TRICK_WITH_CUDNN
 
 // Each forwarder looks its target up once (a function-local static: thread-safe).
 #define TRICK_FORWARD(library, not_loaded, ret, name, params, args)                                   \
@@ -230,10 +241,12 @@ std::vector<std::string> missing_functions(LazyLibrary& lib, const std::vector<c
   TRICK_FORWARD(cudnn_library, CUDNN_STATUS_NOT_INITIALIZED, ret, name, params, args)
 
 TRICK_CUBLAS_FUNCTIONS(TRICK_FORWARD_CUBLAS)
+#ifdef TRICK_WITH_CUDNN
 TRICK_CUDNN_FUNCTIONS(TRICK_FORWARD_CUDNN)
 
 TRICK_FORWARD(cudnn_library, "(cuDNN not loaded: no message for this status)", const char*, cudnnGetErrorString,
               (cudnnStatus_t status), (status))
+#endif
 
 namespace trick {
 namespace cuda {
@@ -246,7 +259,11 @@ const std::vector<const char*>& cublas_functions() {
 }
 
 const std::vector<const char*>& cudnn_functions() {
+#ifdef TRICK_WITH_CUDNN
   static const std::vector<const char*> names{TRICK_CUDNN_FUNCTIONS(TRICK_LAZY_NAME) "cudnnGetErrorString"};
+#else
+  static const std::vector<const char*> names;
+#endif
   return names;
 }
 
