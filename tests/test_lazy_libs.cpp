@@ -83,8 +83,8 @@ TEST_CASE("cuda: a build without cuDNN's header says so for --conv cudnn (host)"
     message = e.what();
   }
   CHECK_MESSAGE(contains(message,
-                         "cuDNN (--conv cudnn) cannot be loaded: this build has none (CMake found no "
-                         "cudnn.h when trick was built); install cuDNN 9 with its headers and build trick "
+                         "cuDNN (--conv cudnn) cannot be loaded: this build has none; CMake found no "
+                         "cudnn.h when trick was built: install cuDNN 9 with its headers and build trick "
                          "again; --conv own and --conv cublas need no cuDNN"),
                 message);
 }

@@ -48,7 +48,7 @@ void* LazyLibrary::handle() {
   std::lock_guard<std::mutex> lock(load_mutex());
   if (!tried_) {
     tried_ = true;
-    if (candidates_.empty()) error_ = "this build has none (CMake found no cudnn.h when trick was built)";
+    if (candidates_.empty()) error_ = "this build has none";
     for (const std::string& c : candidates_) {
       // RTLD_GLOBAL, as when linked: cuDNN loads its sub-libraries itself.
       handle_ = dlopen(c.c_str(), RTLD_NOW | RTLD_GLOBAL);
@@ -100,7 +100,8 @@ LazyLibrary& cudnn_library() {
 #else  // nothing to load: no forwarders were compiled (CMakeLists.txt, TRICK_WITH_CUDNN)
   static LazyLibrary* lib = new LazyLibrary(
       "cuDNN (--conv cudnn)", {},
-      "install cuDNN 9 with its headers and build trick again; --conv own and --conv cublas need no cuDNN");
+      "CMake found no cudnn.h when trick was built: install cuDNN 9 with its headers and build trick again; "
+      "--conv own and --conv cublas need no cuDNN");
 #endif
   return *lib;
 }

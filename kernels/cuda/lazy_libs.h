@@ -21,7 +21,8 @@ class LazyLibrary {
  public:
   // what: "cuBLAS"; candidates: file names tried in turn with dlopen (a bare soname first, so
   // LD_LIBRARY_PATH and the system's library cache decide, then the build machine's folder);
-  // hint: what to tell a user it cannot be loaded for.
+  // hint: what to tell a user it cannot be loaded for. No candidates: a library this build
+  // left out (its error() is "this build has none", and the hint says why).
   LazyLibrary(std::string what, std::vector<std::string> candidates, std::string hint);
   LazyLibrary(const LazyLibrary&) = delete;
   LazyLibrary& operator=(const LazyLibrary&) = delete;
