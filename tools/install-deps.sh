@@ -19,8 +19,8 @@
 #                     the PyTorch/PIL parity tests (Debian's /usr/bin/python3) and real photos
 #   clang, libclang-rt-dev   the libFuzzer targets (tools/fuzz.sh): clang's -fsanitize=fuzzer
 #                     needs its compiler-rt libraries, which clang itself only recommends
-# On a fresh Debian 12 (debootstrap --variant=minbase) the build set is about 160 MB of
-# downloads and the whole set about 540 MB (docs/fresh_debian.md).
+# On a fresh Debian 12 (debootstrap --variant=minbase) the build set is about 180 MB of
+# downloads and the whole set about 540 MB (measured by tools/fresh_debian.sh; README).
 set -euo pipefail
 build=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev doctest-dev libjpeg62-turbo-dev libpng-dev
   libstb-dev libcli11-dev nlohmann-json3-dev libcairo2-dev fonts-dejavu-core libgif-dev zlib1g-dev)
