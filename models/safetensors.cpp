@@ -66,8 +66,9 @@ int64_t SafetensorsInfo::numel() const {
 bool SafetensorsInfo::is_float() const { return dtype == "F32" || dtype == "F16" || dtype == "BF16" || dtype == "F64"; }
 
 struct SafetensorsFile::Mapping {
-  void* addr = nullptr;
+  void* addr = nullptr;  // open(): the file's private mapping
   size_t size = 0;
+  std::string owned;  // from_bytes(): the bytes themselves
   ~Mapping() {
     if (addr) munmap(addr, size);
   }
@@ -86,7 +87,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size < 8) {
     ::close(fd);
-    fail(path, ": file is ", size, " bytes, too short for a safetensors header (8-byte length, then JSON)");
+    parse(f, nullptr, size);  // fails: too short
   }
   // Private and writable: a caller that scales weights in place (batch-norm folding) gets
   // copy-on-write pages and the file on disk is never modified.
@@ -97,8 +98,22 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   f.map_ = std::make_shared<Mapping>();
   f.map_->addr = addr;
   f.map_->size = size;
-  const uint8_t* bytes = static_cast<const uint8_t*>(addr);
+  parse(f, static_cast<const uint8_t*>(addr), size);
+  return f;
+}
 
+SafetensorsFile SafetensorsFile::from_bytes(const std::string& name, std::string bytes) {
+  SafetensorsFile f;
+  f.path_ = name;
+  f.map_ = std::make_shared<Mapping>();
+  f.map_->owned = std::move(bytes);  // its heap block: aligned for any float, and it never moves again
+  parse(f, reinterpret_cast<const uint8_t*>(f.map_->owned.data()), f.map_->owned.size());
+  return f;
+}
+
+void SafetensorsFile::parse(SafetensorsFile& f, const uint8_t* bytes, uint64_t size) {
+  const std::string& path = f.path_;
+  if (size < 8) fail(path, ": file is ", size, " bytes, too short for a safetensors header (8-byte length, then JSON)");
   uint64_t n = 0;
   std::memcpy(&n, bytes, 8);
   // The most common wrong file: PyTorch's own format, a zip archive or a pickle stream.
@@ -207,7 +222,6 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   }
   TRICK_CHECK(expected == data_size, path, ": ", data_size - expected, " bytes after the last tensor belong to none (data is ",
               data_size, " bytes, tensors end at ", expected, ")");
-  return f;
 }
 
 const SafetensorsInfo& SafetensorsFile::info(const std::string& name) const {

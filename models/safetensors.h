@@ -29,6 +29,9 @@ class SafetensorsFile {
  public:
   // Maps the file and validates its header; throws trick::Error "<path>: <problem>".
   static SafetensorsFile open(const std::string& path);
+  // The same checks on a file's bytes held in memory (e.g. weights compiled into the
+  // binary); `name` stands for the path in messages and path().
+  static SafetensorsFile from_bytes(const std::string& name, std::string bytes);
 
   const std::string& path() const { return path_; }
   // Tensor names in the order of their data in the file.
@@ -43,6 +46,9 @@ class SafetensorsFile {
   Tensor read_f32(const std::string& name) const;
 
  private:
+  // Validates the header of `size` bytes at `bytes` (the whole file) and fills f's tables;
+  // throws naming f.path_.
+  static void parse(SafetensorsFile& f, const uint8_t* bytes, uint64_t size);
   struct Mapping;
   std::string path_;
   std::shared_ptr<Mapping> map_;

@@ -1,9 +1,5 @@
 #include "models/zoo.h"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstddef>
 #include <cstring>
 
@@ -138,11 +134,16 @@ std::unique_ptr<Model> model_from_state_dict(const std::string& name, StateDict 
   return naming_source(source, [&] { return build_model(name, state); });
 }
 
-std::unique_ptr<Model> load_model(const std::string& weights_path) {
-  const SafetensorsFile f = SafetensorsFile::open(weights_path);
+namespace {
+std::unique_ptr<Model> load_from(const SafetensorsFile& f) {
   const std::string name = model_name_of(f);
-  if (!known_model(name)) fail_unknown_model(weights_path, name);  // before reading any data
-  return model_from_state_dict(name, naming_source(weights_path, [&] { return read_all(f); }), weights_path);
+  if (!known_model(name)) fail_unknown_model(f.path(), name);  // before reading any data
+  return model_from_state_dict(name, naming_source(f.path(), [&] { return read_all(f); }), f.path());
+}
+}  // namespace
+
+std::unique_ptr<Model> load_model(const std::string& weights_path) {
+  return load_from(SafetensorsFile::open(weights_path));
 }
 
 std::string default_weights_bytes() {
@@ -150,30 +151,10 @@ std::string default_weights_bytes() {
 }
 
 std::unique_ptr<Model> load_default_model() {
-  // The reader works on files (it memory-maps them and validates the mapping), so the embedded
-  // bytes go into an anonymous in-memory file (memfd: no disk, gone when closed) opened through
-  // /proc/self/fd. The mapping load_model makes stays valid after the descriptor is closed.
-  const int fd = memfd_create("trick-default-model", MFD_CLOEXEC);
-  TRICK_CHECK(fd >= 0, "default model: cannot create an in-memory file: ", std::strerror(errno));
-  size_t done = 0;
-  while (done < kDefaultModelSize) {
-    const ssize_t w = ::write(fd, kDefaultModelData + done, kDefaultModelSize - done);
-    if (w <= 0) {
-      const int err = errno;
-      ::close(fd);
-      fail("default model: cannot write the in-memory file: ", std::strerror(err));
-    }
-    done += static_cast<size_t>(w);
-  }
-  std::unique_ptr<Model> m;
-  try {
-    m = load_model(cat("/proc/self/fd/", fd));
-  } catch (const Error& e) {
-    ::close(fd);
-    fail("embedded default model (data/models/fashion_inception.safetensors): ", e.what());
-  }
-  ::close(fd);
-  return m;
+  // Read from a copy of the embedded bytes, checked as any weight file is (batch-norm folding
+  // writes into the weights, and the embedded ones are read-only).
+  return load_from(SafetensorsFile::from_bytes("the embedded model (data/models/fashion_inception.safetensors)",
+                                               default_weights_bytes()));
 }
 
 }  // namespace trick

@@ -63,7 +63,8 @@ void expect_error(const std::function<void()>& f, const std::vector<std::string>
   for (const std::string& p : parts) CHECK_MESSAGE(msg.find(p) != std::string::npos, "missing '", p, "'");
 }
 
-// Opening a safetensors file with these contents fails naming the file and the problem.
+// Opening a safetensors file with these contents fails naming the file and the problem, and
+// so does reading the same bytes from memory (naming the name it was given).
 void expect_bad_safetensors(const std::string& contents, const std::vector<std::string>& problem) {
   TempDir dir;
   const std::string path = dir.file("weights.safetensors");
@@ -71,6 +72,8 @@ void expect_bad_safetensors(const std::string& contents, const std::vector<std::
   std::vector<std::string> parts = problem;
   parts.insert(parts.begin(), path + ": ");
   expect_error([&] { SafetensorsFile::open(path); }, parts);
+  parts[0] = "in-memory weights: ";
+  expect_error([&] { SafetensorsFile::from_bytes("in-memory weights", contents); }, parts);
 }
 
 }  // namespace
@@ -135,6 +138,25 @@ TEST_CASE("formats: safetensors round trip") {
   // Writing into a wrapped tensor is copy-on-write: the file does not change.
   conv_back.data()[0] = 1234.5f;
   CHECK(read_bytes(path) == bytes);
+
+  // The same bytes from memory (the embedded model's way): the same tables and values, and
+  // the tensors keep the reader's copy alive after it is gone.
+  Tensor from_memory;
+  {
+    const SafetensorsFile f = SafetensorsFile::from_bytes("copy of round.safetensors", bytes);
+    CHECK(f.path() == "copy of round.safetensors");
+    CHECK(f.names() == std::vector<std::string>{"conv.weight", "fc.bias", "scalar", "empty", "view"});
+    CHECK(f.metadata() == meta);
+    for (const auto& [name, t] : tensors) {
+      CAPTURE(name);
+      CHECK(f.info(name).shape == t.shape().vec());
+      CHECK(f.read_f32(name).to_vector() == t.to_vector());
+    }
+    from_memory = f.read_f32("conv.weight");
+    CHECK(from_memory.owner() != nullptr);  // zero-copy: wraps the reader's bytes
+    expect_error([&] { f.info("missing"); }, {"copy of round.safetensors: no tensor named 'missing'"});
+  }
+  CHECK(from_memory.to_vector() == conv.to_vector());
 
   expect_error([&] { write_safetensors(dir.file("dup.safetensors"), {{"a", vec}, {"a", vec}}); },
                {"dup.safetensors", "'a' given twice"});
