@@ -20,7 +20,7 @@ it uses decide which families of bad inputs it gets ({image}: images, {weights}:
 option cases go in OPTION_CASES. A command listed here that this build of trick lacks fails,
 unless it is in PENDING (one still being written), whose cases skip, saying so.
 
-Not covered, on purpose: NaN/Inf in images. PNG, JPEG, GIF and BMP store integer samples, so an
+Not covered, on purpose: NaN/Inf in images. PNG, JPEG, GIF, WebP and BMP store integer samples, so an
 image file cannot hold a NaN; the float paths are covered by NaN weights here and by the
 non-finite tests of the image and render code.
 
@@ -533,11 +533,28 @@ def gif_bad_code_size(c):
     return c.write("code-size.gif", g)
 
 
-def webp(c):
-    # The RIFF/WEBP container of a 1x1 lossless image: a format trick does not read.
-    data = bytes.fromhex("2f000000100788888888080000")
-    return c.write("photo.webp", b"RIFF" + struct.pack("<I", 4 + 8 + len(data) + 1) + b"WEBPVP8L" +
-                   struct.pack("<I", len(data)) + data + b"\0")
+def webp_bytes(w, h, **kw):
+    """A lossy WebP of noise, written by PIL (libwebp)."""
+    import PIL.Image
+    out = io.BytesIO()
+    PIL.Image.frombytes("RGB", (w, h), png_pixels(w, h)).save(out, "WEBP", quality=90, **kw)
+    return out.getvalue()
+
+
+def webp_corrupt(c):
+    """A WebP whose VP8 key frame has lost its start code (9d 01 2a)."""
+    w = bytearray(webp_bytes(32, 24))
+    at = w.index(b"\x9d\x01\x2a")
+    w[at:at + 3] = b"\0\0\0"
+    return c.write("corrupt.webp", bytes(w))
+
+
+def webp_huge(c):
+    """An extended (VP8X) WebP whose canvas is 16384x16384, holding a 32x24 image."""
+    image = webp_bytes(32, 24)[12:]  # the VP8 chunk
+    vp8x = b"VP8X" + struct.pack("<I", 10) + b"\0\0\0\0" + (16383).to_bytes(3, "little") * 2
+    body = b"WEBP" + vp8x + image
+    return c.write("huge.webp", b"RIFF" + struct.pack("<I", len(body)) + body)
 
 
 IMAGE_CASES = [
@@ -565,7 +582,11 @@ IMAGE_CASES = [
     ("truncated-gif", gif_truncated, r"truncated or corrupt GIF file"),
     ("gif-without-image", lambda c: c.write("empty.gif", b"GIF89a" + struct.pack("<HHBBB", 4, 4, 0, 0, 0) + b";"),
      r"corrupt GIF file \(the file holds no image\)"),
-    ("webp", webp, r"WebP images are not supported"),
+    ("truncated-webp", lambda c: c.write("truncated.webp", webp_bytes(64, 48)[:1000]),
+     r"truncated or corrupt WebP file \(the file ends early: its RIFF header says \d+ bytes, the file has 1000\)"),
+    ("corrupt-webp", webp_corrupt, r"truncated or corrupt WebP file \(libwebp: bitstream error\)"),
+    ("webp-huge-size", webp_huge, r"declares a size of 16384x16384"),
+    ("tiff", lambda c: c.write("scan.tif", b"II*\0" + struct.pack("<I", 8) + b"\0" * 64), r"TIFF images are not supported"),
     ("png-bad-idat-crc", png_bad_idat_crc, r"corrupt PNG"),
     ("bmp-zero-bits", lambda c: c.write("zero-bits.bmp", bmp_header(0, 0)), r"corrupt BMP|bits"),
     ("bmp-rle", lambda c: c.write("rle.bmp", bmp_header(8, 1)), r"RLE-compressed BMP images are not supported"),

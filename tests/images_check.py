@@ -11,8 +11,9 @@ down-scaling, odd sizes), checks:
      4:4:4, progressive, optimised, gray, CMYK (Adobe, inverted), noise at quality 50; PNG
      palette (with tRNS), gray+alpha, 1- and 2-bit gray, 16-bit RGB, Adam7-interlaced; GIF
      (transparency, interlace, animation, frames inside and outside the screen, a short
-     colour table); BMP 24/32-bit, palette, gray, 1-bit. A 16-bit gray PNG keeps its high
-     byte (PIL clips it to 255: a stated difference);
+     colour table); WebP (lossy, lossless, noise at quality 50, alpha lossy and lossless, an
+     extended file with EXIF, animations: the first frame); BMP 24/32-bit, palette, gray,
+     1-bit. A 16-bit gray PNG keeps its high byte (PIL clips it to 255: a stated difference);
   2. Resize(342) + CenterCrop(299) against PIL on 8-bit images (what torchvision does):
      Pillow rounds to 8 bits after each of its two passes and we stay in float, so small
      differences are expected: max and mean |diff| in 1/255 units are reported and bounded;
@@ -214,6 +215,21 @@ def decode_variants(tmp):
     out.append(gif_edit(os.path.join(tmp, "frame_inside_transparent.gif"), small, (10, 8), (2, 3), transparency=2))
     out.append(gif_edit(os.path.join(tmp, "frame_outside.gif"), small, (5, 3), (2, 1)))
     out.append(gif_short_palette(os.path.join(tmp, "short_palette.gif")))
+    # WebP (PIL decodes all of them with libwebp's animation decoder, RGBA): lossy, lossless,
+    # noise, gray (stored as YUV), alpha with every value (lossy: the alpha plane compressed
+    # apart; lossless), an extended (VP8X) still image with EXIF, animations (the first frame).
+    alpha = np.asarray(photo.convert("RGBA")).copy()
+    alpha[..., 3] = rng.integers(0, 256, alpha.shape[:2])
+    rgba = Image.fromarray(alpha, "RGBA")
+    save("lossy.webp", photo, quality=80)
+    save("lossless.webp", photo, lossless=True)
+    save("noise_q50.webp", Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)), quality=50)
+    save("gray.webp", photo.convert("L"), quality=90)
+    save("alpha_lossy.webp", rgba, quality=70)
+    save("alpha_lossless.webp", rgba, lossless=True)
+    save("exif.webp", photo, quality=85, exif=b"Exif\0\0II*\0\x08\0\0\0\0\0\0\0\0\0")
+    save("animation.webp", photo, save_all=True, append_images=[photo.rotate(90)], quality=80)
+    save("animation_alpha.webp", rgba, save_all=True, append_images=[photo.rotate(90)], lossless=True)
     # BMP: 24-bit, palette, gray, 1-bit, RGBA (32-bit).
     save("rgb.bmp", photo)
     save("palette.bmp", pal)

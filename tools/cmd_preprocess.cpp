@@ -63,7 +63,7 @@ const bool registered = register_command(
     {"preprocess", "Write the model input an image becomes (resize + centre crop) as a .npy array",
      [](CLI::App& app) {
        auto o = std::make_shared<Options>();
-       app.add_option("image", o->image, "Image file (PNG, JPEG, BMP, GIF)")->required();
+       app.add_option("image", o->image, "Image file (PNG, JPEG, BMP, GIF, WebP)")->required();
        app.add_option("--out,-o", o->out, "Output .npy file: (H, W, C) float32 pixels in [0, 1]")->required();
        auto* resize = app.add_option("--resize-shorter", o->resize_shorter,
                                      "Resize the shorter side to this (antialiased bilinear, as PIL on a float image); "

@@ -13,6 +13,7 @@
 #   libcairo2-dev, fonts-dejavu-core, libgif-dev   the four-panel animation (giflib also
 #                     decodes GIF input)
 #   zlib1g-dev        gzip'd Fashion-MNIST IDX files
+#   libwebp-dev       WebP decoding (libwebp and its demuxer: what PIL decodes WebP with)
 # tests, in addition:
 #   dataset-fashion-mnist  the data `trick train` and `trick eval` read (30 MB)
 #   python3-torch, python3-torchvision, python3-skimage, python3-pil, python3-numpy
@@ -23,7 +24,8 @@
 # downloads and the whole set about 540 MB (measured by tools/fresh_debian.sh; README).
 set -euo pipefail
 build=(build-essential cmake ninja-build pkg-config libopenblas-openmp-dev doctest-dev libjpeg62-turbo-dev libpng-dev
-  libstb-dev libcli11-dev nlohmann-json3-dev libcairo2-dev fonts-dejavu-core libgif-dev zlib1g-dev)
+  libstb-dev libcli11-dev nlohmann-json3-dev libcairo2-dev fonts-dejavu-core libgif-dev zlib1g-dev
+  libwebp-dev)
 tests=(dataset-fashion-mnist python3-torch python3-torchvision python3-skimage python3-pil python3-numpy clang
   libclang-rt-dev)
 case "${1:-all}" in

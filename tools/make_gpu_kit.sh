@@ -10,7 +10,7 @@
 #
 #   .gpukit/deps.tar.xz  a prefix "deps/" with the headers, CMake configs, pkg-config files and
 #                        shared libraries of OpenBLAS (OpenMP build), CLI11, nlohmann-json,
-#                        doctest, stb, libjpeg-turbo, libpng, giflib, zlib and cairo (with
+#                        doctest, stb, libjpeg-turbo, libpng, giflib, libwebp, zlib and cairo (with
 #                        the libraries cairo loads), and pkgconf: gpu_check.sh configures and builds there with it
 #   .gpukit/bin.tar.xz   trick and trick_tests built here (Release, sm_90, portable x86-64,
 #                        no -march=native): gpu_check.sh runs them if the build there fails
@@ -41,7 +41,8 @@ P=$tmp/deps
 mkdir -p "$P"/{include,lib/pkgconfig,lib/cmake,share/cmake,bin}
 
 # --- headers -------------------------------------------------------------------------------
-cp -a /usr/include/CLI /usr/include/nlohmann /usr/include/doctest /usr/include/stb /usr/include/cairo "$P/include/"
+cp -a /usr/include/CLI /usr/include/nlohmann /usr/include/doctest /usr/include/stb /usr/include/cairo /usr/include/webp \
+  "$P/include/"
 cp -L /usr/include/gif_lib.h /usr/include/zlib.h /usr/include/zconf.h "$P/include/"
 cp -L /usr/include/jpeglib.h /usr/include/jerror.h /usr/include/jmorecfg.h "/usr/include/$arch/jconfig.h" \
   /usr/include/png.h /usr/include/pngconf.h /usr/include/pnglibconf.h "$P/include/"
@@ -76,6 +77,8 @@ copy_lib() {  # copy_lib PATH [DEVNAME]: the library under its soname, plus libN
 }
 copy_lib "/usr/lib/$arch/openblas-openmp/libopenblas.so.0" libopenblas.so
 copy_lib "/lib/$arch/libgif.so.7" libgif.so
+copy_lib "/lib/$arch/libwebp.so.7" libwebp.so
+copy_lib "/lib/$arch/libwebpdemux.so.2" libwebpdemux.so
 copy_lib "/lib/$arch/libz.so.1" libz.so
 copy_lib "/lib/$arch/libjpeg.so.62" libjpeg.so
 copy_lib "/lib/$arch/libpng16.so.16" libpng16.so

@@ -82,7 +82,8 @@ def main():
     torch.save({"w": torch.ones(1)}, b, _use_new_zipfile_serialization=False)
     put("pth", "tiny_legacy.pth", b.getvalue())
 
-    # ---- images (tiny, every variant the decoders handle: libjpeg, libpng, giflib, stb for BMP)
+    # ---- images (tiny, every variant the decoders handle: libjpeg, libpng, giflib, libwebp, stb
+    # for BMP)
     px = (rng.random((9, 13, 3)) * 255).astype(np.uint8)
     rgb = PIL.Image.fromarray(px, "RGB")
 
@@ -106,6 +107,9 @@ def main():
     put("image", "rgb24.bmp", save(rgb, "BMP"))
     put("image", "palette8.bmp", save(rgb.convert("P"), "BMP"))
     put("image", "truncated.jpg", save(rgb, "JPEG")[:200])
+    put("image", "lossy.webp", save(rgb, "WEBP", quality=80))
+    put("image", "lossless-alpha.webp", save(rgb.convert("RGBA"), "WEBP", lossless=True))
+    put("image", "animation.webp", save(rgb, "WEBP", save_all=True, append_images=[rgb.rotate(90)]))
 
     # ---- .npy
     def npy(a, version=None):

@@ -1,5 +1,5 @@
-// Image decoding (libjpeg-turbo for JPEG, libpng for PNG, giflib for GIF, stb_image for BMP)
-// and PNG encoding (libpng). This file holds the one implementation of stb in the library.
+// Image decoding (libjpeg-turbo for JPEG, libpng for PNG, giflib for GIF, libwebp for WebP,
+// stb_image for BMP) and PNG encoding (libpng). This file holds the one implementation of stb in the library.
 #include "tools/lib/image.h"
 
 #include <sys/stat.h>
@@ -23,10 +23,12 @@
 #include <jerror.h>
 #include <jpeglib.h>
 #include <png.h>
+#include <webp/decode.h>
+#include <webp/demux.h>
 
 #define STB_IMAGE_IMPLEMENTATION
-// stb decodes only BMP: PNG, JPEG and GIF go through libpng, libjpeg-turbo (what PIL
-// decodes JPEGs with) and giflib, all fuzzed upstream. No TGA, whose header has no
+// stb decodes only BMP: PNG, JPEG, GIF and WebP go through libpng, libjpeg-turbo (what PIL
+// decodes JPEGs with), giflib and libwebp (what PIL decodes WebP with), all fuzzed upstream. No TGA, whose header has no
 // signature, so random bytes are never taken for an image.
 #define STBI_ONLY_BMP
 #pragma GCC diagnostic push
@@ -77,9 +79,9 @@ uint32_t be32(const std::string& b, size_t i) { return (be16(b, i) << 16) | be16
 uint32_t le16(const std::string& b, size_t i) { return uint8_t(b[i]) | (uint8_t(b[i + 1]) << 8); }
 uint32_t le32(const std::string& b, size_t i) { return le16(b, i) | (le16(b, i + 2) << 16); }
 
-// The size the header of a PNG, JPEG, GIF or BMP declares, read before any decoder runs, so a
-// huge declared size reads as "too large" (not "corrupt") and nothing is allocated for it.
-// False if unknown.
+// The size the header of a PNG, JPEG, GIF, BMP or extended (VP8X) WebP declares, read before
+// any decoder runs, so a huge declared size reads as "too large" (not "corrupt") and nothing
+// is allocated for it. False if unknown.
 bool declared_size(const std::string& b, const char* format, int64_t* w, int64_t* h) {
   if (!format) return false;
   const std::string f = format;
@@ -89,6 +91,10 @@ bool declared_size(const std::string& b, const char* format, int64_t* w, int64_t
   }
   if (f == "GIF" && b.size() >= 10) {
     *w = le16(b, 6), *h = le16(b, 8);
+    return true;
+  }
+  if (f == "WebP" && b.size() >= 31 && b.compare(12, 4, "VP8X") == 0) {  // the canvas, 24 bits less one each
+    *w = (le32(b, 24) & 0xffffff) + 1, *h = (le32(b, 27) & 0xffffff) + 1;
     return true;
   }
   if (f == "BMP" && b.size() >= 26) {
@@ -474,6 +480,75 @@ bool decode_gif(const std::string& bytes, DecodedImage* out, DecodeFailure* fail
   }
 }
 
+// --- WebP: libwebp, the first frame as PIL 9.4 reads it (WebPImagePlugin, _webp.c) ----------
+// PIL decodes every WebP, still or animated, lossy or lossless, with libwebp's animation
+// decoder at its defaults: non-premultiplied RGBA, lossy frames with fancy upsampling, the
+// first frame drawn on a transparent black canvas; convert("RGB") then drops alpha. The same
+// decoder here gives the same pixels.
+
+std::string webp_status(VP8StatusCode status) {
+  switch (status) {
+    case VP8_STATUS_NOT_ENOUGH_DATA:
+      return "the file ends early";
+    case VP8_STATUS_BITSTREAM_ERROR:
+      return "libwebp: bitstream error";
+    case VP8_STATUS_UNSUPPORTED_FEATURE:
+      return "libwebp: a feature it does not support";
+    case VP8_STATUS_OUT_OF_MEMORY:
+      return "libwebp: out of memory";
+    default:
+      return cat("libwebp status ", static_cast<int>(status));
+  }
+}
+
+struct WebPAnimDecoderPtr {
+  WebPAnimDecoder* p = nullptr;
+  ~WebPAnimDecoderPtr() { WebPAnimDecoderDelete(p); }
+};
+
+bool decode_webp(const std::string& bytes, DecodedImage* out, DecodeFailure* failure) {
+  const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
+  // The RIFF header's size (sniff_format saw 12 bytes): a file cut short says so, rather than
+  // "corrupt" (the container parser refuses it with no reason).
+  const uint64_t riff = uint64_t(le32(bytes, 4)) + 8;
+  if (riff > bytes.size()) {
+    failure->reason = cat("the file ends early: its RIFF header says ", riff, " bytes, the file has ", bytes.size());
+    return false;
+  }
+  WebPBitstreamFeatures features;
+  const VP8StatusCode status = WebPGetFeatures(data, bytes.size(), &features);
+  if (status != VP8_STATUS_OK) {
+    failure->reason = webp_status(status);
+    return false;
+  }
+  // The canvas size (VP8X) or the image's: checked before the decoder allocates the canvas.
+  if (failure->too_large(features.width, features.height)) return false;
+  const WebPData webp = {data, bytes.size()};
+  WebPAnimDecoderPtr dec;
+  dec.p = WebPAnimDecoderNew(&webp, nullptr);  // defaults: MODE_RGBA, no threads (PIL's)
+  WebPAnimInfo info;
+  if (!dec.p || !WebPAnimDecoderGetInfo(dec.p, &info)) {
+    failure->reason = "libwebp cannot read its chunks";
+    return false;
+  }
+  if (failure->too_large(info.canvas_width, info.canvas_height)) return false;
+  if (info.canvas_width < 1 || info.canvas_height < 1 || info.frame_count < 1) {
+    failure->reason = cat("the image declares an empty size ", info.canvas_width, "x", info.canvas_height, " or no frame");
+    return false;
+  }
+  uint8_t* rgba = nullptr;
+  int timestamp = 0;
+  if (!WebPAnimDecoderGetNext(dec.p, &rgba, &timestamp)) {
+    failure->reason = "libwebp cannot decode the first frame";
+    return false;
+  }
+  const int w = static_cast<int>(info.canvas_width), h = static_cast<int>(info.canvas_height);
+  out->allocate(w, h, 3);
+  uint8_t* rgb = out->pixels.get();
+  for (size_t i = 0, n = size_t(w) * h; i < n; ++i) std::memcpy(rgb + 3 * i, rgba + 4 * i, 3);  // alpha dropped
+  return true;
+}
+
 // --- BMP: stb_image ---------------------------------------------------------------------------
 
 struct StbPixels {
@@ -550,9 +625,9 @@ DecodedImage decode_image_file(const std::string& bytes, const std::string& name
   TRICK_CHECK(bytes.size() <= static_cast<size_t>(INT_MAX), name, ": the file is ", bytes.size(),
               " bytes, too large to decode");
   const char* format = sniff_format(bytes);
-  if (!format) fail(name, ": not an image in a format trick reads (PNG, JPEG, BMP, GIF)");
+  if (!format) fail(name, ": not an image in a format trick reads (PNG, JPEG, BMP, GIF, WebP)");
   const std::string f = format;
-  if (f == "WebP" || f == "TIFF") fail(name, ": ", format, " images are not supported (trick reads PNG, JPEG, BMP and GIF)");
+  if (f == "TIFF") fail(name, ": ", format, " images are not supported (trick reads PNG, JPEG, BMP, GIF and WebP)");
   int64_t dw = 0, dh = 0;
   if (declared_size(bytes, format, &dw, &dh)) {
     const std::string big = size_problem(dw, dh, max_pixels);
@@ -575,6 +650,7 @@ DecodedImage decode_image_file(const std::string& bytes, const std::string& name
   const bool ok = f == "JPEG"  ? decode_jpeg(bytes, &image, &failure)
                   : f == "PNG" ? decode_png(bytes, &image, &failure)
                   : f == "GIF" ? decode_gif(bytes, &image, &failure)
+                  : f == "WebP" ? decode_webp(bytes, &image, &failure)
                                : decode_stb(bytes, format, &image, &failure);
   if (!ok) {
     if (failure.size) fail(name, ": ", failure.reason);

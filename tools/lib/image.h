@@ -1,7 +1,8 @@
 // Image files <-> float pixels in [0, 1], (H, W, C) with C = 3 (RGB) or 1 (gray).
 //
 // Decoding: JPEG (baseline, progressive, gray, CMYK) with libjpeg-turbo set up as PIL sets it
-// up, PNG with libpng, GIF (first frame) with giflib, BMP with stb_image. Pixels are converted
+// up, PNG with libpng, GIF (first frame) with giflib, WebP (lossy, lossless, animated: the
+// first frame) with libwebp's decoder as PIL uses it, BMP with stb_image. Pixels are converted
 // the way PIL 9.4's convert("RGB") / convert("L") converts: gray is replicated to RGB, alpha
 // and transparency are dropped (not composited), CMYK -> RGB is Pillow's cmyk2rgb, RGB -> L
 // is ITU-R 601-2 luma in PIL's fixed point. 16-bit PNGs keep their high byte, as PIL does
