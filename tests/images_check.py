@@ -20,7 +20,9 @@ down-scaling, odd sizes), checks:
   3. the same transform against PIL on float ("F") images, which uses Pillow's weights in
      double with no rounding: this pins our weight tables to Pillow's to float precision;
   4. torchvision.transforms gives exactly the PIL path of 2 (so 2 tests what PyTorch sees);
-  5. bad input: a clear error naming the file and no output file left behind.
+  5. bad input: a clear error naming the file and no output file left behind;
+  6. `trick info` names the decoders' versions, and libjpeg-turbo's and libwebp's are PIL's
+     (the same decoder is why the pixels are equal).
 Prints a table; exits non-zero on any failure.
 """
 import os
@@ -317,6 +319,15 @@ def main():
         b"\0" + r.tobytes() for r in g16))
     raw = np.round(preprocess(trick, path, out, "--input-size", "raw", "--gray").astype(np.float64)[..., 0] * 255)
     check(np.array_equal(raw, (g16.astype(np.int64) >> 8).astype(np.float64)), "gray16.png: not the high bytes")
+
+    # 6. the decoders trick runs are PIL's.
+    from PIL import features
+    info = run_trick(trick, ["info"]).stdout
+    line = next((l for l in info.splitlines() if l.startswith("images: ")), "")
+    print(line)
+    for lib, feature in (("libjpeg-turbo", "libjpeg_turbo"), ("libwebp", "webp")):
+        want = f"({lib} {features.version(feature)})"
+        check(want in line, f"trick info: {want} not in {line!r} (PIL's {lib}: the pixels may differ)")
 
     # 5. errors: one line naming the file, exit code 1, no output left.
     for bad in [SKIMAGE + "truncated.jpg", os.path.join(tmp, "missing.png")]:

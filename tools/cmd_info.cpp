@@ -1,4 +1,4 @@
-// trick info: what this build can do (backends, devices, threads).
+// trick info: what this build can do (backends, devices, threads, image formats).
 #include <cstdio>
 #include <string>
 
@@ -10,12 +10,13 @@
 #include "tensor/cpu_check.h"
 #include "tensor/tensor.h"
 #include "tools/command.h"
+#include "tools/lib/image.h"
 
 namespace trick::cmd_info {
 namespace {
 
 const bool registered =
-    register_command({"info", "Show this build's backends, devices and threads",
+    register_command({"info", "Show this build's backends, devices, threads and image formats",
                       [](CLI::App&) {
                         return [] {
 #ifdef TRICK_WITH_CUDA
@@ -33,6 +34,7 @@ const bool registered =
                               "cpu convolutions: %s (--cpu-conv or TRICK_CPU_CONV: "
                               "winograd, winograd4, packed, blas)\n",
                               cpu::conv_engine_name());
+                          std::printf("images: %s\n", image_decoders().c_str());
                           std::printf("cuda backend: %s\n", cuda);
                           std::printf("cuda devices: %d\n", cuda_device_count());
 #ifdef TRICK_WITH_CUDA

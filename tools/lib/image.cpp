@@ -613,6 +613,19 @@ void check_channels(int channels, const std::string& name) {
 
 }  // namespace
 
+std::string image_decoders() {
+  // Run time where the library says (libpng, libwebp), else the headers built against.
+  const uint32_t png = png_access_version_number(), webp = static_cast<uint32_t>(WebPGetDecoderVersion());
+#define TRICK_STRINGIFY2(x) #x
+#define TRICK_STRINGIFY(x) TRICK_STRINGIFY2(x)
+  return cat("PNG (libpng ", png / 10000, ".", png / 100 % 100, ".", png % 100, "), JPEG (libjpeg-turbo ",
+             TRICK_STRINGIFY(LIBJPEG_TURBO_VERSION), "), GIF (giflib ", GIFLIB_MAJOR, ".", GIFLIB_MINOR, ".",
+             GIFLIB_RELEASE, "), WebP (libwebp ", webp >> 16, ".", (webp >> 8) & 0xff, ".", webp & 0xff,
+             "), BMP (stb_image)");
+#undef TRICK_STRINGIFY
+#undef TRICK_STRINGIFY2
+}
+
 Tensor decode_image(const std::string& bytes, const std::string& name, int channels, int64_t max_pixels) {
   check_channels(channels, name);
   return image_tensor(decode_image_file(bytes, name, max_pixels), channels);

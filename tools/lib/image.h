@@ -63,6 +63,10 @@ Tensor decode_image(const std::string& bytes, const std::string& name, int chann
 DecodedImage decode_image_file(const std::string& bytes, const std::string& name,
                                int64_t max_pixels = kMaxImagePixels);
 
+// The formats this build decodes and the libraries that decode them, with their versions:
+// "PNG (libpng 1.6.39), JPEG (libjpeg-turbo 2.1.5), ..." (for `trick info`).
+std::string image_decoders();
+
 // x -> round(clamp(x, 0, 1) * 255); NaN -> 0. The quantisation every saved image goes through.
 uint8_t to_8bit(float x);
 // The float image (same shape, on the host) of the 8-bit values save_png would write.
