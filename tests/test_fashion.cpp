@@ -613,6 +613,43 @@ TEST_CASE("fashion: trick eval on the embedded model prints the recorded accurac
   CHECK(correct >= 900);  // the same promise on this part of the test set
 }
 
+TEST_CASE("fashion: trick eval --samples writes each class's most confident correctly classified test image") {
+  TempDir dir;
+  const std::string out_dir = dir.file("samples");
+  int status = 0;
+  const std::string out = run_capture(std::string(TRICK_BINARY) + " eval --limit 1000 --samples " + out_dir + " 2>&1",
+                                      &status);
+  INFO(out);
+  REQUIRE(status == 0);
+  // The choice made here, from the model's probabilities on the same 1000 test images.
+  std::unique_ptr<Model> m = load_default_model();
+  m->set_requires_grad(false);
+  m->train(false);
+  const int64_t n = 1000;
+  std::vector<float> p;
+  {
+    NoGradScope no_grad;
+    p = softmax(m->forward(Var(test_set().images.slice_first(0, n)))).value().to_vector();
+  }
+  const float* labels = test_set().labels.data();
+  for (int c = 0; c < 10; ++c) {
+    int64_t best = -1;
+    for (int64_t i = 0; i < n; ++i) {
+      const float* row = p.data() + i * 10;
+      if (static_cast<int>(labels[i]) != c || std::max_element(row, row + 10) - row != c) continue;
+      if (best < 0 || row[c] > p[best * 10 + c]) best = i;
+    }
+    REQUIRE(best >= 0);
+    const std::string path = cat(out_dir, "/", c, "_", class_slug(fashion_mnist_classes()[c]), ".png");
+    CAPTURE(path);
+    CHECK(contains(out, "wrote " + path + " (test image " + std::to_string(best) + ", p = "));
+    // The file is that test image, exactly (its pixels are k/255 already).
+    CHECK(load_image(path, 1).to_vector() == test_set().images.slice_first(best, best + 1).to_vector());
+  }
+  // Nothing else in the folder.
+  CHECK(std::distance(std::filesystem::directory_iterator(out_dir), std::filesystem::directory_iterator{}) == 10);
+}
+
 TEST_CASE("fashion: the sample images are classified as their names say") {
   const std::string dir = std::string(TRICK_SOURCE_DIR) + "/data/samples/fashion";
   std::unique_ptr<Model> m = load_default_model();

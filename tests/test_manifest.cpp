@@ -281,6 +281,61 @@ TEST_CASE("manifest: trick attack --manifest runs rows, records failures, resume
   std::system(("rm -rf " + d).c_str());
 }
 
+TEST_CASE("manifest: every per-row setting column reaches its row's attack, and a bad value fails that row only") {
+  const std::string d = temp_dir();
+  const std::string samples = std::string(TRICK_SOURCE_DIR) + "/data/samples/fashion/";
+  write(d + "/jobs.csv",
+        "image,target,id,method,norm,eps,step,steps,confidence,restarts,seed,untargeted,true_class\n"
+        "" + samples + "7_sneaker.png,ankle boot,a,pgd,l2,200,20,4,0.5,2,17,,\n"
+        "" + samples + "8_bag.png,,b,bim,linf,6,1.5,5,0.9,,,true,bag\n"
+        "" + samples + "5_sandal.png,,c,fgsm,,8,,,,,,1,\n"
+        "" + samples + "1_trouser.png,,d,,,,,,,,,maybe,\n");
+  int status = 0;
+  const std::string out =
+      run_trick("attack --manifest " + d + "/jobs.csv --out " + d + "/out --no-animation --device cpu", &status);
+  INFO(out);
+  CHECK(status == 3);
+  const auto summary = [&](const char* id) { return nlohmann::json::parse(slurp(d + "/out/" + id + "/summary.json")); };
+  {  // every column of row a, targeted pgd in the L2 ball with two restarts
+    const nlohmann::json a = summary("a"), &st = a["settings"];
+    CHECK(a["method"] == "pgd");
+    CHECK(a["targeted"] == true);
+    CHECK(a["target"]["index"] == 9);
+    CHECK(st["norm"] == "l2");
+    CHECK(st["eps_255"] == 200.0);
+    CHECK(st["step_255"] == 20.0);
+    CHECK(st["steps"] == 4);
+    CHECK(st["confidence"] == 0.5);
+    CHECK(st["restarts"] == 2);
+    CHECK(st["seed"] == 17);
+    CHECK(st["random_start"] == true);
+    CHECK(a["success"]["rule"] == "target probability >= 0.5 and top-1");
+    CHECK(a["norms_255"]["l2"].get<double>() <= 200.0 + 1e-3);
+  }
+  {  // untargeted ("true") away from the given true class, bim in the L-inf ball
+    const nlohmann::json b = summary("b"), &st = b["settings"];
+    CHECK(b["method"] == "bim");
+    CHECK(b["targeted"] == false);
+    CHECK(b["true_class"]["index"] == 8);
+    CHECK(b["success"]["rule"] == "top-1 is not the true class");
+    CHECK(st["eps_255"] == 6.0);
+    CHECK(st["step_255"] == 1.5);
+    CHECK(st["steps"] == 5);
+    CHECK(b["norms_255"]["linf"].get<double>() <= 6.0 + 1e-3);
+  }
+  {  // untargeted ("1") with no true class: the model's prediction; fgsm takes one step of eps
+    const nlohmann::json c = summary("c"), &st = c["settings"];
+    CHECK(c["method"] == "fgsm");
+    CHECK(c["targeted"] == false);
+    CHECK(c["true_class"]["index"] == 5);
+    CHECK(st["steps"] == 1);
+    CHECK(st["step_255"] == 8.0);
+  }
+  CHECK(contains(slurp(d + "/out/d/error.json"), "column untargeted: 'maybe' is not true/false/1/0"));
+  CHECK(!exists(d + "/out/d/summary.json"));
+  std::system(("rm -rf " + d).c_str());
+}
+
 TEST_CASE("attack: --target least-likely and random are chosen per image from the model's prediction") {
   const std::string d = temp_dir();
   const std::string samples = std::string(TRICK_SOURCE_DIR) + "/data/samples/fashion/";
