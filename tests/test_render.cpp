@@ -814,4 +814,31 @@ TEST_CASE("render: an attack on a large photo animates it reduced, with the chan
   DGifCloseFile(g, &err);
 }
 
+TEST_CASE("render: trick render-demo (the hidden debugging aid) writes its animation, pictures and page") {
+  for (const bool gray : {false, true}) {
+    CAPTURE(gray);
+    TempDir dir;
+    const std::string cmd = cat(TRICK_BINARY, " render-demo --out ", dir.path, " --steps 6 --max-frames 4",
+                                " --width 480 --height 360", gray ? " --gray" : " --classes 20", " > /dev/null 2>&1");
+    const int rc = std::system(cmd.c_str());
+    REQUIRE(WIFEXITED(rc));
+    REQUIRE(WEXITSTATUS(rc) == 0);
+    CHECK(dir.files() == std::vector<std::string>{"adversarial.png", "animation.gif", "frame_0.png", "frame_4.png",
+                                                  "frame_6.png", "index.html", "original.png", "perturbation.png"});
+    int err = 0;
+    GifFileType* g = DGifOpenFileName((dir.path + "/animation.gif").c_str(), &err);
+    REQUIRE(g != nullptr);
+    REQUIRE(DGifSlurp(g) == GIF_OK);
+    CHECK(g->ImageCount == 4);
+    CHECK(g->SWidth == 480);
+    CHECK(g->SHeight == 360);
+    DGifCloseFile(g, &err);
+    const DecodedImage frame = read_image_file(dir.path + "/frame_6.png");
+    CHECK(frame.width == 480);
+    CHECK(frame.height == 360);
+    const DecodedImage image = read_image_file(dir.path + "/adversarial.png");
+    CHECK(image.height == (gray ? 28 : 299));  // --size: the height
+  }
+}
+
 }  // namespace test_render
