@@ -422,6 +422,42 @@ TEST_CASE("attack: several images get an overview beside their folders (index.ht
   std::system(("rm -rf " + d).c_str());
 }
 
+TEST_CASE("attack: one image toward several targets, one target per image, and counts that fit neither") {
+  const std::string d = temp_dir();
+  const std::string samples = std::string(TRICK_SOURCE_DIR) + "/data/samples/fashion/";
+  const std::string args = " --steps 2 --no-animation --refine-steps 0 --device cpu --out ";
+  int status = -1;
+  // One image, three targets (the README's "one image, three targets"): three attacks of it.
+  std::string out = run_trick("attack " + samples + "7_sneaker.png --target bag --target 9 --target dress" + args + d +
+                                  "/one",
+                              &status);
+  INFO(out);
+  CHECK(status == 3);
+  std::string csv = slurp(d + "/one/results.csv");
+  CHECK(contains(csv, "00-7_sneaker-Bag," + samples + "7_sneaker.png,Bag,done,"));
+  CHECK(contains(csv, "01-7_sneaker-Ankle_boot," + samples + "7_sneaker.png,Ankle boot,done,"));
+  CHECK(contains(csv, "02-7_sneaker-Dress," + samples + "7_sneaker.png,Dress,done,"));
+  CHECK(nlohmann::json::parse(slurp(d + "/one/01-7_sneaker-Ankle_boot/summary.json"))["target"]["index"] == 9);
+  // Two images, two targets: the first target for the first image, the second for the second.
+  out = run_trick("attack " + samples + "7_sneaker.png " + samples + "8_bag.png --target bag --target 9" + args + d +
+                      "/each",
+                  &status);
+  CHECK(status == 3);
+  csv = slurp(d + "/each/results.csv");
+  CHECK(contains(csv, "00-7_sneaker-Bag," + samples + "7_sneaker.png,Bag,done,"));
+  CHECK(contains(csv, "01-8_bag-Ankle_boot," + samples + "8_bag.png,Ankle boot,done,"));
+  CHECK(count_of(csv, ",done,") == 2);
+  // Three images, two targets: one error line, nothing written.
+  out = run_trick("attack " + samples + "7_sneaker.png " + samples + "8_bag.png " + samples +
+                      "3_dress.png --target bag --target 9" + args + d + "/neither",
+                  &status);
+  CHECK(status == 1);
+  CHECK(contains(out, "error: --target given 2 times for 3 images: give one target for all, one per image, or "
+                      "several for one image"));
+  CHECK(!exists(d + "/neither"));
+  std::system(("rm -rf " + d).c_str());
+}
+
 TEST_CASE("attack: cw's trace.csv and trace.json carry each round's constant c") {
   const std::string d = temp_dir();
   const std::string image = std::string(TRICK_SOURCE_DIR) + "/data/samples/fashion/3_dress.png";
