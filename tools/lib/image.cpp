@@ -1,5 +1,6 @@
 // Image decoding (libjpeg-turbo for JPEG, libpng for PNG, giflib for GIF, libwebp for WebP,
-// stb_image for BMP) and PNG encoding (libpng). This file holds the one implementation of stb in the library.
+// stb_image for BMP) and PNG encoding (libpng). This file holds the one implementation of stb
+// in the library.
 #include "tools/lib/image.h"
 
 #include <sys/stat.h>
@@ -28,8 +29,8 @@
 
 #define STB_IMAGE_IMPLEMENTATION
 // stb decodes only BMP: PNG, JPEG, GIF and WebP go through libpng, libjpeg-turbo (what PIL
-// decodes JPEGs with), giflib and libwebp (what PIL decodes WebP with), all fuzzed upstream. No TGA, whose header has no
-// signature, so random bytes are never taken for an image.
+// decodes JPEGs with), giflib and libwebp (what PIL decodes WebP with), all fuzzed upstream.
+// No TGA, whose header has no signature, so random bytes are never taken for an image.
 #define STBI_ONLY_BMP
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-but-set-variable"
@@ -521,7 +522,8 @@ bool decode_webp(const std::string& bytes, DecodedImage* out, DecodeFailure* fai
     failure->reason = webp_status(status);
     return false;
   }
-  // The canvas size (VP8X) or the image's: checked before the decoder allocates the canvas.
+  // The canvas size (VP8X) or the image's, which is the canvas: checked before the decoder
+  // allocates it.
   if (failure->too_large(features.width, features.height)) return false;
   const WebPData webp = {data, bytes.size()};
   WebPAnimDecoderPtr dec;
@@ -531,14 +533,9 @@ bool decode_webp(const std::string& bytes, DecodedImage* out, DecodeFailure* fai
     failure->reason = "libwebp cannot read its chunks";
     return false;
   }
-  if (failure->too_large(info.canvas_width, info.canvas_height)) return false;
-  if (info.canvas_width < 1 || info.canvas_height < 1 || info.frame_count < 1) {
-    failure->reason = cat("the image declares an empty size ", info.canvas_width, "x", info.canvas_height, " or no frame");
-    return false;
-  }
   uint8_t* rgba = nullptr;
   int timestamp = 0;
-  if (!WebPAnimDecoderGetNext(dec.p, &rgba, &timestamp)) {
+  if (!WebPAnimDecoderGetNext(dec.p, &rgba, &timestamp)) {  // also where a file holds no frame
     failure->reason = "libwebp cannot decode the first frame";
     return false;
   }
