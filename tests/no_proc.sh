@@ -2,10 +2,12 @@
 # tests/no_proc.sh TRICK: the embedded model loads with no /proc (a chroot or sandbox without
 # it mounted): `trick classify` on a sample, with an empty tmpfs over /proc in a mount
 # namespace of its own, must say "Sneaker". Exit 77 (CTest: skipped) where this process
-# cannot make such a namespace (not root, or a container without CAP_SYS_ADMIN).
+# cannot make such a namespace (not root, a container without CAP_SYS_ADMIN, or a chroot,
+# where / is not a mount point and cannot be made private).
 trick=$1
 if ! unshare -m --propagation private true 2> /dev/null; then
-  echo "skipped: cannot create a mount namespace here (unshare -m needs root or CAP_SYS_ADMIN)"
+  echo "skipped: cannot create a private mount namespace here (unshare -m --propagation private needs root or" \
+    "CAP_SYS_ADMIN, and / to be a mount point, which it is not in a chroot)"
   exit 77
 fi
 exec unshare -m --propagation private sh -c '
