@@ -4,17 +4,40 @@
 // need next. And the thread count shared by OpenBLAS and the pool.
 #include <cblas.h>
 #include <omp.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
 
 #include <algorithm>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
 #include "kernels/gemm.h"
+#include "tensor/error.h"
 
 namespace trick {
 
 namespace {
+// OpenBLAS 0.3.21 (Debian 12) maps 128 MiB of address space for a buffer of each of its
+// threads (at start, and when the thread count rises) and one more at its first GEMM, keeping
+// them for reuse; when such a map fails it tries again, forever (OpenBLAS issue #5289, fixed in
+// later releases). Under an address-space limit (ulimit -v) a command whose tensors had filled
+// the limit spun there at 100% CPU instead of failing. So under such a limit the room for the
+// buffers is tried first, with a map of that size: an out-of-memory error (which the commands
+// give context, "while timing batch 64 ...") instead of the endless retry. Without a limit,
+// nothing is checked. (The buffers mapped before main, one per core, are out of reach: under a
+// limit below about 100 MB + 128 MB per core, trick hangs before it starts; measured on 2 cores.)
+void check_room_for_blas_buffers(int buffers, const std::string& what, const std::string& advice = "") {
+  struct rlimit limit {};
+  if (buffers <= 0 || getrlimit(RLIMIT_AS, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
+  const size_t bytes = (size_t{128} * static_cast<size_t>(buffers) + 8) << 20;  // and a little slack
+  void* probe = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (probe == MAP_FAILED)
+    fail("out of memory: ", what, " under the address-space limit (ulimit -v, ", limit.rlim_cur >> 20, " MiB)", advice);
+  munmap(probe, bytes);
+}
+
 int& thread_setting() {
   static int n = 0;
   return n;
@@ -24,6 +47,11 @@ int& thread_setting() {
 void set_num_threads(int n) {
   if (n <= 0) n = static_cast<int>(std::thread::hardware_concurrency());
   if (n <= 0) n = 1;
+  const int more = n - openblas_get_num_threads();
+  if (more > 0)
+    check_room_for_blas_buffers(more,
+                                cat(n, " threads need ", more, " more OpenBLAS buffers of 128 MiB, which do not fit"),
+                                ": use fewer threads");
   thread_setting() = n;
   omp_set_num_threads(n);
   openblas_set_num_threads(n);
@@ -87,6 +115,9 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.f ? 0.f : beta * C[i * ldc + j];
     return;
   }
+  static const bool room_checked =  // tried again after a failure
+      (check_room_for_blas_buffers(1, "cannot allocate OpenBLAS's 128 MiB GEMM buffer on the host"), true);
+  (void)room_checked;
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
               static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
               static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -98,10 +99,18 @@ class Pool {
   }
 
  private:
+  // Items are claimed one by one, so a job finishes with any number of workers: where no more
+  // threads can be started (their stacks do not fit under an address-space limit, or a process
+  // limit), the pool keeps those it has, and the caller works too, instead of the command
+  // failing with "Resource temporarily unavailable".
   void grow(int workers) {
-    while (static_cast<int>(threads_.size()) < workers) {
+    while (!cannot_grow_ && static_cast<int>(threads_.size()) < workers) {
       const int index = static_cast<int>(threads_.size());
-      threads_.emplace_back([this, index] { worker(index); });
+      try {
+        threads_.emplace_back([this, index] { worker(index); });
+      } catch (const std::system_error&) {
+        cannot_grow_ = true;
+      }
     }
   }
 
@@ -155,6 +164,7 @@ class Pool {
   std::atomic<uint64_t> generation_{0};
   Job* job_ = nullptr;  // guarded by mu_
   bool stop_ = false;
+  bool cannot_grow_ = false;  // a thread failed to start (guarded by run_mu_)
   std::vector<std::thread> threads_;
 };
 
