@@ -8,7 +8,8 @@
 #                               default: every command's control and option cases, and each bad
 #                               input file through one command (279 cases, 55 s; the plain run
 #                               in tools/test.sh runs them all)
-#   TRICK_SANITIZE_TESTS        doctest filter for trick_tests (-tc=...), default: every test
+#   TRICK_SANITIZE_TESTS        a doctest filter argument for trick_tests, given whole (e.g.
+#                               "-tc=cuda: conv2d*"); default: every test
 #   TRICK_SANITIZE_EXCLUDE      test cases left out (doctest -tce=...). Default: the two
 #                               whole-dataset Fashion-MNIST runs (training 200 steps, eval of
 #                               10,000 images): 146 of the 225 s under ASan here, and their code
