@@ -1268,12 +1268,11 @@ def run_all(trick, fixture_dir, rest):
         cases = {k: v for k, v in cases.items() if pattern.search(" ".join(k))}
     if "--distinct" in rest:
         # Each bad input (a placeholder's family case) through the first command in COMMANDS
-        # that gets it, preprocess first (images without a model load; then classify for weights,
-        # grad for targets); every control, option
-        # and command-line case as before. Under the sanitizers a bad file's reader and its error
-        # path are the same code whichever command reads it, and most of these cases cost a load
-        # of Inception v3 (1.2 s under ASan against 0.5 s): all 525 took 90 s of CI's 20
-        # minutes. The plain run checks every case.
+        # that gets it, preprocess first (images without a model load; then classify for
+        # weights, grad for targets); every control, option and command-line case as before.
+        # Under the sanitizers a bad file's reader and its error path are the same code whichever
+        # command reads it, and most of these cases cost a load of Inception v3 (1.2 s under ASan
+        # against 0.5 s): all 525 took 90 s of CI's 20 minutes. The plain run checks every case.
         rank = {cmd: i for i, cmd in enumerate(["preprocess"] + [c for c in COMMANDS if c != "preprocess"])}
         kept, seen = {}, set()
         for key in sorted(cases, key=lambda k: (rank[k[0]], k[1])):

@@ -124,10 +124,6 @@ for ((k = 0; k < groups; k++)); do
   ran=$((ran + $(sed -n 's/^\[doctest\] test cases: *\([0-9]*\) .*/\1/p' "$build/trick_tests.$k.log" | tail -1)))
 done
 echo "sanitize.sh: $ran test cases in $groups processes, $jobs at a time"
-if [ "$ran" != "${#cases[@]}" ]; then
-  echo "sanitize.sh: ${#cases[@]} test cases listed, $ran ran" >&2
-  status=1
-fi
 cat "$build"/trick_tests.*.log > "$build/trick_tests.log"
 if [ "$ran" != "${#cases[@]}" ]; then
   echo "sanitize.sh: ${#cases[@]} test cases listed, $ran ran" >&2
