@@ -1,5 +1,5 @@
 #!/bin/bash
-# trick against PyTorch on the CPU, side by side: Inception v3 at 299x299, batch 1, forward
+# trick against PyTorch on the CPU, side by side: Inception v3 at 299x299, batch 1 (BATCH), forward
 # and forward + input gradient (one attack step), the same thread count for both.
 # Builds trick (Release), then runs ROUNDS rounds, each one `trick bench` and one
 # tools/bench_pytorch.py (alternating which goes first), and prints every round and the
@@ -8,11 +8,12 @@
 #
 #   tools/bench_cpu.sh                      # 2 threads, 5 rounds of 10 repeats
 #   THREADS=1 ROUNDS=3 REPEATS=20 tools/bench_cpu.sh
+#   BATCH=8 ROUNDS=3 REPEATS=4 tools/bench_cpu.sh   # images per step (an attack on several photos)
 #   BUILD=build-perf NO_BUILD=1 tools/bench_cpu.sh
 #   PROFILE=1 tools/bench_cpu.sh            # where one step's time goes (perf, 1 thread)
 #
-# Environment: THREADS (2), ROUNDS (5), REPEATS (10, per round and side; the median is
-# taken), WARMUP (2), BUILD (build directory, default build), NO_BUILD=1 (use the binary as
+# Environment: THREADS (2), BATCH (1), ROUNDS (5), REPEATS (10, per round and side; the
+# median is taken), WARMUP (2), BUILD (build directory, default build), NO_BUILD=1 (use the binary as
 # it is), TRICK_CPU_CONV=packed|blas (trick's implicit-GEMM engine without Winograd, or its
 # OpenBLAS engine, instead of the default winograd),
 # TORCH_PASSIVE=1 (PyTorch's OpenMP threads sleep instead of spinning while they wait:
@@ -22,6 +23,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 threads=${THREADS:-2}
+batch=${BATCH:-1}
 rounds=${ROUNDS:-5}
 repeats=${REPEATS:-10}
 warmup=${WARMUP:-2}
@@ -29,10 +31,10 @@ build=${BUILD:-build}
 case "$build" in /*) ;; *) build="$here/$build" ;; esac
 python=/usr/bin/python3  # Debian's, the one with torch
 
-for v in "$threads" "$rounds" "$repeats" "$warmup"; do
-  [[ "$v" =~ ^[0-9]+$ ]] || { echo "bench_cpu: THREADS, ROUNDS, REPEATS, WARMUP must be integers, got '$v'" >&2; exit 2; }
+for v in "$threads" "$batch" "$rounds" "$repeats" "$warmup"; do
+  [[ "$v" =~ ^[0-9]+$ ]] || { echo "bench_cpu: THREADS, BATCH, ROUNDS, REPEATS, WARMUP must be integers, got '$v'" >&2; exit 2; }
 done
-(( threads >= 1 && rounds >= 1 && repeats >= 1 )) || { echo "bench_cpu: THREADS, ROUNDS, REPEATS must be >= 1" >&2; exit 2; }
+(( threads >= 1 && batch >= 1 && rounds >= 1 && repeats >= 1 )) || { echo "bench_cpu: THREADS, BATCH, ROUNDS, REPEATS must be >= 1" >&2; exit 2; }
 "$python" -c "import torch, torchvision" 2>/dev/null || { echo "bench_cpu: $python cannot import torch and torchvision" >&2; exit 2; }
 
 if [[ -z "${NO_BUILD:-}" ]]; then
@@ -101,10 +103,10 @@ model=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
 
 for ((r = 1; r <= rounds; ++r)); do
   run_trick() {
-    "$trick" bench --threads "$threads" --repeats "$repeats" --warmup "$warmup" | grep '^{' >> "$work/trick.jsonl"
+    "$trick" bench --threads "$threads" --batch "$batch" --repeats "$repeats" --warmup "$warmup" | grep '^{' >> "$work/trick.jsonl"
   }
   run_torch() {
-    env ${TORCH_PASSIVE:+OMP_WAIT_POLICY=PASSIVE} "$python" "$here/tools/bench_pytorch.py" --channels-last --threads "$threads" --repeats "$repeats" --warmup "$warmup" --json \
+    env ${TORCH_PASSIVE:+OMP_WAIT_POLICY=PASSIVE} "$python" "$here/tools/bench_pytorch.py" --channels-last --threads "$threads" --batch "$batch" --repeats "$repeats" --warmup "$warmup" --json \
       >> "$work/torch.jsonl"
   }
   if (( r % 2 )); then run_trick; run_torch; else run_torch; run_trick; fi
@@ -113,13 +115,15 @@ done
 load_after=$(uptime | sed 's/.*load average: //')
 
 "$python" - "$work/trick.jsonl" "$work/torch.jsonl" "$threads" "$repeats" "$model" "$load_before" "$load_after" \
-  "${TORCH_PASSIVE:+ (OMP_WAIT_POLICY=PASSIVE)}" > "$work/table.txt" <<'EOF'
+  "${TORCH_PASSIVE:+ (OMP_WAIT_POLICY=PASSIVE)}" "$batch" > "$work/table.txt" <<'EOF'
 import json, statistics, sys
 trick = [json.loads(l) for l in open(sys.argv[1])]
 torch = [json.loads(l) for l in open(sys.argv[2])]
-threads, repeats, model, before, after, torch_env = sys.argv[3:9]
-print(f"Inception v3, batch 1, {threads} threads, {len(trick)} interleaved rounds of {repeats} repeats (medians)")
+threads, repeats, model, before, after, torch_env, batch = sys.argv[3:10]
+print(f"Inception v3, batch {batch}, {threads} threads, {len(trick)} interleaved rounds of {repeats} repeats (medians)")
 print(f"machine: {model}; load average before: {before}; after: {after}")
+if batch != "1":
+    print(f"ms: one forward or step of all {batch} images")
 print(f"trick conv engine: {trick[0].get('conv', '?')}; PyTorch {torch[0]['version']}{torch_env}")
 print()
 print("| round | trick fwd ms | PyTorch fwd ms | trick step ms | PyTorch step ms | trick step CPU ms | PyTorch step CPU ms |")
