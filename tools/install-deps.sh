@@ -8,7 +8,7 @@
 #   libopenblas-openmp-dev  CPU GEMM (the OpenMP build: one thread pool with our loops)
 #   doctest-dev       unit tests (CMake builds them by default; a header, 0.1 MB)
 #   libjpeg62-turbo-dev, libpng-dev   JPEG and PNG decoding (fuzzed upstream; PIL's libjpeg too)
-#   libstb-dev        BMP decode, PNG encode               libcli11-dev        command line
+#   libstb-dev        BMP decode                           libcli11-dev        command line
 #   nlohmann-json3-dev JSON (safetensors headers, traces)
 #   libcairo2-dev, fonts-dejavu-core, libgif-dev   the four-panel animation (giflib also
 #                     decodes GIF input)

@@ -16,7 +16,7 @@ cmake "${generator[@]}" -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"$jobs"
 part "build"
 # The bad-input corpus (tests/bad_inputs.py, CTest label bad_inputs: one test per case) runs
-# here in one process: a CTest process per case (about 450) each started Python and `trick
+# here in one process: a CTest process per case (525) each started Python and `trick
 # --help` again, about a minute of this 2-core machine's CI. `ctest -L bad_inputs` still runs
 # them one by one.
 ctest --test-dir build --output-on-failure -j"$jobs" --timeout 1500 -LE bad_inputs
