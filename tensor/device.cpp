@@ -449,7 +449,30 @@ int cuda_device_count() {
 #endif
 }
 
-bool cuda_available() { return cuda_device_count() > 0; }
+#ifdef TRICK_WITH_CUDA
+namespace cuda {
+std::string library_kernel_problem(int device);  // kernels/cuda/runtime.cu
+}
+#endif
+
+std::string cuda_device_problem(int index) {
+#ifdef TRICK_WITH_CUDA
+  const int count = cuda_device_count();
+  if (count == 0) return "no usable CUDA device (no GPU or no driver)";
+  if (index < 0 || index >= count) return cat("no device cuda:", index, " (", count, " CUDA devices)");
+  static std::mutex mu;
+  static std::map<int, std::string> problems;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = problems.find(index);
+  if (it == problems.end()) it = problems.emplace(index, cuda::library_kernel_problem(index)).first;
+  return it->second;
+#else
+  (void)index;
+  return "this build of trick has no CUDA support";
+#endif
+}
+
+bool cuda_available() { return cuda_device_count() > 0 && cuda_device_problem(0).empty(); }
 
 #ifdef TRICK_WITH_CUDA
 uint64_t begin_capture_pool(int device, void* stream) {

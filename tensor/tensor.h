@@ -129,7 +129,13 @@ std::string str(const Shape& s);
 
 // Raw copies between devices; no-ops on CPU-only builds except host->host.
 void device_memcpy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes);
-bool cuda_available();  // compiled with CUDA and a device with a working driver is present
-int cuda_device_count();
+// Compiled with CUDA, a device with a working driver is present, and this build's kernels run
+// on the first one (cuda:0). The device chosen by default, and what the GPU tests need.
+bool cuda_available();
+int cuda_device_count();  // what the driver reports, usable or not; 0 without a driver
+// Why cuda:index cannot run this build ("" when it can): no driver, no such device, or no code
+// for its architecture in the binary (kernels/cuda/runtime.h, library_kernel_problem). Asked
+// once per device.
+std::string cuda_device_problem(int index);
 
 }  // namespace trick

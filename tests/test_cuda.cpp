@@ -58,6 +58,8 @@
 #include "kernels/cuda/graph.h"
 #include "kernels/cuda/mma_probe.h"
 #include "kernels/cuda/runtime.h"
+#include "tests/cuda_arch_probe.h"
+#include "tests/test_util.h"
 #endif
 
 namespace trick::test_cuda {
@@ -66,7 +68,8 @@ namespace {
 
 std::string no_cuda_reason() {
 #ifdef TRICK_WITH_CUDA
-  return "this build has CUDA, but no device with a working driver was found";
+  return cuda_device_count() == 0 ? "this build has CUDA, but no device with a working driver was found"
+                                  : cuda_device_problem(0);
 #else
   return "this build has no CUDA support (-DTRICK_CUDA=OFF or no nvcc)";
 #endif
@@ -108,6 +111,50 @@ std::vector<ConvBackend> backends(std::initializer_list<ConvBackend> want) {
 // ---------------------------------------------------------------------------------------
 // Host-side checks of the shared index math
 // ---------------------------------------------------------------------------------------
+
+#ifdef TRICK_WITH_CUDA
+TEST_CASE("cuda: trick info names the architectures built for, and each GPU's verdict (host)") {
+  int status = 0;
+  const std::string info = trick_test::run_capture(std::string(TRICK_BINARY) + " info 2>&1", &status);
+  CHECK(status == 0);
+  const std::string archs = cuda::built_architectures();
+  CHECK_MESSAGE(archs != "(unknown)", "CMakeLists.txt passes TRICK_CUDA_ARCHITECTURES to kernels/cuda/runtime.cu");
+  CHECK_MESSAGE(trick_test::contains(info, "cuda architectures built for: " + archs + "\n"), info);
+  for (int d = 0; d < cuda_device_count(); ++d) {
+    const std::string problem = cuda_device_problem(d);
+    CHECK_MESSAGE(
+        trick_test::contains(info, cat("cuda:", d, ": ", problem.empty() ? "runs this build's kernels" : problem)),
+        info);
+  }
+  if (cuda_device_count() == 0) CHECK(cuda_device_problem(0) == "no usable CUDA device (no GPU or no driver)");
+}
+
+TEST_CASE("cuda: a GPU the binary has no code for is named, with the architectures and how to rebuild") {
+  SKIP_WITHOUT_CUDA();
+  CHECK(cuda_device_problem(0).empty());
+  CHECK(cuda::library_kernel_problem(0).empty());
+  cuda::DeviceGuard guard(Device::cuda(0));
+  const int cc = cuda::compute_capability();
+  // SASS runs only on GPUs of its own major version: the probe of the other one has no code here.
+  const bool eight = cc / 10 == 8;
+  const char* foreign_arch = eight ? "90-real" : "80-real";
+  const std::string problem =
+      cuda::kernel_problem(0, eight ? test_cuda::probe_kernel_sm90() : test_cuda::probe_kernel_sm80(), foreign_arch);
+  INFO(problem);
+  CHECK(trick_test::contains(problem, cat("this build's CUDA kernels, compiled for architectures ", foreign_arch,
+                                          ", cannot run on cuda:0 (")));
+  CHECK(trick_test::contains(problem, cat(", compute capability ", cc / 10, ".", cc % 10, "): ")));
+  CHECK(trick_test::contains(problem, cat("-DCMAKE_CUDA_ARCHITECTURES=", cc, ", or run with --device cpu")));
+  CHECK(cudaGetLastError() == cudaSuccess);  // nothing left pending for the next call
+  // The probe of its own major version runs (sm_80 on 8.0 to 8.9, sm_90 on 9.0).
+  if (cc / 10 == 8 || cc / 10 == 9)
+    CHECK(cuda::kernel_problem(0, eight ? test_cuda::probe_kernel_sm80() : test_cuda::probe_kernel_sm90(),
+                               eight ? "80-real" : "90-real") == "");
+  // And the library's kernels still run after the failed query.
+  Tensor x = Tensor::full(Shape{5}, -2.f).to(Device::cuda(0));
+  CHECK(relu(Var(x)).value().to(Device::cpu()).to_vector() == std::vector<float>(5, 0.f));
+}
+#endif
 
 TEST_CASE("cuda: fast division is exact (host)") {
   Rng rng(7);

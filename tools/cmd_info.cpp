@@ -6,6 +6,7 @@
 #include "kernels/gemm.h"
 #ifdef TRICK_WITH_CUDA
 #include "kernels/cuda/lazy_libs.h"
+#include "kernels/cuda/runtime.h"
 #endif
 #include "tensor/cpu_check.h"
 #include "tensor/tensor.h"
@@ -38,6 +39,12 @@ const bool registered =
                           std::printf("cuda backend: %s\n", cuda);
                           std::printf("cuda devices: %d\n", cuda_device_count());
 #ifdef TRICK_WITH_CUDA
+                          std::printf("cuda architectures built for: %s\n", cuda::built_architectures());
+                          for (int d = 0; d < cuda_device_count(); ++d) {
+                            const std::string problem = cuda_device_problem(d);
+                            std::printf("cuda:%d: %s\n", d,
+                                        problem.empty() ? "runs this build's kernels" : problem.c_str());
+                          }
                           for (auto* lib : {&cuda::cublas_library(), &cuda::cudnn_library()}) {
                             const std::string path = lib->path();
                             std::printf("%s: %s\n", lib->name().c_str(),

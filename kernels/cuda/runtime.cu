@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -80,6 +81,47 @@ int sm_count() { return std::max(cached_attribute(cudaDevAttrMultiProcessorCount
 
 int compute_capability() {
   return 10 * cached_attribute(cudaDevAttrComputeCapabilityMajor) + cached_attribute(cudaDevAttrComputeCapabilityMinor);
+}
+
+#ifndef TRICK_CUDA_ARCHITECTURES
+#define TRICK_CUDA_ARCHITECTURES "(unknown)"
+#endif
+const char* built_architectures() { return TRICK_CUDA_ARCHITECTURES; }
+
+std::string kernel_problem(int device, const void* kernel, const char* architectures) {
+  int previous = 0;
+  if (cudaGetDevice(&previous) != cudaSuccess) previous = -1;
+  cudaError_t e = cudaSetDevice(device);
+  cudaFuncAttributes attr{};
+  if (e == cudaSuccess) e = cudaFuncGetAttributes(&attr, kernel);
+  cudaGetLastError();  // none of these errors is sticky: clear it for the next call
+  if (previous >= 0 && previous != device) cudaSetDevice(previous);
+  if (e == cudaSuccess) return "";
+  cudaDeviceProp prop{};
+  const bool named = cudaGetDeviceProperties(&prop, device) == cudaSuccess;
+  cudaGetLastError();
+  const std::string gpu =
+      named ? cat("cuda:", device, " (", prop.name, ", compute capability ", prop.major, ".", prop.minor, ")")
+            : cat("cuda:", device);
+  const std::string what = cat("this build's CUDA kernels, compiled for architectures ", architectures,
+                               ", cannot run on ", gpu, ": ", cudaGetErrorString(e));
+  if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction)
+    return cat(
+        what, "; rebuild trick on that machine (CMake builds for the GPUs nvidia-smi lists) or with ",
+        "-DCMAKE_CUDA_ARCHITECTURES=", named ? cat(prop.major, prop.minor) : std::string("<its compute capability>"),
+        ", or run with --device cpu");
+  if (e == cudaErrorUnsupportedPtxVersion)
+    return cat(what,
+               " (PTX newer than the driver): update the NVIDIA driver, or rebuild trick for the GPU's architecture");
+  return what;
+}
+
+namespace {
+__global__ void library_probe_kernel() {}
+}  // namespace
+
+std::string library_kernel_problem(int device) {
+  return kernel_problem(device, reinterpret_cast<const void*>(&library_probe_kernel), built_architectures());
 }
 
 DeviceBuffer::DeviceBuffer(size_t bytes) {

@@ -41,6 +41,18 @@ int current_device();
 int sm_count();            // multiprocessors of the current device (cached)
 int compute_capability();  // of the current device, as 10 * major + minor: 90 on an H100/H200 (cached)
 
+// The CUDA architectures this build's kernels were compiled for, as CMake was given them
+// (CMAKE_CUDA_ARCHITECTURES, commas between: "90", "86,90", "80-real"...).
+const char* built_architectures();
+// Why `device` cannot run `kernel`, compiled for `architectures` ("" when it can): asks the
+// runtime for the kernel's attributes there, which fails when the binary holds no code the GPU
+// can run (no SASS of its architecture and no PTX it can compile). The reason names the GPU,
+// its compute capability, the architectures and how to rebuild. Leaves no error pending.
+std::string kernel_problem(int device, const void* kernel, const char* architectures);
+// kernel_problem for a kernel of this library: every kernels/cuda/ source is compiled for
+// the same architectures, so one kernel answers for all.
+std::string library_kernel_problem(int device);
+
 // Device memory owned by a move-only handle; freed on destruction.
 class DeviceBuffer {
  public:

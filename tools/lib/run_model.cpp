@@ -20,14 +20,14 @@ Device pick_device(const std::string& option) {
   if (option.empty() || option == "auto") {
     if (cuda_available()) return Device::cuda(0);
 #ifdef TRICK_WITH_CUDA
-    std::fprintf(stderr, "note: no usable CUDA device (no GPU or no driver); running on the CPU\n");
+    std::fprintf(stderr, "note: %s; running on the CPU\n", cuda_device_problem(0).c_str());
 #endif
     return Device::cpu();
   }
   const Device d = parse_device(option);
   if (option == "cuda" && !cuda_available()) {
 #ifdef TRICK_WITH_CUDA
-    std::fprintf(stderr, "note: --device cuda: no usable CUDA device (no GPU or no driver); running on the CPU\n");
+    std::fprintf(stderr, "note: --device cuda: %s; running on the CPU\n", cuda_device_problem(0).c_str());
 #else
     std::fprintf(stderr, "note: --device cuda: this build of trick has no CUDA support; running on the CPU\n");
 #endif
@@ -40,6 +40,8 @@ Device pick_device(const std::string& option) {
     TRICK_CHECK(d.index < cuda_device_count(), "--device ", option, ": ",
                 cuda_device_count() == 0 ? std::string("no usable CUDA device (no GPU or no driver)")
                                          : cat("only ", cuda_device_count(), " CUDA devices"));
+    const std::string problem = cuda_device_problem(d.index);
+    TRICK_CHECK(problem.empty(), "--device ", option, ": ", problem);
   }
   return d;
 }
