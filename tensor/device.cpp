@@ -459,7 +459,7 @@ std::string cuda_device_problem(int index) {
 #ifdef TRICK_WITH_CUDA
   const int count = cuda_device_count();
   if (count == 0) return "no usable CUDA device (no GPU or no driver)";
-  if (index < 0 || index >= count) return cat("no device cuda:", index, " (", count, " CUDA devices)");
+  if (index < 0 || index >= count) return cat("only ", count, " CUDA devices");
   static std::mutex mu;
   static std::map<int, std::string> problems;
   std::lock_guard<std::mutex> lock(mu);

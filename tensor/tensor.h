@@ -133,9 +133,9 @@ void device_memcpy(void* dst, Device dst_dev, const void* src, Device src_dev, s
 // on the first one (cuda:0). The device chosen by default, and what the GPU tests need.
 bool cuda_available();
 int cuda_device_count();  // what the driver reports, usable or not; 0 without a driver
-// Why cuda:index cannot run this build ("" when it can): no driver, no such device, or no code
-// for its architecture in the binary (kernels/cuda/runtime.h, library_kernel_problem). Asked
-// once per device.
+// Why cuda:index cannot run this build ("" when it can): no driver, no such device ("only N CUDA
+// devices"), or no code for its architecture in the binary (kernels/cuda/runtime.h,
+// library_kernel_problem). Asked once per device.
 std::string cuda_device_problem(int index);
 
 }  // namespace trick
