@@ -58,8 +58,10 @@
 #include "kernels/cuda/graph.h"
 #include "kernels/cuda/mma_probe.h"
 #include "kernels/cuda/runtime.h"
-#include "tests/cuda_arch_probe.h"
 #include "tests/test_util.h"
+#if !defined(TRICK_CUDA_EMU)
+#include "tests/cuda_arch_probe.h"
+#endif
 #endif
 
 namespace trick::test_cuda {
@@ -88,23 +90,39 @@ std::string no_cuda_reason() {
 
 // cuDNN is in the build only where CMake found its header (TRICK_WITH_CUDNN); without it,
 // --conv cudnn is an error (tests/test_lazy_libs.cpp) and its cases here are skipped.
-#ifdef TRICK_WITH_CUDNN
+// On the CUDA emulator (trick_emu_tests, kernels/cuda/emu/README.md) only our kernels run:
+// cuBLAS and cuDNN need a real GPU, so their cases are skipped there.
+#if defined(TRICK_CUDA_EMU)
+constexpr bool kEmulated = true;
+#else
+constexpr bool kEmulated = false;
+#endif
+#if defined(TRICK_WITH_CUDNN) && !defined(TRICK_CUDA_EMU)
 constexpr bool kHaveCudnn = true;
 #else
 constexpr bool kHaveCudnn = false;
 #endif
-#define SKIP_WITHOUT_CUDNN()                                                                   \
-  do {                                                                                         \
-    if (!kHaveCudnn) {                                                                         \
-      MESSAGE("skipped: this build has no cuDNN (CMake found no cudnn.h, or -DTRICK_CUDNN=OFF)"); \
-      return;                                                                                  \
-    }                                                                                          \
+constexpr bool kHaveCublas = !kEmulated;
+#define SKIP_WITHOUT_CUDNN()                                                                                    \
+  do {                                                                                                          \
+    if (!kHaveCudnn) {                                                                                          \
+      MESSAGE((kEmulated ? "skipped: cuDNN does not run on the CUDA emulator"                                   \
+                         : "skipped: this build has no cuDNN (CMake found no cudnn.h, or -DTRICK_CUDNN=OFF)")); \
+      return;                                                                                                   \
+    }                                                                                                           \
   } while (0)
-// `want` without cuDNN where the build has none.
+#define SKIP_WITHOUT_CUBLAS()                                       \
+  do {                                                              \
+    if (!kHaveCublas) {                                             \
+      MESSAGE("skipped: cuBLAS does not run on the CUDA emulator"); \
+      return;                                                       \
+    }                                                               \
+  } while (0)
+// `want` without the libraries this build or device lacks (cuDNN, cuBLAS: above).
 std::vector<ConvBackend> backends(std::initializer_list<ConvBackend> want) {
   std::vector<ConvBackend> out;
   for (ConvBackend b : want)
-    if (b != ConvBackend::Cudnn || kHaveCudnn) out.push_back(b);
+    if ((b != ConvBackend::Cudnn || kHaveCudnn) && (b != ConvBackend::Cublas || kHaveCublas)) out.push_back(b);
   return out;
 }
 
@@ -114,6 +132,10 @@ std::vector<ConvBackend> backends(std::initializer_list<ConvBackend> want) {
 
 #ifdef TRICK_WITH_CUDA
 TEST_CASE("cuda: trick info names the architectures built for, and each GPU's verdict (host)") {
+  if (kEmulated) {  // `trick` runs the real CUDA runtime; this binary, the emulator's
+    MESSAGE("skipped on the CUDA emulator: trick info describes the real devices");
+    return;
+  }
   int status = 0;
   const std::string info = trick_test::run_capture(std::string(TRICK_BINARY) + " info 2>&1", &status);
   CHECK(status == 0);
@@ -129,6 +151,8 @@ TEST_CASE("cuda: trick info names the architectures built for, and each GPU's ve
   if (cuda_device_count() == 0) CHECK(cuda_device_problem(0) == "no usable CUDA device (no GPU or no driver)");
 }
 
+// (Not on the CUDA emulator: it runs every kernel, and tests/cuda_arch_probe.cu is not built for it.)
+#if !defined(TRICK_CUDA_EMU)
 TEST_CASE("cuda: a GPU the binary has no code for is named, with the architectures and how to rebuild") {
   SKIP_WITHOUT_CUDA();
   CHECK(cuda_device_problem(0).empty());
@@ -154,6 +178,7 @@ TEST_CASE("cuda: a GPU the binary has no code for is named, with the architectur
   Tensor x = Tensor::full(Shape{5}, -2.f).to(Device::cuda(0));
   CHECK(relu(Var(x)).value().to(Device::cpu()).to_vector() == std::vector<float>(5, 0.f));
 }
+#endif  // !TRICK_CUDA_EMU
 #endif
 
 TEST_CASE("cuda: fast division is exact (host)") {
@@ -641,12 +666,15 @@ const std::vector<GpuConvCase>& gpu_conv_cases() {
 //   8x35x35, 96 -> 144, stride 2:   19x2 = 38 (small) / 21x1x4 phases = 84 (small)
 //   8x35x35, 160 -> 192, stride 1:  77x2 = 154 (large) / 77x2 = 154 (large)
 //   32x35x35, 160 -> 192, stride 2: 73x2 = 146 (large) / 81x2x4 phases = 648 (large: stride phases)
+// On the CUDA emulator the last case has 8 images, not 32 (a quarter of the work, which is
+// three quarters of all of these cases'): dgrad still takes large tiles over its stride
+// phases (20x2x4 = 160 blocks), forward small ones (19x2 = 38).
 const std::vector<GpuConvCase>& large_tile_conv_cases() {
   static const std::vector<GpuConvCase> cases = {
       {{8, 35, 35, 64, 160, 3, 3, 1, 1, 1, 1, 1, 1, true, false}, true, true},
       {{8, 35, 35, 96, 144, 3, 3, 2, 2, 0, 0, 0, 0, false, false}, false, true},
       {{8, 35, 35, 160, 192, 3, 3, 1, 1, 1, 1, 1, 1, false, true}, true, true},
-      {{32, 35, 35, 160, 192, 3, 3, 2, 2, 0, 0, 0, 0, true, false}, false, false},
+      {{kEmulated ? 8 : 32, 35, 35, 160, 192, 3, 3, 2, 2, 0, 0, 0, 0, true, false}, false, false},
   };
   return cases;
 }
@@ -709,12 +737,13 @@ TEST_CASE("cuda: conv2d on channel slices at 16-byte offsets against the CPU (cu
     CudnnAlgoScope scope(algo);
     for (const GpuConvCase& cc : cases) run_conv_case(cc, ConvBackend::Cudnn, MathMode::FP32, rng, SliceAt::Aligned);
   }
-  for (ConvBackend backend : {ConvBackend::Own, ConvBackend::Cublas})
+  for (ConvBackend backend : backends({ConvBackend::Own, ConvBackend::Cublas}))
     for (const GpuConvCase& cc : cases) run_conv_case(cc, backend, MathMode::FP32, rng, SliceAt::Aligned);
 }
 
 TEST_CASE("cuda: conv2d on cuBLAS with one image per im2col chunk against the CPU") {
   SKIP_WITHOUT_CUDA();
+  SKIP_WITHOUT_CUBLAS();
   // The default cap holds every test shape in one chunk; a cap of one float makes every
   // image its own chunk: the output offsets of later chunks, col2im's image index and
   // wgrad's accumulation over chunks (beta 0 for the first, 1 after).
@@ -845,11 +874,12 @@ TEST_CASE("cuda: conv2d and gemm in bf16 (our tensor-core kernel and cuBLAS) sta
     for (const GpuConvCase& cc : gpu_conv_cases()) run_conv_case(cc, ConvBackend::Own, MathMode::BF16, rng);
   }
   for (const GpuConvCase& cc : large_tile_conv_cases()) run_conv_case(cc, ConvBackend::Own, MathMode::BF16, rng);
-  for (size_t i : {1, 2, 8}) run_conv_case(gpu_conv_cases()[i], ConvBackend::Cublas, MathMode::BF16, rng);
+  if (kHaveCublas)
+    for (size_t i : {1, 2, 8}) run_conv_case(gpu_conv_cases()[i], ConvBackend::Cublas, MathMode::BF16, rng);
   // Our GEMMs, and proof that bf16 is what ran: the error against the fp32 CPU product is
   // bf16's (about 2e-3; TF32's is about 3e-4, fp32's 1e-7).
   MathModeScope mode(MathMode::BF16);
-  for (ConvBackend backend : {ConvBackend::Own, ConvBackend::Cublas}) {
+  for (ConvBackend backend : backends({ConvBackend::Own, ConvBackend::Cublas})) {
     ConvBackendScope scope(backend);
     // cuBLAS's FAST_16BF allows bf16 but may keep fp32 for some shapes; ours always rounds.
     expect_reduced_precision_gemms(rng, kBf16Bound, backend == ConvBackend::Own ? 1e-3 : 0.0);
@@ -908,7 +938,7 @@ TEST_CASE("cuda: gemm (own kernel and cuBLAS) against the CPU") {
   struct G {
     int64_t m, n, k;
   };
-  for (ConvBackend backend : {ConvBackend::Own, ConvBackend::Cublas}) {
+  for (ConvBackend backend : backends({ConvBackend::Own, ConvBackend::Cublas})) {
     ConvBackendScope scope(backend);
     for (G s :
          {G{1, 1, 1}, G{1, 1000, 2048}, G{7, 129, 33}, G{300, 257, 65}, G{64, 64, 64}, G{1000, 10, 500}, G{5, 6, 0}})
@@ -1545,6 +1575,10 @@ TEST_CASE("cuda: attack steps replayed from a CUDA graph equal the eager steps b
 
 TEST_CASE("cuda: the Inception v3 attack step from a CUDA graph equals the eager step bit for bit") {
   SKIP_WITHOUT_CUDA();
+  if (kEmulated) {  // 48 Inception image-steps: about a teraflop, half an hour on the emulator
+    MESSAGE("skipped on the CUDA emulator: too much work (the tiny net's graph test runs there)");
+    return;
+  }
   std::unique_ptr<Model> model = random_model("inception_v3", 3);
   model->set_requires_grad(false);
   model->to(Device::cuda(0));
@@ -1711,21 +1745,23 @@ TEST_CASE("cuda: the layer profile times every layer of a GPU step with CUDA eve
     m->to(dev);
     Rng rng(6);
     const Tensor x = rand_uniform(Shape{4, 28, 28, 1}, rng).to(dev);
-    auto prof = std::make_unique<LayerProfiler>(make_profile_clock(dev));
+    // One profiler installed per thread at a time: this one is gone before the next.
+    LayerProfiler prof(make_profile_clock(dev));
     for (int pass = 0; pass < 3; ++pass) {
-      prof->begin_pass();
+      prof.begin_pass();
       Var input(x, true);
       Var loss = cross_entropy(m->forward(input), Tensor::full(Shape{4}, 1.f).to(dev));
       loss.backward(Tensor::full(Shape{4}, 1.f).to(dev));
-      prof->end_pass();
+      prof.end_pass();
     }
-    return prof;
+    return std::make_pair(prof.layers(), prof.pass_ms());
   };
-  const std::unique_ptr<LayerProfiler> cpu = profile(Device::cpu());
-  const std::unique_ptr<LayerProfiler> gpu = profile(Device::cuda());
-  REQUIRE(cpu->layers().size() == gpu->layers().size());
-  for (size_t i = 0; i < cpu->layers().size(); ++i) {
-    const LayerTimes &c = cpu->layers()[i], &g = gpu->layers()[i];
+  const auto [cpu_layers, cpu_pass_ms] = profile(Device::cpu());
+  (void)cpu_pass_ms;
+  const auto [gpu_layers, gpu_pass_ms] = profile(Device::cuda());
+  REQUIRE(cpu_layers.size() == gpu_layers.size());
+  for (size_t i = 0; i < cpu_layers.size(); ++i) {
+    const LayerTimes &c = cpu_layers[i], &g = gpu_layers[i];
     INFO(c.name);
     CHECK(g.name == c.name);
     CHECK(g.ops == c.ops);
@@ -1736,10 +1772,10 @@ TEST_CASE("cuda: the layer profile times every layer of a GPU step with CUDA eve
   }
   for (int pass = 0; pass < 3; ++pass) {
     double sum = 0;
-    for (const LayerTimes& g : gpu->layers()) sum += g.fwd_ms[pass] + g.bwd_ms[pass];
+    for (const LayerTimes& g : gpu_layers) sum += g.fwd_ms[pass] + g.bwd_ms[pass];
     // Events in stream order: the layers' intervals do not overlap, so their sum stays inside
     // the pass up to the rounding of ~60 float elapsed times.
-    CHECK(sum <= gpu->pass_ms()[pass] * 1.001 + 0.01);
+    CHECK(sum <= gpu_pass_ms[pass] * 1.001 + 0.01);
     CHECK(sum > 0);
   }
 }
@@ -1783,7 +1819,8 @@ TEST_CASE("gpu inception v3: logits and input gradient on the GPU match the CPU 
                          Config{ConvBackend::Cudnn, MathMode::FP32}, Config{ConvBackend::Own, MathMode::TF32},
                          Config{ConvBackend::Cublas, MathMode::TF32}, Config{ConvBackend::Cudnn, MathMode::TF32},
                          Config{ConvBackend::Own, MathMode::BF16}, Config{ConvBackend::Cublas, MathMode::BF16}}) {
-    if (c.backend == ConvBackend::Cudnn && !kHaveCudnn) continue;
+    if ((c.backend == ConvBackend::Cudnn && !kHaveCudnn) || (c.backend == ConvBackend::Cublas && !kHaveCublas))
+      continue;
     ConvBackendScope scope_backend(c.backend);
     MathModeScope scope_mode(c.mode);
     std::vector<float> logits, grad;

@@ -108,7 +108,9 @@ __global__ void __launch_bounds__(P::T::NT) igemm_kernel(const P p) {
 // One tensor-core product of a warp, d += a * b, with MmaTf32's (m16n8k8, TF32) or
 // MmaBf16's (m16n8k16, bf16) fragments.
 __device__ __forceinline__ void mma(MmaTf32, float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-#if __CUDA_ARCH__ >= 800
+#if defined(TRICK_CUDA_EMU)  // the CUDA emulator (kernels/cuda/emu/emu.h)
+  ::trick::emu::mma_tf32_m16n8k8(d, a, b);
+#elif __CUDA_ARCH__ >= 800
   asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
@@ -118,7 +120,9 @@ __device__ __forceinline__ void mma(MmaTf32, float (&d)[4], const uint32_t (&a)[
 #endif
 }
 __device__ __forceinline__ void mma(MmaBf16, float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-#if __CUDA_ARCH__ >= 800
+#if defined(TRICK_CUDA_EMU)
+  ::trick::emu::mma_bf16_m16n8k16(d, a, b);
+#elif __CUDA_ARCH__ >= 800
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
