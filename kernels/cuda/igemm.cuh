@@ -220,11 +220,17 @@ __global__ void __launch_bounds__(P::T::NT) igemm_tc_kernel(const P p) {
           TRICK_UNROLL
           for (int r = 0; r < 2; ++r) b[j][r] = bs[cur][kw + M::b_word(lane, r)][wn0 + j * 8 + M::b_col(lane)];
         }
+#if defined(TRICK_CUDA_EMU)
+        // The CUDA emulator: these MF x NF products in one exchange among the warp's lanes,
+        // not one each (kernels/cuda/emu/README.md).
+        ::trick::emu::mma_many(M::kPack == 2, &acc[0][0][0], &a[0][0], &b[0][0], MF, NF);
+#else
         TRICK_UNROLL
         for (int i = 0; i < MF; ++i) {
           TRICK_UNROLL
           for (int j = 0; j < NF; ++j) mma(M{}, acc[i][j], a[i], b[j]);
         }
+#endif
       }
       if (more) store(cur ^ 1);  // the other buffer was last read in stage t-1, before the barrier that ended it
       __syncthreads();

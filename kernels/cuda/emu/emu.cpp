@@ -32,8 +32,8 @@ enum class Wait { None, Block, Warp, Done };
 // A fiber's saved context: on x86-64 (without AddressSanitizer) its stack pointer, with
 // the callee-saved registers on its stack, switched by trick_emu_switch below (no system
 // call: glibc's swapcontext saves the signal mask each time, a system call that made up half
-// the emulator's run time); elsewhere a ucontext_t.
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+// the emulator's run time); elsewhere (or with TRICK_EMU_UCONTEXT defined) a ucontext_t.
+#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__) && !defined(TRICK_EMU_UCONTEXT)
 #define TRICK_EMU_ASM_SWITCH 1
 struct Context {
   void* sp = nullptr;
@@ -55,12 +55,14 @@ struct Fiber {
 // writes set p of its next operation while slower lanes may still read set 1 - p of the
 // last one (they have, before the next operation's barrier can release).
 enum class WarpOp { None, Shfl, MmaTf32, MmaBf16 };
+constexpr int kMaxFrags = 4;  // mma_many: up to 4 x 4 products in one exchange
 struct WarpSet {
   WarpOp op = WarpOp::None;
+  int mf = 1, nf = 1;  // mma: A and B fragments per lane (mf x nf products)
   uint64_t value[32];
-  uint32_t a[32][4];
-  uint32_t b[32][2];
-  float c[32][4];  // a lane's accumulators in; mma's d out
+  uint32_t a[32][kMaxFrags][4];
+  uint32_t b[32][kMaxFrags][2];
+  float c[32][kMaxFrags * kMaxFrags][4];  // a lane's accumulators in; the products' d out
 };
 struct WarpSlots {
   WarpSet set[2];
@@ -179,10 +181,14 @@ void fiber_entry() { run_fiber_body(); }  // uc_link returns to the scheduler
 #endif
 
 // Prepares `c` to start the fiber on `stack` (kStack bytes) at its first switch.
-void make_fiber(Context& c, unsigned char* stack, BlockRun& r) {
+// Stacks kStack apart would put every fiber's hot top in the same cache sets (kStack is a
+// multiple of the L1 and L2 way sizes): each starts `stagger` bytes lower, a different set.
+size_t stagger(unsigned i) { return (static_cast<size_t>(i) * 1088) % 65536; }
+
+void make_fiber(Context& c, unsigned char* stack, unsigned i, BlockRun& r) {
 #if defined(TRICK_EMU_ASM_SWITCH)
   (void)r;
-  auto* top = reinterpret_cast<uint64_t*>((reinterpret_cast<uintptr_t>(stack + kStack) & ~uintptr_t{15}));
+  auto* top = reinterpret_cast<uint64_t*>((reinterpret_cast<uintptr_t>(stack + kStack - stagger(i)) & ~uintptr_t{15}));
   uint64_t* sp = top;
   *--sp = 0;                                              // the trampoline's return address slot
   *--sp = reinterpret_cast<uint64_t>(&fiber_trampoline);  // where the first switch returns to
@@ -191,7 +197,7 @@ void make_fiber(Context& c, unsigned char* stack, BlockRun& r) {
 #else
   getcontext(&c.uc);
   c.uc.uc_stack.ss_sp = stack;
-  c.uc.uc_stack.ss_size = kStack;
+  c.uc.uc_stack.ss_size = kStack - stagger(i);
   c.uc.uc_link = &r.scheduler.uc;
   makecontext(&c.uc, fiber_entry, 0);
 #endif
@@ -252,10 +258,14 @@ void run_block(BlockRun& r) {
   const unsigned n = r.block_dim.x * r.block_dim.y * r.block_dim.z;
   r.fibers.assign(n, Fiber{});
   r.warps.resize((n + 31) / 32);
+  for (WarpSlots& w : r.warps) {  // the fibers count their warp operations from 0 again
+    w.parity = 0;
+    w.set[0].op = w.set[1].op = WarpOp::None;
+  }
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = r.fibers[i];
     f.tid = make_uint3(i % r.block_dim.x, (i / r.block_dim.x) % r.block_dim.y, i / (r.block_dim.x * r.block_dim.y));
-    make_fiber(f.ctx, g_stacks.get(i, n), r);
+    make_fiber(f.ctx, g_stacks.get(i, n), i, r);
   }
   // Warp by warp: run its lanes (which pass warp-level operations among themselves,
   // warp_wait) until each has exited or waits at __syncthreads; then release the block.
@@ -463,50 +473,69 @@ float bf16_value(uint32_t half) {
 //   C/D (both): c_i at row groupID (+8 for c2, c3), column 2 * threadID_in_group + (i & 1).
 void mma_warp(WarpSet& s, bool bf16) {
   const int K = bf16 ? 16 : 8;
-  float A[16][16], B[16][8];
+  float A[kMaxFrags][16][16], B[kMaxFrags][16][8];
   for (int lane = 0; lane < 32; ++lane) {
     const int group = lane >> 2, tig = lane % 4;
-    for (int r = 0; r < 4; ++r) {
-      const int row = group + 8 * (r & 1);
-      if (bf16) {
-        const int col = 2 * tig + 8 * (r >> 1);
-        A[row][col] = bf16_value(s.a[lane][r] & 0xffffu);
-        A[row][col + 1] = bf16_value(s.a[lane][r] >> 16);
-      } else {
-        A[row][tig + 4 * (r >> 1)] = tf32_value(s.a[lane][r]);
+    for (int fi = 0; fi < s.mf; ++fi)
+      for (int r = 0; r < 4; ++r) {
+        const int row = group + 8 * (r & 1);
+        const uint32_t w = s.a[lane][fi][r];
+        if (bf16) {
+          const int col = 2 * tig + 8 * (r >> 1);
+          A[fi][row][col] = bf16_value(w & 0xffffu);
+          A[fi][row][col + 1] = bf16_value(w >> 16);
+        } else {
+          A[fi][row][tig + 4 * (r >> 1)] = tf32_value(w);
+        }
       }
-    }
-    for (int r = 0; r < 2; ++r) {
-      if (bf16) {
-        const int k = 2 * tig + 8 * r;
-        B[k][group] = bf16_value(s.b[lane][r] & 0xffffu);
-        B[k + 1][group] = bf16_value(s.b[lane][r] >> 16);
-      } else {
-        B[tig + 4 * r][group] = tf32_value(s.b[lane][r]);
+    for (int fj = 0; fj < s.nf; ++fj)
+      for (int r = 0; r < 2; ++r) {
+        const uint32_t w = s.b[lane][fj][r];
+        if (bf16) {
+          const int k = 2 * tig + 8 * r;
+          B[fj][k][group] = bf16_value(w & 0xffffu);
+          B[fj][k + 1][group] = bf16_value(w >> 16);
+        } else {
+          B[fj][tig + 4 * r][group] = tf32_value(w);
+        }
       }
-    }
   }
-  float C[16][8];
-  for (int lane = 0; lane < 32; ++lane)
-    for (int r = 0; r < 4; ++r) C[(lane >> 2) + 8 * (r >> 1)][2 * (lane % 4) + (r & 1)] = s.c[lane][r];
-  // Products of TF32 or bf16 values are exact in fp32; the sums are fp32, in k order.
-  for (int i = 0; i < 16; ++i)
-    for (int k = 0; k < K; ++k)
-      for (int j = 0; j < 8; ++j) C[i][j] = std::fma(A[i][k], B[k][j], C[i][j]);
-  for (int lane = 0; lane < 32; ++lane)
-    for (int r = 0; r < 4; ++r) s.c[lane][r] = C[(lane >> 2) + 8 * (r >> 1)][2 * (lane % 4) + (r & 1)];
+  for (int fi = 0; fi < s.mf; ++fi)
+    for (int fj = 0; fj < s.nf; ++fj) {
+      const int p = fi * s.nf + fj;
+      float C[16][8];
+      for (int lane = 0; lane < 32; ++lane)
+        for (int r = 0; r < 4; ++r) C[(lane >> 2) + 8 * (r >> 1)][2 * (lane % 4) + (r & 1)] = s.c[lane][p][r];
+      // Products of TF32 or bf16 values are exact in fp32 (so a separate multiply and add
+      // round once, as a fused one would); the sums are fp32, in k order.
+      for (int k = 0; k < K; ++k)  // k outermost: the 16 rows' sums do not wait on each other
+        for (int i = 0; i < 16; ++i) {
+          const float x = A[fi][i][k];
+          for (int j = 0; j < 8; ++j) C[i][j] += x * B[fj][k][j];
+        }
+      for (int lane = 0; lane < 32; ++lane)
+        for (int r = 0; r < 4; ++r) s.c[lane][p][r] = C[(lane >> 2) + 8 * (r >> 1)][2 * (lane % 4) + (r & 1)];
+    }
 }
 
-// One mma for the calling lane: publish its fragments and accumulators, wait for the warp
-// (whose release computes the product: complete_warp_op), take its accumulators back.
-void mma_lane(WarpOp op, float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+// mf x nf mmas for the calling lane (d[i][j] += A_i B_j; d, a, b row-major): publish its
+// fragments and accumulators, wait for the warp (whose release computes the products:
+// complete_warp_op), take its accumulators back.
+void mma_lane(WarpOp op, float* d, const uint32_t* a, const uint32_t* b, int mf, int nf) {
+  if (mf < 1 || nf < 1 || mf > kMaxFrags || nf > kMaxFrags) trap();
   const int lane = lane_of(me(), *g_run);
   WarpSet& s = warp_set(op);
-  for (int r = 0; r < 4; ++r) s.a[lane][r] = a[r];
-  for (int r = 0; r < 2; ++r) s.b[lane][r] = b[r];
-  for (int r = 0; r < 4; ++r) s.c[lane][r] = d[r];
+  s.mf = mf;
+  s.nf = nf;
+  for (int i = 0; i < mf; ++i)
+    for (int r = 0; r < 4; ++r) s.a[lane][i][r] = a[i * 4 + r];
+  for (int j = 0; j < nf; ++j)
+    for (int r = 0; r < 2; ++r) s.b[lane][j][r] = b[j * 2 + r];
+  for (int p = 0; p < mf * nf; ++p)
+    for (int r = 0; r < 4; ++r) s.c[lane][p][r] = d[p * 4 + r];
   warp_wait();
-  for (int r = 0; r < 4; ++r) d[r] = s.c[lane][r];
+  for (int p = 0; p < mf * nf; ++p)
+    for (int r = 0; r < 4; ++r) d[p * 4 + r] = s.c[lane][p][r];
 }
 
 void complete_warp_op(WarpSlots& w) {
@@ -518,10 +547,13 @@ void complete_warp_op(WarpSlots& w) {
 }  // namespace
 
 void mma_tf32_m16n8k8(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  mma_lane(WarpOp::MmaTf32, d, a, b);
+  mma_lane(WarpOp::MmaTf32, d, a, b, 1, 1);
 }
 void mma_bf16_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  mma_lane(WarpOp::MmaBf16, d, a, b);
+  mma_lane(WarpOp::MmaBf16, d, a, b, 1, 1);
+}
+void mma_many(bool bf16, float* d, const uint32_t* a, const uint32_t* b, int mf, int nf) {
+  mma_lane(bf16 ? WarpOp::MmaBf16 : WarpOp::MmaTf32, d, a, b, mf, nf);
 }
 
 void launch(const Config& c, const char* name, std::function<void()> body) {

@@ -101,6 +101,10 @@ T shfl_down(unsigned mask, T v, unsigned delta, int width = 32) {
 // mma.m16n8k16), written here from the ISA, not from kernels/cuda/igemm.h.
 void mma_tf32_m16n8k8(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
 void mma_bf16_m16n8k16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
+// mf x nf of them at once (up to 4 x 4), for igemm_tc_kernel's inner step: d[i][j] += A_i B_j
+// with d (mf x nf x 4), a (mf x 4) and b (nf x 2) row-major: one exchange among the warp's
+// lanes instead of mf * nf, the same products (kernels/cuda/emu/README.md).
+void mma_many(bool bf16, float* d, const uint32_t* a, const uint32_t* b, int mf, int nf);
 
 // The emulated device's facts (what cudaGetDeviceProperties reports).
 constexpr int kMultiProcessors = 132;  // an H200's, so split-K and tile choices match it
