@@ -609,8 +609,6 @@ cudaError_t cudaGetLastError() {
   trick::emu::g_last_error = cudaSuccess;
   return e;
 }
-cudaError_t cudaPeekAtLastError() { return trick::emu::g_last_error; }
-
 const char* cudaGetErrorString(cudaError_t e) {
   switch (e) {
     case cudaSuccess:
@@ -637,8 +635,6 @@ const char* cudaGetErrorString(cudaError_t e) {
       return "unknown error (emulated)";
   }
 }
-const char* cudaGetErrorName(cudaError_t e) { return cudaGetErrorString(e); }
-
 cudaError_t cudaGetDeviceCount(int* n) {
   *n = 1;
   return cudaSuccess;
@@ -695,14 +691,6 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void* f) {
   a->ptxVersion = a->binaryVersion = 10 * kMajor + kMinor;
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize() {
-  if (!unsafe_call_allowed()) {
-    invalidate_captures();
-    return fail(cudaErrorStreamCaptureUnsupported);
-  }
-  return cudaSuccess;
-}
-
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   *p = nullptr;
   if (!unsafe_call_allowed()) {
@@ -746,7 +734,6 @@ cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned int) {
   *p = q;
   return cudaSuccess;
 }
-cudaError_t cudaMallocHost(void** p, size_t bytes) { return cudaHostAlloc(p, bytes, 0); }
 cudaError_t cudaFreeHost(void* p) {
   if (!p) return cudaSuccess;
   std::lock_guard<std::mutex> lock(state().mu);
@@ -811,7 +798,6 @@ cudaError_t cudaStreamCreate(cudaStream_t* s) {
   *s = reinterpret_cast<cudaStream_t>(new Stream);
   return cudaSuccess;
 }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) { return cudaStreamCreate(s); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   auto* st = reinterpret_cast<Stream*>(s);
   if (!st) return fail(cudaErrorInvalidResourceHandle);
