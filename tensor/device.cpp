@@ -459,7 +459,9 @@ std::string cuda_device_problem(int index) {
 #ifdef TRICK_WITH_CUDA
   const int count = cuda_device_count();
   if (count == 0) return "no usable CUDA device (no GPU or no driver)";
-  if (index < 0 || index >= count) return cat("only ", count, " CUDA devices");
+  if (index < 0 || index >= count)
+    return count == 1 ? std::string("this machine has 1 CUDA device (cuda:0)")
+                      : cat("this machine has ", count, " CUDA devices (cuda:0 to cuda:", count - 1, ")");
   static std::mutex mu;
   static std::map<int, std::string> problems;
   std::lock_guard<std::mutex> lock(mu);

@@ -77,8 +77,10 @@ int frame_factor(const Tensor& image, int frame_width) {
 }
 
 // summary.json's "backend": the settings besides the device that change the last bits (or
-// the speed) of a run, so that a result can be reproduced exactly.
-nlohmann::json backend_json(Device dev, bool graph) {
+// the speed) of a run, so that a result can be reproduced exactly; on a GPU also how many of
+// the trace's steps were replayed from a CUDA graph (the others ran eagerly: the first of
+// each set of running images, a method that reads a value on the host, a failed capture).
+nlohmann::json backend_json(Device dev, bool graph, const ItemResult& r) {
   if (dev.is_cpu()) {
     nlohmann::json j{{"conv", cpu::conv_engine_key(cpu::conv_engine())}, {"kernels", cpu::conv_engine_name()},
                      {"threads", num_threads()}};
@@ -86,7 +88,11 @@ nlohmann::json backend_json(Device dev, bool graph) {
     if (math_mode() != MathMode::FP32) j["math"] = cat(math_mode_name(math_mode()), " (emulated)");
     return j;
   }
-  return {{"conv", conv_backend_name(conv_backend())}, {"math", math_mode_name(math_mode())}, {"cuda_graph", graph}};
+  const auto replayed = std::count_if(r.trace.begin(), r.trace.end(), [](const StepRecord& t) { return t.from_graph; });
+  return {{"conv", conv_backend_name(conv_backend())},
+          {"math", math_mode_name(math_mode())},
+          {"cuda_graph", graph},
+          {"cuda_graph_steps", replayed}};
 }
 
 // The image (H, W, C) on the host, read in place when it already is there.
@@ -479,7 +485,7 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
     rec.weights = o.weights.empty() ? "embedded" : o.weights;
     rec.weights_sha256 = weights_sha256;
     rec.device = dev.str();
-    rec.backend = backend_json(dev, o.graph);
+    rec.backend = backend_json(dev, o.graph, results[i]);
     rec.settings = s;
     rec.wall_seconds = wall;
     rec.command_line = o.command_line;

@@ -1,0 +1,160 @@
+#!/usr/bin/python3
+"""The command's GPU paths on the CUDA emulator (`trick_emu`: trick with our kernels compiled
+for the CPU, kernels/cuda/emu/README.md), against the CPU backend of the same binary.
+
+Usage: emu_cli.py TRICK_EMU_BINARY
+
+On the embedded Fashion-MNIST model and its samples (the README's demo attack: sneaker ->
+ankle boot, PGD from the photo, eps 12):
+  1. `attack --device cuda` (graphs, the default) reaches the target in as many steps as
+     `--device cpu`, their first forward agrees to fp32 rounding, and summary.json names the
+     GPU backend;
+  2. a batch of three (two reach the target at steps 19 and 29, one runs out of steps, so the
+     graph is captured again twice) from CUDA graphs equals `--no-graph` bit for bit: every
+     trace row but its time and L2 norm (fp32 sums there, double here: 1e-6), every
+     adversarial pixel, the exit status;
+  3. `--tf32` and `--bf16` run our tensor-core kernels (the first loss moves by their
+     rounding, not by fp32's) and still reach the target;
+  4. `classify` and `grad` on the GPU agree with the CPU;
+  5. a device index past the last is one error line naming it.
+The same checks a GPU run would make of the command; on a GPU tools/gpu_check.sh runs the
+kernels' own tests. Prints what it compared; exits non-zero on any failure.
+"""
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLES = os.path.join(ROOT, "data", "samples", "fashion")
+DEMO = ["--target", "ankle boot", "--eps", "12", "--no-random-start"]
+failures = []
+
+
+def check(ok, what):
+    print(("ok    " if ok else "FAIL  ") + what)
+    if not ok:
+        failures.append(what)
+
+
+def run(args, want_rc=0):
+    p = subprocess.run([EMU] + args, capture_output=True, text=True)
+    if p.returncode != want_rc:
+        print(p.stdout + p.stderr)
+        check(False, f"`trick_emu {' '.join(args)}` exit status {p.returncode}, expected {want_rc}")
+    return p
+
+
+def attack(images, extra, out, want_rc=0):
+    run(["attack"] + [os.path.join(SAMPLES, i) for i in images] + DEMO + extra + ["--out", out], want_rc)
+
+
+def folders(out, n):  # one image: out itself; several: out/NN-name-class/
+    if n == 1:
+        return [out]
+    return sorted(os.path.join(out, d) for d in os.listdir(out) if os.path.isdir(os.path.join(out, d)))
+
+
+def trace(folder):
+    with open(os.path.join(folder, "trace.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def summary(folder):
+    with open(os.path.join(folder, "summary.json")) as f:
+        return json.load(f)
+
+
+def pixels(folder):
+    return np.asarray(Image.open(os.path.join(folder, "adversarial.png")))
+
+
+def rel(a, b):
+    return abs(a - b) / abs(b)
+
+
+def main(tmp):
+    # 1. the demo attack, GPU (graphs) against CPU
+    attack(["7_sneaker.png"], ["--device", "cuda"], f"{tmp}/gpu")
+    attack(["7_sneaker.png"], ["--device", "cpu"], f"{tmp}/cpu")
+    g, c = summary(f"{tmp}/gpu"), summary(f"{tmp}/cpu")
+    tg, tc = trace(f"{tmp}/gpu"), trace(f"{tmp}/cpu")
+    want = {"conv": "own", "cuda_graph": True, "cuda_graph_steps": len(tg) - 1, "math": "fp32"}
+    check(g["device"] == "cuda:0" and g["backend"] == want,
+          f"summary.json names the emulated GPU's backend, every step after the first from a graph: "
+          f"{g['device']} {g['backend']}, {len(tg)} trace rows")
+    check(g["success"]["8bit"] and c["success"]["8bit"] and g["steps"] == c["steps"],
+          f"GPU and CPU reach the target in as many steps: {g['steps']} and {c['steps']}")
+    l0g, l0c = float(tg[0]["loss"]), float(tc[0]["loss"])
+    check(rel(l0g, l0c) < 1e-5, f"first loss, GPU {l0g} against CPU {l0c}: relative {rel(l0g, l0c):.1e} < 1e-5")
+
+    # 2. a batch, graphs against eager
+    batch = ["7_sneaker.png", "5_sandal.png", "0_t-shirt_top.png"]
+    attack(batch, ["--device", "cuda", "--steps", "60"], f"{tmp}/graph", want_rc=3)
+    attack(batch, ["--device", "cuda", "--steps", "60", "--no-graph"], f"{tmp}/eager", want_rc=3)
+    fg, fe = folders(f"{tmp}/graph", 3), folders(f"{tmp}/eager", 3)
+    check(len(fg) == 3 and len(fe) == 3, f"three outputs each: {len(fg)} and {len(fe)}")
+    for a, b in zip(fg, fe):
+        # l2_255 apart: a replayed step sums its squares in fp32 on the device, an eager one in
+        # double on the host (attack/README.md); the rest to the last digit.
+        ra = [{k: v for k, v in r.items() if k not in ("seconds", "l2_255")} for r in trace(a)]
+        rb = [{k: v for k, v in r.items() if k not in ("seconds", "l2_255")} for r in trace(b)]
+        l2 = max((rel(float(x["l2_255"]), float(y["l2_255"])) for x, y in zip(trace(a)[1:], trace(b)[1:])), default=1)
+        name = os.path.basename(a)
+        check(ra == rb and len(ra) > 1, f"{name}: {len(ra)} trace rows from graphs equal eager's")
+        check(l2 < 1e-6, f"{name}: the L2 norms in them at most {l2:.1e} apart (< 1e-6)")
+        check(np.array_equal(pixels(a), pixels(b)), f"{name}: adversarial.png from graphs equals eager's")
+        ba, bb = summary(a)["backend"], summary(b)["backend"]
+        check(ba["cuda_graph"] and 0 < ba["cuda_graph_steps"] < len(ra) and not bb["cuda_graph"] and
+              bb["cuda_graph_steps"] == 0, f"{name}: {ba['cuda_graph_steps']} steps replayed from graphs, "
+              f"{bb['cuda_graph_steps']} with --no-graph")
+    steps = [summary(a)["steps"] for a in fg]
+    check(steps == [29, 19, 60], f"the batch's steps (each image's own stop): {steps}")
+
+    # 3. tensor-core modes
+    for mode, lo, hi in (("tf32", 1e-6, 1e-2), ("bf16", 1e-5, 5e-2)):
+        attack(["7_sneaker.png"], ["--device", "cuda", f"--{mode}"], f"{tmp}/{mode}")
+        s, t = summary(f"{tmp}/{mode}"), trace(f"{tmp}/{mode}")
+        l0 = float(t[0]["loss"])
+        check(s["backend"]["math"] == mode and s["success"]["8bit"],
+              f"--{mode}: math {s['backend']['math']}, the target reached in {s['steps']} steps")
+        check(lo < rel(l0, l0g) < hi, f"--{mode}: first loss {l0} against fp32's {l0g}: relative "
+              f"{rel(l0, l0g):.1e} in ({lo:g}, {hi:g})")
+
+    # 4. classify and grad
+    images = sorted(os.path.join(SAMPLES, f) for f in os.listdir(SAMPLES))
+    out = {}
+    for dev in ("cuda", "cpu"):
+        p = run(["classify"] + images + ["--device", dev, "--json", "--logits"])
+        out[dev] = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    worst = max(np.abs(np.array(a["logits"]) - np.array(b["logits"])).max() for a, b in zip(out["cuda"], out["cpu"]))
+    same = all(a["top"][0]["index"] == b["top"][0]["index"] for a, b in zip(out["cuda"], out["cpu"]))
+    check(len(out["cuda"]) == len(images) == len(out["cpu"]) and worst < 1e-4 and same,
+          f"classify, {len(images)} images: logits at most {worst:.1e} apart (< 1e-4), the same top-1")
+    for dev in ("cuda", "cpu"):
+        run(["grad", os.path.join(SAMPLES, "7_sneaker.png"), "--target", "ankle boot", "--device", dev,
+             "-o", f"{tmp}/grad_{dev}.npy"])
+    a, b = np.load(f"{tmp}/grad_cuda.npy"), np.load(f"{tmp}/grad_cpu.npy")
+    e = np.linalg.norm(a - b) / np.linalg.norm(b)
+    check(a.shape == b.shape and e < 1e-5, f"grad: GPU against CPU, relative L2 {e:.1e} < 1e-5")
+
+    # 5. a device that is not there
+    p = run(["classify", images[0], "--device", "cuda:1"], want_rc=1)
+    lines = p.stderr.strip().splitlines()
+    check(len(lines) == 1 and lines[0].startswith("error:") and "cuda:1" in lines[0],
+          f"--device cuda:1: {lines}")
+
+
+if __name__ == "__main__":
+    EMU = sys.argv[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        main(tmp)
+    if failures:
+        print(f"{len(failures)} failed")
+        sys.exit(1)
+    print("all passed")
