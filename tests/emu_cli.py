@@ -6,9 +6,9 @@ Usage: emu_cli.py TRICK_EMU_BINARY
 
 On the embedded Fashion-MNIST model and its samples (the README's demo attack: sneaker ->
 ankle boot, PGD from the photo, eps 12):
-  1. `attack --device cuda` (graphs, the default) reaches the target in as many steps as
-     `--device cpu`, their first forward agrees to fp32 rounding, and summary.json names the
-     GPU backend;
+  1. `attack --device cuda` (graphs, the default) reaches the target as `--device cpu` does
+     (29 steps each here; within 2 is allowed), their first forward agrees to fp32 rounding,
+     and summary.json names the GPU backend and counts every step after the first as replayed;
   2. a batch of three (two reach the target at steps 19 and 29, one runs out of steps, so the
      graph is captured again twice) from CUDA graphs equals `--no-graph` bit for bit: every
      trace row but its time and L2 norm (fp32 sums there, double here: 1e-6), every
@@ -88,8 +88,9 @@ def main(tmp):
     check(g["device"] == "cuda:0" and g["backend"] == want,
           f"summary.json names the emulated GPU's backend, every step after the first from a graph: "
           f"{g['device']} {g['backend']}, {len(tg)} trace rows")
-    check(g["success"]["8bit"] and c["success"]["8bit"] and g["steps"] == c["steps"],
-          f"GPU and CPU reach the target in as many steps: {g['steps']} and {c['steps']}")
+    # (Equal here; fp32 differences could move the stop by a step where the CPU's sums differ.)
+    check(g["success"]["8bit"] and c["success"]["8bit"] and abs(g["steps"] - c["steps"]) <= 2,
+          f"GPU and CPU reach the target within 2 steps of each other: {g['steps']} and {c['steps']}")
     l0g, l0c = float(tg[0]["loss"]), float(tc[0]["loss"])
     check(rel(l0g, l0c) < 1e-5, f"first loss, GPU {l0g} against CPU {l0c}: relative {rel(l0g, l0c):.1e} < 1e-5")
 
