@@ -75,7 +75,7 @@ class HostCache {
   // 64-byte alignment: whole cache lines, and vector loads never split.
   static void* raw(size_t size, size_t bytes) {
     void* p = std::aligned_alloc(64, size);
-    TRICK_CHECK(p, "out of memory: cannot allocate ", bytes / (1024.0 * 1024.0), " MiB on the host");
+    TRICK_CHECK(p, "out of memory: cannot allocate ", byte_size(bytes), " on the host");
     return p;
   }
   void release() {
@@ -153,7 +153,7 @@ class CudaCache {
     if (prev != device) cudaSetDevice(prev);
     if (e == cudaErrorMemoryAllocation) {
       cudaGetLastError();
-      fail("out of memory: cannot allocate ", bytes / (1024.0 * 1024.0), " MiB on cuda:", device,
+      fail("out of memory: cannot allocate ", byte_size(bytes), " on cuda:", device,
            captured ? " (while capturing a CUDA graph)" : "");
     }
     cuda_check(e, "cudaMalloc");
@@ -244,8 +244,8 @@ class CudaCache {
     }
     if (e != cudaSuccess) {
       cudaGetLastError();
-      fail("out of memory: cannot allocate ", bytes / (1024.0 * 1024.0),
-           " MiB of pinned host memory (staging a copy captured into a CUDA graph): ", cudaGetErrorString(e));
+      fail("out of memory: cannot allocate ", byte_size(bytes),
+           " of pinned host memory (staging a copy captured into a CUDA graph): ", cudaGetErrorString(e));
     }
     pools_.at(cap_.pool).pinned.push_back(h);
     return h;

@@ -20,6 +20,17 @@ std::string cat(const Args&... args) {
   return os.str();
 }
 
+// byte_size(1536) -> "1.5 KiB": a size for a message (bytes, KiB, MiB or GiB).
+inline std::string byte_size(double bytes) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) bytes /= 1024, ++u;
+  std::ostringstream os;
+  os.precision(u == 0 ? 0 : bytes < 10 ? 2 : bytes < 100 ? 1 : 0);
+  os << std::fixed << bytes << " " << units[u];
+  return os.str();
+}
+
 template <typename... Args>
 [[noreturn]] void fail(const Args&... args) {
   throw Error(cat(args...));

@@ -16,7 +16,10 @@ ankle boot, PGD from the photo, eps 12):
   3. `--tf32` and `--bf16` run our tensor-core kernels (the first loss moves by their
      rounding, not by fp32's) and still reach the target;
   4. `classify` and `grad` on the GPU agree with the CPU;
-  5. a device index past the last is one error line naming it.
+  5. out of GPU memory anywhere from loading the model to the attack's last allocation (the
+     emulator's memory capped by TRICK_EMU_MEMORY): one error line naming the size and what
+     was being done, exit status 1 and no output, or a finished attack;
+  6. a device index past the last is one error line naming it.
 The same checks a GPU run would make of the command; on a GPU tools/gpu_check.sh runs the
 kernels' own tests. Prints what it compared; exits non-zero on any failure.
 """
@@ -144,7 +147,54 @@ def main(tmp):
     e = np.linalg.norm(a - b) / np.linalg.norm(b)
     check(a.shape == b.shape and e < 1e-5, f"grad: GPU against CPU, relative L2 {e:.1e} < 1e-5")
 
-    # 5. a device that is not there
+    # 5. out of GPU memory at every stage: the emulator's memory capped (TRICK_EMU_MEMORY) from
+    # too little for the model to just below what the attack needs (found by bisection to 4 KiB,
+    # then 4 caps below it, where the last allocations fail). Each run either finishes or says
+    # one error line and leaves no output.
+    oom_runs = {}
+
+    def capped(cap):
+        if cap in oom_runs:
+            return oom_runs[cap][0]
+        out = f"{tmp}/oom_{cap}"
+        args = ["attack", os.path.join(SAMPLES, "7_sneaker.png"), os.path.join(SAMPLES, "5_sandal.png")] + DEMO + [
+            "--steps", "20", "--device", "cuda", "--out", out]
+        p = subprocess.run([EMU] + args, capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, TRICK_EMU_MEMORY=str(cap)))
+        lines = [line for line in p.stderr.splitlines() if "): target 9 (" not in line and ": target 9 (" not in line]
+        left = sorted(os.listdir(out)) if os.path.isdir(out) else []
+        if p.returncode == 3:
+            ok = len(left) == 4 and not any(line.startswith("error") for line in lines)
+        else:
+            ok = (p.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: out of memory: cannot allocate")
+                  and "cuda:0" in lines[0] and not left)
+        oom_runs[cap] = (p.returncode, lines[0] if lines else "", ok, left)
+        return p.returncode
+
+    caps = [16 << 10 << i for i in range(0, 11)]  # 16 KiB .. 16 MiB
+    for cap in caps:
+        capped(cap)
+    lo = max((c for c in caps if oom_runs[c][0] == 1), default=0)
+    hi = min((c for c in caps if oom_runs[c][0] == 3), default=0)
+    check(0 < lo < hi, f"out of memory: fails at {lo} bytes, finishes at {hi}")
+    while lo and hi and hi - lo > 4096:
+        mid = (lo + hi) // 2
+        if capped(mid) == 1:
+            lo = mid
+        else:
+            hi = mid
+    for k in range(1, 5):
+        capped(hi - k * 4096)
+    for c, r in sorted(oom_runs.items()):
+        print(f"      {c:>9} bytes: exit {r[0]} {r[1][:110]}")
+    bad = [(c, r) for c, r in sorted(oom_runs.items()) if not r[2]]
+    check(not bad, f"out of memory: {len(oom_runs)} caps, the attack needs {hi} bytes; every run finished or said "
+          f"one error line and left nothing: {bad[:3]}")
+    check(any("loading the model" in r[1] for r in oom_runs.values()) and
+          any("while attacking a batch of 2 images" in r[1] for r in oom_runs.values()),
+          "out of memory: failures loading the model and while attacking, each naming what it was doing")
+
+    # 6. a device that is not there
     p = run(["classify", images[0], "--device", "cuda:1"], want_rc=1)
     lines = p.stderr.strip().splitlines()
     check(len(lines) == 1 and lines[0].startswith("error:") and "cuda:1" in lines[0],

@@ -87,6 +87,16 @@ TEST_CASE("tensor: devices parse, and CUDA without a device is a clear error") {
   }
 }
 
+TEST_CASE("tensor: sizes in messages read as bytes, KiB, MiB or GiB") {
+  CHECK(byte_size(0) == "0 bytes");
+  CHECK(byte_size(1023) == "1023 bytes");
+  CHECK(byte_size(1536) == "1.50 KiB");
+  CHECK(byte_size(62668) == "61.2 KiB");
+  CHECK(byte_size(2 << 20) == "2.00 MiB");
+  CHECK(byte_size(138240.0 * 1024) == "135 MiB");
+  CHECK(byte_size(140.0 * (1 << 30)) == "140 GiB");
+}
+
 TEST_CASE("tensor: the random generator is reproducible and roughly standard normal") {
   Rng a(42), b(42);
   for (int i = 0; i < 10; ++i) REQUIRE(a.next_u64() == b.next_u64());

@@ -130,8 +130,7 @@ DeviceBuffer::DeviceBuffer(size_t bytes) {
   if (e == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     data_ = nullptr;
-    fail("out of memory: cannot allocate a workspace of ", bytes / (1024.0 * 1024.0),
-         " MiB on cuda:", current_device());
+    fail("out of memory: cannot allocate a workspace of ", byte_size(bytes), " on cuda:", current_device());
   }
   TRICK_CUDA_CHECK(e);
   bytes_ = bytes;

@@ -308,7 +308,24 @@ cudaError_t fail(cudaError_t e) {
   return e;
 }
 
-constexpr size_t kGlobalMemory = size_t{16} << 30;  // what cudaMalloc may hand out in all
+// What cudaMalloc may hand out in all: 16 GiB, or TRICK_EMU_MEMORY (bytes, or with a suffix
+// K, M or G), so that tests can run a command out of GPU memory at any allocation.
+size_t global_memory() {
+  static const size_t bytes = [] {
+    const char* v = std::getenv("TRICK_EMU_MEMORY");
+    if (!v || !*v) return size_t{16} << 30;
+    char* end = nullptr;
+    const unsigned long long n = std::strtoull(v, &end, 10);
+    const int shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+    if (shift) ++end;
+    if (end == v || *end || n == 0 || n > (~0ull >> shift)) {
+      std::fprintf(stderr, "trick CUDA emulator: TRICK_EMU_MEMORY=%s: not a size (bytes, or with K, M or G)\n", v);
+      std::exit(2);
+    }
+    return static_cast<size_t>(n << shift);
+  }();
+  return bytes;
+}
 
 struct Op {
   std::function<void()> run;
@@ -651,7 +668,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
   p->major = kMajor;
   p->minor = kMinor;
   p->multiProcessorCount = kMultiProcessors;
-  p->totalGlobalMem = kGlobalMemory;
+  p->totalGlobalMem = global_memory();
   p->warpSize = 32;
   p->maxThreadsPerBlock = 1024;
   p->sharedMemPerBlock = 48 * 1024;
@@ -700,7 +717,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   const size_t size = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
   {
     std::lock_guard<std::mutex> lock(state().mu);
-    if (state().device_bytes + size > kGlobalMemory) return fail(cudaErrorMemoryAllocation);
+    if (state().device_bytes + size > global_memory()) return fail(cudaErrorMemoryAllocation);
   }
   void* q = std::aligned_alloc(256, size);
   if (!q) return fail(cudaErrorMemoryAllocation);
