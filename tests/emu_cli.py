@@ -19,7 +19,9 @@ ankle boot, PGD from the photo, eps 12):
   5. out of GPU memory anywhere from loading the model to the attack's last allocation (the
      emulator's memory capped by TRICK_EMU_MEMORY): one error line naming the size and what
      was being done, exit status 1 and no output, or a finished attack;
-  6. a device index past the last is one error line naming it.
+  6. a device index past the last is one error line naming it;
+  7. `bench --both` (eager and graph: equal gradients, no cudaMalloc in the timed loop) and
+     `bench --layers` on the GPU.
 The same checks a GPU run would make of the command; on a GPU tools/gpu_check.sh runs the
 kernels' own tests. Prints what it compared; exits non-zero on any failure.
 """
@@ -199,6 +201,22 @@ def main(tmp):
     lines = p.stderr.strip().splitlines()
     check(len(lines) == 1 and lines[0].startswith("error:") and "cuda:1" in lines[0],
           f"--device cuda:1: {lines}")
+
+    # 7. the benchmark's GPU paths: eager and graph (--both fails unless their gradients are
+    # equal), no cudaMalloc in the timed loop of either, and the per-layer profile
+    p = run(["bench", "--model", "fashion_inception", "--device", "cuda", "--batch", "1,3", "--repeats", "3",
+             "--warmup", "1", "--both"])
+    rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    check(len(rows) == 4 and all(r["mallocs_in_loop"] == 0 for r in rows) and
+          all(r["graph_vs_eager_max_abs"] == 0 and r["graph_nodes"] > 0 for r in rows if r["mode"] == "graph"),
+          "bench --both: " + ", ".join(f"{r['mode']} b{r['batch']} {r['mallocs_in_loop']} mallocs in the loop"
+                                       + (f" {r['graph_nodes']} graph nodes, gradient {r['graph_vs_eager_max_abs']} "
+                                          "from eager's" if r["mode"] == "graph" else "") for r in rows))
+    p = run(["bench", "--model", "fashion_inception", "--device", "cuda", "--batch", "2", "--repeats", "1",
+             "--warmup", "0", "--layers", "--layers-json", f"{tmp}/layers.jsonl"])
+    with open(f"{tmp}/layers.jsonl") as f:
+        layers = [json.loads(line) for line in f if line.strip()]
+    check(len(layers) > 20, f"bench --layers: {len(layers)} layer rows timed on the GPU")
 
 
 if __name__ == "__main__":
