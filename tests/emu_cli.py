@@ -163,7 +163,10 @@ def main(tmp):
             "--steps", "20", "--device", "cuda", "--out", out]
         p = subprocess.run([EMU] + args, capture_output=True, text=True, timeout=120,
                            env=dict(os.environ, TRICK_EMU_MEMORY=str(cap)))
-        lines = [line for line in p.stderr.splitlines() if "): target 9 (" not in line and ": target 9 (" not in line]
+        # The attack's "target" lines, and AddressSanitizer's warning about the emulator's
+        # swapcontext when trick_emu is built with it (kernels/cuda/emu/README.md), are not errors.
+        lines = [line for line in p.stderr.splitlines()
+                 if ": target 9 (" not in line and "ASan doesn't fully support makecontext/swapcontext" not in line]
         left = sorted(os.listdir(out)) if os.path.isdir(out) else []
         if p.returncode == 3:
             ok = len(left) == 4 and not any(line.startswith("error") for line in lines)
