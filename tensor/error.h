@@ -20,7 +20,7 @@ std::string cat(const Args&... args) {
   return os.str();
 }
 
-// byte_size(1536) -> "1.50 KiB": a size for a message in bytes, KiB, MiB, GiB or TiB, to 3 digits.
+// byte_size(1536) -> "1.50 KiB": a size for a message: whole bytes, else KiB, MiB, GiB or TiB to 3 digits.
 inline std::string byte_size(double bytes) {
   const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
   int u = 0;
