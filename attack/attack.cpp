@@ -186,8 +186,10 @@ class Attack {
         // Keep every run's trace; the result is the better run's.
         std::vector<StepRecord> trace = std::move(best[i].trace);
         trace.insert(trace.end(), got[j].trace.begin(), got[j].trace.end());
+        std::string graph_failure = got[j].graph_failure.empty() ? best[i].graph_failure : got[j].graph_failure;
         if (better(got[j], best[i], labels_host_[i])) best[i] = std::move(got[j]);
         best[i].trace = std::move(trace);
+        best[i].graph_failure = std::move(graph_failure);
       }
     }
     for (size_t i = 0; i < items_.size(); ++i) best[i].original_probs = p0[i];
@@ -516,6 +518,8 @@ class Attack {
       if (!last && !e.graphed && graph.enabled()) graph.note_eager(graph_items(act, act_ids));
       finish(its, ids, finished, out);
     }
+    if (graph.capture_failures())
+      for (ItemResult& o : out) o.graph_failure = graph.fallback_reason();
     refine(its, ids, out, round);
     return out;
   }

@@ -96,6 +96,7 @@ struct ItemResult {
   int best_run = 0;           // restart (or cw round) the result comes from
   std::vector<float> original_probs, final_probs;  // softmax of the original and of `adversarial`
   std::vector<StepRecord> trace;  // every step of every run, in order
+  std::string graph_failure;      // why a CUDA graph capture failed (those steps ran eagerly), or empty
   float linf = 0, l2 = 0;     // final perturbation norms, 8-bit units
   int64_t l0 = 0;
 };

@@ -237,6 +237,7 @@ GraphStep::~GraphStep() = default;
 bool GraphStep::enabled() const { return impl_->enabled; }
 const std::string& GraphStep::fallback_reason() const { return impl_->reason; }
 int GraphStep::captures() const { return impl_->captures; }
+int GraphStep::capture_failures() const { return impl_->failures; }
 
 void GraphStep::note_eager(const std::vector<GraphStepItem>& items) {
   impl_->warmed.clear();

@@ -81,6 +81,7 @@ class GraphStep {
   // is then fixed): a following run() of the same items may capture at once.
   void note_eager(const std::vector<GraphStepItem>& items);
   const std::string& fallback_reason() const;
+  int capture_failures() const;  // failed captures so far (each step it was for ran eagerly)
   int captures() const;  // successful captures so far
   size_t nodes() const;  // operations in the current graph
 

@@ -13,6 +13,8 @@
 
 #ifdef TRICK_WITH_CUDA
 #include <cuda_runtime.h>
+
+#include "tensor/cuda_status.h"
 #endif
 
 namespace trick {
@@ -99,7 +101,7 @@ void* host_alloc(size_t bytes) { return bytes == 0 ? nullptr : host_cache().allo
 
 #ifdef TRICK_WITH_CUDA
 void cuda_check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail("cuda: ", what, ": ", cudaGetErrorString(e));
+  if (e != cudaSuccess) fail("cuda: ", what, ": ", cuda_status_text(e));
 }
 
 // cudaMalloc and cudaHostAlloc are "potentially unsafe" during a global-mode stream
@@ -184,6 +186,11 @@ class CudaCache {
       return;
     }
     free_[b.device].emplace(b.size, p);
+  }
+
+  void release(int device) {
+    std::lock_guard<std::mutex> lock(mu_);
+    release_locked(device);
   }
 
   uint64_t begin_capture(int device, cudaStream_t stream) {
@@ -482,12 +489,14 @@ uint64_t begin_capture_pool(int device, void* stream) {
 }
 void end_capture_pool() { cuda_cache().end_capture(); }
 void release_capture_pool(uint64_t id) { cuda_cache().release_pool(id); }
+void release_cached_blocks(int device) { cuda_cache().release(device); }
 bool capturing_allocations() { return cuda_cache().capturing_here(); }
 CudaAllocStats cuda_alloc_stats() { return cuda_cache().stats(); }
 #else
 uint64_t begin_capture_pool(int, void*) { fail("cuda graph: this build of trick has no CUDA support"); }
 void end_capture_pool() {}
 void release_capture_pool(uint64_t) {}
+void release_cached_blocks(int) {}
 bool capturing_allocations() { return false; }
 CudaAllocStats cuda_alloc_stats() { return CudaAllocStats{}; }
 #endif

@@ -29,6 +29,11 @@ void release_capture_pool(uint64_t id);
 // True while this thread's allocations are being routed into a capture pool.
 bool capturing_allocations();
 
+// Frees the shared cache's free blocks on cuda:`device`, so that memory allocated outside the
+// cache (kernels/cuda/runtime.h's workspaces) can try again after cudaMalloc found the GPU
+// full, as the cache itself does. Not during a capture.
+void release_cached_blocks(int device);
+
 // Counters for tests and benchmarks.
 struct CudaAllocStats {
   int64_t mallocs = 0;         // cudaMalloc calls made by the cache so far

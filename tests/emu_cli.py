@@ -21,13 +21,22 @@ ankle boot, PGD from the photo, eps 12):
      was being done, exit status 1 and no output, or a finished attack;
   6. a device index past the last is one error line naming it;
   7. `bench --both` (eager and graph: equal gradients, no cudaMalloc in the timed loop) and
-     `bench --layers` on the GPU.
+     `bench --layers` on the GPU;
+  8. CUDA calls failing as a GPU's do (the emulator's TRICK_EMU_FAULT), in a 2-image attack:
+     the memory full from each cudaMalloc on, and each cudaMalloc failing once; a kernel
+     faulting (the context lost) at 24 points from the first kernel to the last; a capture
+     and an instantiation failing once and always. A failure the command can survive (a
+     passing shortage, a failed capture: those steps run eagerly, with a note) leaves the
+     outputs of the run without faults; one it cannot is one error line, exit status 1 and
+     no output.
 The same checks a GPU run would make of the command; on a GPU tools/gpu_check.sh runs the
 kernels' own tests. Prints what it compared; exits non-zero on any failure.
 """
 import csv
+import concurrent.futures
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,6 +87,12 @@ def pixels(folder):
     return np.asarray(Image.open(os.path.join(folder, "adversarial.png")))
 
 
+def errors(p):  # stderr but the attack's "target" lines and ASan's warning about the emulator's
+    # swapcontext when trick_emu is built with it (kernels/cuda/emu/README.md)
+    return [line for line in p.stderr.splitlines()
+            if ": target 9 (" not in line and "ASan doesn't fully support makecontext/swapcontext" not in line]
+
+
 def rel(a, b):
     return abs(a - b) / abs(b)
 
@@ -88,7 +103,8 @@ def main(tmp):
     attack(["7_sneaker.png"], ["--device", "cpu"], f"{tmp}/cpu")
     g, c = summary(f"{tmp}/gpu"), summary(f"{tmp}/cpu")
     tg, tc = trace(f"{tmp}/gpu"), trace(f"{tmp}/cpu")
-    want = {"conv": "own", "cuda_graph": True, "cuda_graph_steps": len(tg) - 1, "math": "fp32"}
+    want = {"conv": "own", "cuda_graph": True, "cuda_graph_failure": None, "cuda_graph_steps": len(tg) - 1,
+            "math": "fp32"}
     check(g["device"] == "cuda:0" and g["backend"] == want,
           f"summary.json names the emulated GPU's backend, every step after the first from a graph: "
           f"{g['device']} {g['backend']}, {len(tg)} trace rows")
@@ -160,10 +176,7 @@ def main(tmp):
         out = f"{tmp}/oom_{cap}"
         p = attack(["7_sneaker.png", "5_sandal.png"], ["--steps", "20", "--device", "cuda"], out, want_rc=None,
                    env={"TRICK_EMU_MEMORY": str(cap)})
-        # The attack's "target" lines, and AddressSanitizer's warning about the emulator's
-        # swapcontext when trick_emu is built with it (kernels/cuda/emu/README.md), are not errors.
-        lines = [line for line in p.stderr.splitlines()
-                 if ": target 9 (" not in line and "ASan doesn't fully support makecontext/swapcontext" not in line]
+        lines = errors(p)
         left = sorted(os.listdir(out)) if os.path.isdir(out) else []
         if p.returncode == 3:
             ok = len(left) == 4 and not any(line.startswith("error") for line in lines)
@@ -217,6 +230,70 @@ def main(tmp):
     with open(f"{tmp}/layers.jsonl") as f:
         layers = [json.loads(line) for line in f if line.strip()]
     check(len(layers) > 20, f"bench --layers: {len(layers)} layer rows timed on the GPU")
+
+    # 8. CUDA calls failing (TRICK_EMU_FAULT, kernels/cuda/emu/emu.cpp says what each does)
+    two, short = ["7_sneaker.png", "5_sandal.png"], ["--steps", "3", "--device", "cuda", "--no-animation"]
+    p = attack(two, short, f"{tmp}/fault_none", want_rc=3, env={"TRICK_EMU_FAULT": "count"})
+    made = dict(zip(*[iter(p.stderr.split("calls made:")[-1].split())] * 2))
+    made = {k: int(v) for k, v in made.items()}
+    ref = folders(f"{tmp}/fault_none")
+    ref_steps = summary(ref[0])["backend"]["cuda_graph_steps"]
+    check(made["malloc"] > 100 and made["launch"] > 100 and made["capture"] == made["instantiate"] == 1 and
+          ref_steps == 2, f"faults: a run without them makes {made}, 2 of its 3 steps from a graph")
+    launches = sorted({1 + round(i * (made["launch"] - 1) / 23) for i in range(24)})
+    specs = ([f"malloc:{n}+" for n in range(1, made["malloc"] + 1)] +
+             [f"malloc:{n}" for n in range(1, made["malloc"] + 1)] + [f"launch:{n}" for n in launches] +
+             ["capture:1", "capture:1+", "instantiate:1", "instantiate:1+"])
+
+    def same_outputs(out):  # the run's outputs are those of the run without faults
+        got = folders(out) if os.path.isdir(out) else []
+        if len(got) != len(ref) or len(os.listdir(out)) != len(os.listdir(f"{tmp}/fault_none")):
+            return False
+        for a, b in zip(got, ref):
+            ra = [{k: v for k, v in r.items() if k not in ("seconds", "l2_255")} for r in trace(a)]
+            rb = [{k: v for k, v in r.items() if k not in ("seconds", "l2_255")} for r in trace(b)]
+            if ra != rb or not np.array_equal(pixels(a), pixels(b)):
+                return False
+        return True
+
+    def faulted(spec):
+        out = f"{tmp}/fault_{spec.replace(':', '_').replace('+', 'on')}"
+        p = attack(two, short, out, want_rc=None, env={"TRICK_EMU_FAULT": spec})
+        lines, left = errors(p), os.listdir(out) if os.path.isdir(out) else []
+        kind, survived = spec.split(":")[0], p.returncode == 3
+        if survived:  # a passing shortage or a failed capture: those steps eagerly, with a note
+            s = summary(folders(out)[0])["backend"]
+            noted = [line for line in lines if line.startswith("note: some steps ran eagerly, not from a CUDA graph")]
+            ok = (same_outputs(out) and len(lines) == len(noted) <= 1 and bool(noted) == bool(s["cuda_graph_failure"])
+                  and s["cuda_graph_steps"] == (ref_steps if not noted else 0 if spec.endswith("+") else ref_steps - 1))
+            what = f"finished, {s['cuda_graph_steps']} graph steps" + (" and a note" if noted else "")
+        else:
+            want = {"malloc": "error: out of memory: cannot allocate", "launch": "error: cuda: "}.get(kind, "-")
+            ok = (p.returncode == 1 and len(lines) == 1 and lines[0].startswith(want) and not left and
+                  (kind != "launch" or "unspecified launch failure (a kernel faulted" in lines[0]))
+            what = f"exit {p.returncode}: " + (lines[0][:100] if lines else "no message")
+        shutil.rmtree(out, ignore_errors=True)
+        return spec, survived, ok, what
+
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        runs = list(pool.map(faulted, specs))
+    by = {spec: (survived, ok, what) for spec, survived, ok, what in runs}
+    for spec in ["malloc:1+", f"malloc:{made['malloc']}+", "malloc:1", f"launch:{launches[-1]}", "capture:1",
+                 "instantiate:1+"]:
+        print(f"      {spec:>16}: {by[spec][2]}")
+    bad = [(spec, what) for spec, survived, ok, what in runs if not ok]
+    check(not bad, f"faults: {len(runs)} runs each finished as without faults or said one error line and left "
+          f"nothing: {bad[:3]}")
+    full = [by[f"malloc:{n}+"][0] for n in range(1, made["malloc"] + 1)]
+    once = [by[f"malloc:{n}"] for n in range(1, made["malloc"] + 1)]
+    check(not any(full), f"faults: memory full from each of the {len(full)} cudaMallocs on: every run stopped")
+    check(all(s for s, _, _ in once) and any("and a note" in w for _, _, w in once),
+          f"faults: each cudaMalloc failing once: every run finished (the cache freed and retried; in a capture "
+          f"{sum('and a note' in w for _, _, w in once)} fell back to eager steps)")
+    check(not any(by[f"launch:{n}"][0] for n in launches),
+          f"faults: a kernel faulting at {len(launches)} points from the first kernel to the last: every run stopped")
+    check(all(by[s][0] for s in ("capture:1", "capture:1+", "instantiate:1", "instantiate:1+")),
+          "faults: a capture or an instantiation failing once or always: every run finished")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,8 @@ int frame_factor(const Tensor& image, int frame_width) {
 // summary.json's "backend": the settings besides the device that change the last bits (or
 // the speed) of a run, so that a result can be reproduced exactly; on a GPU also how many of
 // the trace's steps were replayed from a CUDA graph (the others ran eagerly: the first of
-// each set of running images, a method that reads a value on the host, a failed capture).
+// each set of running images, a method that reads a value on the host, a failed capture),
+// and why a capture failed, if one did (null if none did).
 nlohmann::json backend_json(Device dev, bool graph, const ItemResult& r) {
   if (dev.is_cpu()) {
     nlohmann::json j{{"conv", cpu::conv_engine_key(cpu::conv_engine())}, {"kernels", cpu::conv_engine_name()},
@@ -92,7 +93,8 @@ nlohmann::json backend_json(Device dev, bool graph, const ItemResult& r) {
   return {{"conv", conv_backend_name(conv_backend())},
           {"math", math_mode_name(math_mode())},
           {"cuda_graph", graph},
-          {"cuda_graph_steps", replayed}};
+          {"cuda_graph_steps", replayed},
+          {"cuda_graph_failure", r.graph_failure.empty() ? nlohmann::json() : nlohmann::json(r.graph_failure)}};
 }
 
 // The image (H, W, C) on the host, read in place when it already is there.
@@ -455,6 +457,12 @@ int attack_images(const Options& o, const AttackSettings& s, Model& model, Devic
   folders.keep = true;
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (tty) std::fprintf(stderr, "\r\033[K");
+  // A failed capture costs speed, not results: said once, and in each summary.json.
+  for (const ItemResult& r : results)
+    if (!r.graph_failure.empty()) {
+      std::fprintf(stderr, "note: some steps ran eagerly, not from a CUDA graph: %s\n", r.graph_failure.c_str());
+      break;
+    }
 
   // Writing the outputs: Ctrl-C waits until they are complete.
   sigset_t block, previous;

@@ -38,6 +38,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/cuda/graph.h"
+#include "tensor/cuda_status.h"
 #endif
 
 namespace trick::cmd_bench {
@@ -113,7 +114,7 @@ double time_cpu(const std::function<void()>& f, const std::function<void()>& wai
 
 #ifdef TRICK_WITH_CUDA
 void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) fail("bench: ", what, ": ", cudaGetErrorString(e));
+  if (e != cudaSuccess) fail("bench: ", what, ": ", cuda_status_text(e));
 }
 
 // CUDA events around each repeat on `stream` (0: the legacy stream eager work runs on).

@@ -9,16 +9,19 @@
 #include <utility>
 #include <vector>
 
+#include "tensor/cuda_status.h"
+#include "tensor/graph_pool.h"
+
 namespace trick {
 namespace cuda {
 
 void check_status(cudaError_t e, const char* what, const char* file, int line) {
-  if (e != cudaSuccess) fail("cuda: ", what, " failed at ", file, ":", line, ": ", cudaGetErrorString(e));
+  if (e != cudaSuccess) fail("cuda: ", what, " failed at ", file, ":", line, ": ", cuda_status_text(e));
 }
 
 void check_launch(const char* kernel, const char* file, int line) {
   const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) fail("cuda: launch of ", kernel, " failed at ", file, ":", line, ": ", cudaGetErrorString(e));
+  if (e != cudaSuccess) fail("cuda: launch of ", kernel, " failed at ", file, ":", line, ": ", cuda_status_text(e));
 }
 
 namespace {
@@ -126,7 +129,12 @@ std::string library_kernel_problem(int device) {
 
 DeviceBuffer::DeviceBuffer(size_t bytes) {
   if (bytes == 0) return;
-  const cudaError_t e = cudaMalloc(&data_, bytes);
+  cudaError_t e = cudaMalloc(&data_, bytes);
+  if (e == cudaErrorMemoryAllocation) {  // the tensors' cache may hold the memory: give it back, try once more
+    cudaGetLastError();
+    release_cached_blocks(current_device());
+    e = cudaMalloc(&data_, bytes);
+  }
   if (e == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     data_ = nullptr;

@@ -7,6 +7,7 @@
 #include <ucontext.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -327,6 +328,75 @@ size_t global_memory() {
   return bytes;
 }
 
+// Faults on request, so tests can make a CUDA call fail as a GPU's would (TRICK_EMU_FAULT):
+//   malloc:N       the Nth cudaMalloc returns cudaErrorMemoryAllocation (a passing shortage:
+//                  another process's memory); malloc:N+ the Nth and every later one (the
+//                  GPU's memory is full from then on);
+//   launch:N       the Nth kernel to run faults (counted as kernels run, so a graph's replay
+//                  counts each of its kernels): it does nothing, and from then on every call
+//                  returns cudaErrorLaunchFailure, as every call of a GPU context does after a
+//                  kernel fault (the error is "sticky": cudaGetLastError does not clear it);
+//   capture:N      the Nth cudaStreamEndCapture returns cudaErrorStreamCaptureInvalidated;
+//   instantiate:N  the Nth cudaGraphInstantiate returns cudaErrorMemoryAllocation;
+//                  (capture:N+ and instantiate:N+: the Nth and every later one);
+//   count          at exit, print how many of each were made, so a test knows what to sweep.
+enum Fault { kMalloc, kLaunch, kCapture, kInstantiate, kFaults };
+constexpr const char* kFaultNames[kFaults] = {"malloc", "launch", "capture", "instantiate"};
+struct Faults {
+  int kind = -1;             // which call fails, or -1
+  unsigned long long n = 0;  // the how-manyth
+  bool later = false;        // and every later one
+  bool count = false;
+  std::atomic<unsigned long long> made[kFaults] = {};
+};
+void print_counts();
+Faults& faults() {
+  static Faults* f = [] {
+    auto* f = new Faults;
+    const char* v = std::getenv("TRICK_EMU_FAULT");
+    if (!v || !*v) return f;
+    std::string s = v;
+    if (s == "count") {
+      f->count = true;
+      std::atexit(print_counts);
+      return f;
+    }
+    if (s.back() == '+') f->later = true, s.pop_back();
+    const size_t colon = s.find(':');
+    for (int k = 0; k < kFaults && colon != std::string::npos; ++k)
+      if (s.substr(0, colon) == kFaultNames[k]) f->kind = k;
+    char* end = nullptr;
+    if (f->kind >= 0) f->n = std::strtoull(s.c_str() + colon + 1, &end, 10);
+    if (f->kind < 0 || f->n == 0 || end == s.c_str() + colon + 1 || *end) {
+      std::fprintf(stderr,
+                   "trick CUDA emulator: TRICK_EMU_FAULT=%s: not 'count', KIND:N or KIND:N+ (KIND malloc, "
+                   "launch, capture or instantiate; N from 1)\n",
+                   v);
+      std::exit(2);
+    }
+    return f;
+  }();
+  return *f;
+}
+void print_counts() {
+  Faults& f = faults();
+  std::fprintf(stderr, "trick CUDA emulator: calls made:");
+  for (int k = 0; k < kFaults; ++k) std::fprintf(stderr, " %s %llu", kFaultNames[k], f.made[k].load());
+  std::fprintf(stderr, "\n");
+}
+// Counts a call of `kind`; true when it is to fail.
+bool fault_now(Fault kind) {
+  Faults& f = faults();
+  const unsigned long long i = ++f.made[kind];
+  return f.kind == kind && (f.later ? i >= f.n : i == f.n);
+}
+// The sticky error of a lost context (a faulted kernel), or cudaSuccess.
+std::atomic<int> g_sticky{cudaSuccess};
+cudaError_t sticky() { return static_cast<cudaError_t>(g_sticky.load()); }
+// What a free or destroy returns: it frees (so that leak checks stay quiet) but says that
+// the context was lost, if it was.
+cudaError_t freed() { return sticky() != cudaSuccess ? fail(sticky()) : cudaSuccess; }
+
 struct Op {
   std::function<void()> run;
 };
@@ -574,6 +644,10 @@ void mma_many(bool bf16, float* d, const uint32_t* a, const uint32_t* b, int mf,
 }
 
 void launch(const Config& c, const char* name, std::function<void()> body) {
+  if (sticky() != cudaSuccess) {
+    fail(sticky());
+    return;
+  }
   const unsigned long long threads = 1ull * c.block.x * c.block.y * c.block.z;
   if (threads == 0 || threads > 1024 || c.block.z > 64 || c.grid.x == 0 || c.grid.y == 0 || c.grid.z == 0 ||
       c.grid.y > 65535 || c.grid.z > 65535 || c.grid.x > 2147483647u) {
@@ -586,6 +660,11 @@ void launch(const Config& c, const char* name, std::function<void()> body) {
   }
   const Config config = c;
   auto run = [config, name, body = std::move(body)]() {
+    if (sticky() != cudaSuccess) return;
+    if (fault_now(kLaunch)) {
+      g_sticky = cudaErrorLaunchFailure;
+      return;
+    }
     BlockRun r;
     r.block_dim = config.block;
     r.grid_dim = config.grid;
@@ -622,6 +701,7 @@ using namespace trick::emu;
 extern "C" {
 
 cudaError_t cudaGetLastError() {
+  if (sticky() != cudaSuccess) return sticky();  // not cleared: the context is lost
   const cudaError_t e = trick::emu::g_last_error;
   trick::emu::g_last_error = cudaSuccess;
   return e;
@@ -648,20 +728,28 @@ const char* cudaGetErrorString(cudaError_t e) {
       return "operation would make the legacy stream depend on a capturing blocking stream";
     case cudaErrorIllegalState:
       return "the operation is not permitted in the current state";
+    case cudaErrorLaunchFailure:
+      return "unspecified launch failure";
     default:
       return "unknown error (emulated)";
   }
 }
 cudaError_t cudaGetDeviceCount(int* n) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   *n = 1;
   return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice); }
+cudaError_t cudaSetDevice(int d) {
+  if (sticky() != cudaSuccess) return fail(sticky());
+  return d == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice);
+}
 cudaError_t cudaGetDevice(int* d) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   *d = 0;
   return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   if (d != 0) return fail(cudaErrorInvalidDevice);
   std::memset(p, 0, sizeof *p);
   std::snprintf(p->name, sizeof p->name, "trick CUDA emulator (as an H200)");
@@ -680,6 +768,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   if (d != 0) return fail(cudaErrorInvalidDevice);
   switch (a) {
     case cudaDevAttrMultiProcessorCount:
@@ -702,6 +791,7 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
   }
 }
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void* f) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   if (f == nullptr) return fail(cudaErrorInvalidDeviceFunction);
   std::memset(a, 0, sizeof *a);
   a->maxThreadsPerBlock = 1024;
@@ -709,11 +799,13 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void* f) {
   return cudaSuccess;
 }
 cudaError_t cudaMalloc(void** p, size_t bytes) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   *p = nullptr;
   if (!unsafe_call_allowed()) {
     invalidate_captures();
     return fail(cudaErrorStreamCaptureUnsupported);
   }
+  if (fault_now(kMalloc)) return fail(cudaErrorMemoryAllocation);
   const size_t size = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
   {
     std::lock_guard<std::mutex> lock(state().mu);
@@ -729,16 +821,17 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   return cudaSuccess;
 }
 cudaError_t cudaFree(void* p) {
-  if (!p) return cudaSuccess;
+  if (!p) return freed();
   std::lock_guard<std::mutex> lock(state().mu);
   auto it = state().device.find(p);
   if (it == state().device.end()) return fail(cudaErrorInvalidValue);
   state().device_bytes -= it->second;
   state().device.erase(it);
   std::free(p);
-  return cudaSuccess;
+  return freed();
 }
 cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned int) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   *p = nullptr;
   if (!unsafe_call_allowed()) {
     invalidate_captures();
@@ -752,15 +845,16 @@ cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned int) {
   return cudaSuccess;
 }
 cudaError_t cudaFreeHost(void* p) {
-  if (!p) return cudaSuccess;
+  if (!p) return freed();
   std::lock_guard<std::mutex> lock(state().mu);
   auto it = state().host.find(p);
   if (it == state().host.end()) return fail(cudaErrorInvalidValue);
   state().host.erase(it);
   std::free(p);
-  return cudaSuccess;
+  return freed();
 }
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   std::memset(a, 0, sizeof *a);
   if (is_device(p, 1)) {
     a->type = cudaMemoryTypeDevice;
@@ -781,10 +875,12 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
 }
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind, cudaStream_t s) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   if (n == 0) return cudaSuccess;
   return issue(s, [dst, src, n] { std::memmove(dst, src, n); });
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind k) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   if (!unsafe_call_allowed()) {
     invalidate_captures();
     return fail(cudaErrorStreamCaptureUnsupported);
@@ -792,11 +888,13 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind k) {
   return cudaMemcpyAsync(dst, src, n, k, nullptr);
 }
 cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   if (n == 0) return cudaSuccess;
   if (!is_device(p, n)) return fail(cudaErrorInvalidValue);
   return issue(s, [p, v, n] { std::memset(p, v, n); });
 }
 cudaError_t cudaMemset(void* p, int v, size_t n) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   if (!unsafe_call_allowed()) {
     invalidate_captures();
     return fail(cudaErrorStreamCaptureUnsupported);
@@ -804,6 +902,7 @@ cudaError_t cudaMemset(void* p, int v, size_t n) {
   return cudaMemsetAsync(p, v, n, nullptr);
 }
 cudaError_t cudaMemset2DAsync(void* p, size_t pitch, int v, size_t width, size_t height, cudaStream_t s) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   if (width == 0 || height == 0) return cudaSuccess;
   if (width > pitch || !is_device(p, pitch * (height - 1) + width)) return fail(cudaErrorInvalidValue);
   return issue(s, [p, pitch, v, width, height] {
@@ -812,6 +911,7 @@ cudaError_t cudaMemset2DAsync(void* p, size_t pitch, int v, size_t width, size_t
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* s) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   *s = reinterpret_cast<cudaStream_t>(new Stream);
   return cudaSuccess;
 }
@@ -825,9 +925,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     delete st->graph;
   }
   delete st;
-  return cudaSuccess;
+  return freed();
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   auto* st = reinterpret_cast<Stream*>(s);
   if (st && st->capturing) {
     st->invalidated = true;
@@ -840,6 +941,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   auto* st = reinterpret_cast<Stream*>(s);
   if (!st || st == reinterpret_cast<Stream*>(cudaStreamLegacy)) return fail(cudaErrorStreamCaptureUnsupported);
   if (st->capturing) return fail(cudaErrorIllegalState);
@@ -853,6 +955,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   auto* st = reinterpret_cast<Stream*>(s);
   *g = nullptr;
   if (!st || !st->capturing) return fail(cudaErrorIllegalState);
@@ -864,7 +967,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
   st->capturing = false;
   Graph* graph = st->graph;
   st->graph = nullptr;
-  if (st->invalidated) {
+  if (st->invalidated || fault_now(kCapture)) {
     delete graph;
     return fail(cudaErrorStreamCaptureInvalidated);
   }
@@ -872,6 +975,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   auto* st = reinterpret_cast<Stream*>(s);
   if (!st) {
     *status = cudaStreamCaptureStatusNone;
@@ -888,12 +992,18 @@ cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode* mode) {
 }
 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* e, cudaGraph_t g, unsigned long long) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   if (!g) return fail(cudaErrorInvalidValue);
+  if (fault_now(kInstantiate)) return fail(cudaErrorMemoryAllocation);
   *e = reinterpret_cast<cudaGraphExec_t>(new GraphExec{reinterpret_cast<Graph*>(g)->ops});
   return cudaSuccess;
 }
-cudaError_t cudaGraphUpload(cudaGraphExec_t e, cudaStream_t) { return e ? cudaSuccess : fail(cudaErrorInvalidValue); }
+cudaError_t cudaGraphUpload(cudaGraphExec_t e, cudaStream_t) {
+  if (sticky() != cudaSuccess) return fail(sticky());
+  return e ? cudaSuccess : fail(cudaErrorInvalidValue);
+}
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   if (!e) return fail(cudaErrorInvalidValue);
   auto* exec = reinterpret_cast<GraphExec*>(e);
   return issue(s, [exec] {
@@ -901,6 +1011,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
   });
 }
 cudaError_t cudaGraphGetNodes(cudaGraph_t g, cudaGraphNode_t* nodes, size_t* n) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   if (!g) return fail(cudaErrorInvalidValue);
   auto& ops = reinterpret_cast<Graph*>(g)->ops;
   if (nodes) {
@@ -911,22 +1022,24 @@ cudaError_t cudaGraphGetNodes(cudaGraph_t g, cudaGraphNode_t* nodes, size_t* n) 
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t g) {
   delete reinterpret_cast<Graph*>(g);
-  return cudaSuccess;
+  return freed();
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
   delete reinterpret_cast<GraphExec*>(e);
-  return cudaSuccess;
+  return freed();
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   *e = reinterpret_cast<cudaEvent_t>(new Event);
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
   delete reinterpret_cast<Event*>(e);
-  return cudaSuccess;
+  return freed();
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   auto* ev = reinterpret_cast<Event*>(e);
   if (!ev) return fail(cudaErrorInvalidResourceHandle);
   return issue(s, [ev] {
@@ -934,8 +1047,12 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
     ev->recorded = true;
   });
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t e) { return e ? cudaSuccess : fail(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  if (sticky() != cudaSuccess) return fail(sticky());
+  return e ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  if (sticky() != cudaSuccess) return fail(sticky());
   auto *x = reinterpret_cast<Event*>(a), *y = reinterpret_cast<Event*>(b);
   if (!x || !y) return fail(cudaErrorInvalidResourceHandle);
   if (!x->recorded || !y->recorded) return fail(cudaErrorInvalidResourceHandle);
