@@ -28,7 +28,8 @@ ankle boot, PGD from the photo, eps 12):
      and an instantiation failing once and always. A failure the command can survive (a
      passing shortage, a failed capture: those steps run eagerly, with a note) leaves the
      outputs of the run without faults; one it cannot is one error line, exit status 1 and
-     no output.
+     no output. And `grad` with each cudaMalloc failing once and from it on, and each of its
+     kernels faulting.
 The same checks a GPU run would make of the command; on a GPU tools/gpu_check.sh runs the
 kernels' own tests. Prints what it compared; exits non-zero on any failure.
 """
@@ -294,6 +295,32 @@ def main(tmp):
           f"faults: a kernel faulting at {len(launches)} points from the first kernel to the last: every run stopped")
     check(all(by[s][0] for s in ("capture:1", "capture:1+", "instantiate:1", "instantiate:1+")),
           "faults: a capture or an instantiation failing once or always: every run finished")
+
+    grad = ["grad", os.path.join(SAMPLES, "7_sneaker.png"), "--target", "ankle boot", "--device", "cuda", "-o"]
+    p = run(grad + [f"{tmp}/grad_none.npy"], env={"TRICK_EMU_FAULT": "count"})
+    made = {k: int(v) for k, v in zip(*[iter(p.stderr.split("calls made:")[-1].split())] * 2)}
+    g0 = np.load(f"{tmp}/grad_none.npy")
+
+    def grad_faulted(spec):
+        out = f"{tmp}/grad_{spec.replace(':', '_').replace('+', 'on')}.npy"
+        p = run(grad + [out], want_rc=None, env={"TRICK_EMU_FAULT": spec})
+        lines = errors(p)
+        if spec.startswith("malloc") and not spec.endswith("+"):  # survives: the same gradient
+            ok = p.returncode == 0 and not lines and np.array_equal(np.load(out), g0)
+        else:
+            want = "unspecified launch failure (a kernel faulted" if spec.startswith("launch") else \
+                "error: out of memory: cannot allocate"
+            ok = p.returncode == 1 and len(lines) == 1 and want in lines[0] and not os.path.exists(out)
+        return spec, ok, f"exit {p.returncode}: " + (lines[0][:90] if lines else "")
+
+    specs = [f"{k}:{n}" for k in ("malloc", "launch") for n in range(1, made[k] + 1)]
+    specs += [f"malloc:{n}+" for n in range(1, made["malloc"] + 1)]
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        runs = list(pool.map(grad_faulted, specs))
+    bad = [(spec, what) for spec, ok, what in runs if not ok]
+    check(made["malloc"] > 100 and made["launch"] > 50 and not bad,
+          f"faults: grad with each of its {made['malloc']} cudaMallocs failing once (the same gradient) and from it on, "
+          f"and each of its {made['launch']} kernels faulting (one error line, no file): {len(runs)} runs, {bad[:3]}")
 
 
 if __name__ == "__main__":

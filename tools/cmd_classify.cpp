@@ -32,10 +32,17 @@ int run(const Options& o) {
     try {
       input = model_input(*model, image, raw);
     } catch (const Error& e) {
+      fail_if_out_of_memory(e, cat("preparing ", path, " for the model on ", dev.str()), dev, "close other programs");
       fail(path, ": ", e.what());
     }
     NoGradScope no_grad;
-    const Var logits = model->forward(Var(input));
+    Var logits;
+    try {
+      logits = model->forward(Var(input));
+    } catch (const Error& e) {
+      rethrow_out_of_memory(e, cat("classifying ", path, " (", input.dim(2), "x", input.dim(1), " on ", dev.str(), ")"),
+                            dev, "close other programs");
+    }
     const std::vector<float> z = logits.value().to_vector();
     for (float v : z) TRICK_CHECK(std::isfinite(v), path, ": the model produced a non-finite logit (NaN or Inf in ",
                                   "the weights or the image?)");

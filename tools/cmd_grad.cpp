@@ -42,24 +42,30 @@ int run(const Options& o) {
   try {
     input = model_input(*model, image, raw);
   } catch (const Error& e) {
+    fail_if_out_of_memory(e, cat("preparing ", o.image, " for the model on ", dev.str()), dev, "close other programs");
     fail(o.image, ": ", e.what());
   }
   Var x(input, true);
   const Tensor t = Tensor::full(Shape{1}, static_cast<float>(target)).to(dev);
   std::vector<std::pair<std::string, Tensor>> activations;
-  Var logits;
-  {
-    ActivationObserverScope observe([&](const std::string& name, const Tensor& v) {
-      if (!o.dump_activations.empty()) activations.emplace_back(name, v.to(Device::cpu()));
-    });
-    logits = model->forward(x);
+  Var logits, loss;
+  try {
+    {
+      ActivationObserverScope observe([&](const std::string& name, const Tensor& v) {
+        if (!o.dump_activations.empty()) activations.emplace_back(name, v.to(Device::cpu()));
+      });
+      logits = model->forward(x);
+    }
+    if (!o.dump_activations.empty()) activations.emplace_back("logits", logits.value().to(Device::cpu()));
+    loss = cross_entropy(logits, t);
+    loss.backward();
+  } catch (const Error& e) {
+    rethrow_out_of_memory(
+        e, cat("computing the gradient for ", o.image, " (", input.dim(2), "x", input.dim(1), " on ", dev.str(), ")"),
+        dev, "close other programs");
   }
-  if (!o.dump_activations.empty()) {
-    activations.emplace_back("logits", logits.value().to(Device::cpu()));
+  if (!o.dump_activations.empty())
     write_safetensors(o.dump_activations, activations, {{"model", model->name()}, {"image", o.image}});
-  }
-  Var loss = cross_entropy(logits, t);
-  loss.backward();
   const float l = loss.value().item();
   TRICK_CHECK(std::isfinite(l), o.image, ": the loss is not finite (NaN or Inf in the weights or the image?)");
   const Tensor g = x.grad().to(Device::cpu()).reshape(Shape{input.dim(1), input.dim(2), input.dim(3)});

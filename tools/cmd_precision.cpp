@@ -148,6 +148,7 @@ int run(const Options& o) {
     try {
       input = model_input(*model, image, raw);
     } catch (const Error& e) {
+      fail_if_out_of_memory(e, cat("preparing ", path, " for the model on ", dev.str()), dev, "close other programs");
       fail(path, ": ", e.what());
     }
     // The target: the one asked for, else the class fp32 ranks first (its gradient then

@@ -55,10 +55,15 @@ Device choose_device(const std::string& option) {
   return d;
 }
 
-void rethrow_out_of_memory(const Error& e, const std::string& doing, Device device, const std::string& smaller) {
+void fail_if_out_of_memory(const Error& e, const std::string& doing, Device device, const std::string& smaller) {
   const std::string what = e.what();
-  if (what.rfind("out of memory", 0) != 0) throw e;
+  if (what.rfind("out of memory", 0) != 0) return;
   fail(what, " while ", doing, ": ", smaller, device.is_cuda() ? ", free the GPU of other work, or use --device cpu" : "");
+}
+
+void rethrow_out_of_memory(const Error& e, const std::string& doing, Device device, const std::string& smaller) {
+  fail_if_out_of_memory(e, doing, device, smaller);
+  throw e;
 }
 
 namespace {

@@ -94,6 +94,8 @@ void add_backend_options(App& app, bool* graph = nullptr, bool math = true) {
 // silently: that would change what was asked and how long it takes.
 [[noreturn]] void rethrow_out_of_memory(const Error& e, const std::string& doing, Device device,
                                         const std::string& smaller);
+// The same for an out-of-memory error; returns on any other.
+void fail_if_out_of_memory(const Error& e, const std::string& doing, Device device, const std::string& smaller);
 
 // Reads a model from a weight file: safetensors (models/zoo.h's load_model), or a PyTorch
 // .pth state dict (zip or legacy, read by tools/lib/pth.h, the architecture recognised from
