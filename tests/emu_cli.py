@@ -29,7 +29,7 @@ ankle boot, PGD from the photo, eps 12):
      passing shortage, a failed capture: those steps run eagerly, with a note) leaves the
      outputs of the run without faults; one it cannot is one error line, exit status 1 and
      no output. And `grad` with each cudaMalloc failing once and from it on, and each of its
-     kernels faulting.
+     kernels faulting; `bench` with a capture failing (one error line naming the row).
 The same checks a GPU run would make of the command; on a GPU tools/gpu_check.sh runs the
 kernels' own tests. Prints what it compared; exits non-zero on any failure.
 """
@@ -321,6 +321,16 @@ def main(tmp):
     check(made["malloc"] > 100 and made["launch"] > 50 and not bad,
           f"faults: grad with each of its {made['malloc']} cudaMallocs failing once (the same gradient) and from it on, "
           f"and each of its {made['launch']} kernels faulting (one error line, no file): {len(runs)} runs, {bad[:3]}")
+
+    bench = ["bench", "--model", "fashion_inception", "--device", "cuda", "--batch", "1", "--repeats", "1",
+             "--warmup", "0", "--both"]
+    for spec, what in (("capture:1", "forward"), ("capture:2", "attack step"), ("instantiate:2", "attack step")):
+        p = run(bench, want_rc=1, env={"TRICK_EMU_FAULT": spec})
+        lines = errors(p)
+        check(len(lines) == 1 and lines[0].startswith("error: cuda graph: ") and
+              f"(capturing the {what} of batch 1 for the graph row; --no-graph times eager only)" in lines[0] and
+              '"mode": "eager"' in p.stdout and '"mode": "graph"' not in p.stdout,
+              f"faults: bench with {spec}: the eager row, then {lines}")
 
 
 if __name__ == "__main__":

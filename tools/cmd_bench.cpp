@@ -364,9 +364,18 @@ int run(const Options& o) {
       w.forward();
       w.step();
       cuda::Graph g;
-      g.capture(dev, [&] { w.forward(); });
+      // A failed capture ends the benchmark (the attack would run those steps eagerly): the
+      // graph row asked for cannot be measured.
+      auto capture = [&](const char* what, const std::function<void()>& body) {
+        try {
+          g.capture(dev, body);
+        } catch (const Error& e) {
+          fail(e.what(), " (capturing the ", what, " of batch ", b, " for the graph row; --no-graph times eager only)");
+        }
+      };
+      capture("forward", [&] { w.forward(); });
       r.fwd_ms = time_cuda([&] { g.replay(); }, g.stream(), o.warmup, o.repeats);
-      g.capture(dev, [&] { w.step(); });
+      capture("attack step", [&] { w.step(); });
       r.nodes = g.nodes();
       const int64_t before = cuda_alloc_stats().mallocs;
       r.step_ms = time_cuda([&] { g.replay(); }, g.stream(), o.warmup, o.repeats);
