@@ -235,7 +235,7 @@ def main(tmp):
     # 8. CUDA calls failing (TRICK_EMU_FAULT, kernels/cuda/emu/emu.cpp says what each does)
     two, short = ["7_sneaker.png", "5_sandal.png"], ["--steps", "3", "--device", "cuda", "--no-animation"]
     p = attack(two, short, f"{tmp}/fault_none", want_rc=3, env={"TRICK_EMU_FAULT": "count"})
-    made = dict(zip(*[iter(p.stderr.split("calls made:")[-1].split())] * 2))
+    made = dict(zip(*[iter(p.stderr.split("calls made:")[-1].split(";")[0].split())] * 2))
     made = {k: int(v) for k, v in made.items()}
     ref = folders(f"{tmp}/fault_none")
     ref_steps = summary(ref[0])["backend"]["cuda_graph_steps"]
@@ -298,7 +298,7 @@ def main(tmp):
 
     grad = ["grad", os.path.join(SAMPLES, "7_sneaker.png"), "--target", "ankle boot", "--device", "cuda", "-o"]
     p = run(grad + [f"{tmp}/grad_none.npy"], env={"TRICK_EMU_FAULT": "count"})
-    made = {k: int(v) for k, v in zip(*[iter(p.stderr.split("calls made:")[-1].split())] * 2)}
+    made = {k: int(v) for k, v in zip(*[iter(p.stderr.split("calls made:")[-1].split(";")[0].split())] * 2)}
     g0 = np.load(f"{tmp}/grad_none.npy")
 
     def grad_faulted(spec):

@@ -339,7 +339,8 @@ size_t global_memory() {
 //   capture:N      the Nth cudaStreamEndCapture returns cudaErrorStreamCaptureInvalidated;
 //   instantiate:N  the Nth cudaGraphInstantiate returns cudaErrorMemoryAllocation;
 //                  (capture:N+ and instantiate:N+: the Nth and every later one);
-//   count          at exit, print how many of each were made, so a test knows what to sweep.
+//   count          at exit, print how many of each were made, so a test knows what to sweep,
+//                  and the most device memory allocated at once.
 enum Fault { kMalloc, kLaunch, kCapture, kInstantiate, kFaults };
 constexpr const char* kFaultNames[kFaults] = {"malloc", "launch", "capture", "instantiate"};
 struct Faults {
@@ -377,12 +378,6 @@ Faults& faults() {
     return f;
   }();
   return *f;
-}
-void print_counts() {
-  Faults& f = faults();
-  std::fprintf(stderr, "trick CUDA emulator: calls made:");
-  for (int k = 0; k < kFaults; ++k) std::fprintf(stderr, " %s %llu", kFaultNames[k], f.made[k].load());
-  std::fprintf(stderr, "\n");
 }
 // Counts a call of `kind`; true when it is to fail.
 bool fault_now(Fault kind) {
@@ -423,11 +418,19 @@ struct State {
   std::map<const void*, size_t> device;  // allocation -> bytes
   std::map<const void*, size_t> host;    // pinned host allocation -> bytes
   size_t device_bytes = 0;
+  size_t peak_bytes = 0;          // the most device_bytes has been
   std::vector<Stream*> captures;  // streams capturing now
 };
 State& state() {
   static State* s = new State;  // outlives every static destructor that frees memory
   return *s;
+}
+void print_counts() {
+  Faults& f = faults();
+  std::fprintf(stderr, "trick CUDA emulator: calls made:");
+  for (int k = 0; k < kFaults; ++k) std::fprintf(stderr, " %s %llu", kFaultNames[k], f.made[k].load());
+  std::lock_guard<std::mutex> lock(state().mu);
+  std::fprintf(stderr, "; at most %zu bytes allocated\n", state().peak_bytes);
 }
 thread_local cudaStreamCaptureMode g_thread_mode = cudaStreamCaptureModeGlobal;
 
@@ -817,6 +820,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   std::lock_guard<std::mutex> lock(state().mu);
   state().device[q] = size;
   state().device_bytes += size;
+  state().peak_bytes = std::max(state().peak_bytes, state().device_bytes);
   *p = q;
   return cudaSuccess;
 }
