@@ -6,7 +6,8 @@ renamed option or a test filter that matches nothing would waste that run. Here 
 build's binaries (GPU_CHECK_BIN, no build) in a few seconds, and this checks:
 - it ends with its summary, table and logs, and skips the build as asked;
 - the CUDA tests' filter selects the GPU tests (and each fails: TRICK_REQUIRE_CUDA is set),
-  the Inception filter exactly one test;
+  the Inception filter exactly one test; the command's checks (tests/emu_cli.py --gpu) stop
+  at once saying there is no device;
 - every `trick bench` stage exits 1 with one `error:` line (no device), never 2 (a command-line
   mistake), and the table has a row for each configuration;
 - bench_gpu.py (PyTorch's side) parses its arguments and reports why it did not time;
@@ -32,7 +33,8 @@ def fail(msg):
 
 def run_check(root, bin_dir, out, **extra_env):
     """tools/gpu_check.sh on the binaries in bin_dir, its files in out: (exit status, console)."""
-    env = dict(os.environ, OUT=out, GPU_CHECK_BIN=bin_dir, GPU_CHECK_BUDGET="300", **extra_env)
+    env = dict(os.environ, OUT=out, GPU_CHECK_BIN=bin_dir, GPU_CHECK_BUDGET="300", GPU_CHECK_PYTHON=sys.executable,
+               **extra_env)
     r = subprocess.run(["bash", os.path.join(root, "tools", "gpu_check.sh")], cwd=root, env=env,
                        capture_output=True, text=True, timeout=600)
     return r.returncode, r.stdout + r.stderr
@@ -75,6 +77,10 @@ def main(argv):
         total, passed, failed = cases("inception.log")
         if (total, failed) != (1, 1):
             fail(f"the 'inception gpu vs cpu' filter selected {total} test cases ({failed} failed): expected 1")
+        # The command's checks: reached, and stopped at once for want of a device.
+        if not re.search(r"^\[\d+s\] command gpu vs cpu: FAILED \(exit 1,", console, re.M) or \
+                "FAIL  --gpu: " not in read("tests.log"):
+            fail("the 'command gpu vs cpu' stage did not stop with tests/emu_cli.py's no-device line")
 
         # Every trick bench stage: exit 1 with its error line, never a command-line mistake.
         stages = re.findall(r"^\[\d+s\] (bench trick [^:]+): (.*)$", console, re.M)

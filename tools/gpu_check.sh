@@ -19,6 +19,9 @@
 #              attack step from a graph against the eager step
 #   inception  trick_tests -tc="gpu inception*": Inception v3 logits and input gradient, GPU
 #              against CPU, every conv backend
+#   command    tests/emu_cli.py --gpu: trick attack/classify/grad/bench on the GPU against
+#              the CPU, graphs against eager (what CI runs on the CUDA emulator); its Python,
+#              with numpy and PIL: GPU_CHECK_PYTHON (default python3)
 #   bench      trick bench (own, cublas, cudnn in fp32 and in TF32; own in bf16) and
 #              tools/bench_gpu.py (PyTorch eager and CUDA graphs in fp32, TF32 and bf16
 #              autocast), batch 1, 64, 256; then cuDNN at 256 with --cudnn-algo heuristic,
@@ -337,6 +340,11 @@ if [ -n "$BIN" ]; then
   grep -oE "(backend [a-z]+/[a-z0-9]+|own/[a-z0-9]+ against the CPU's emulation): .*" "$OUT/inception.log" | head -10 |
     cut -c1-160 | sed 's/^/    /'
   doctest_summary "$OUT/inception.log"
+  # The command itself on the GPU against its CPU backend, as CI runs it on the emulator: the
+  # demo attack from graphs and eagerly (equal), TF32/bf16, classify, grad, bench --both.
+  run_stage "command gpu vs cpu" 60 "$OUT/tests.log" env LD_LIBRARY_PATH="$RUN_LD" \
+    "${GPU_CHECK_PYTHON:-python3}" tests/emu_cli.py "$BIN/trick" --gpu ||
+    { echo "    the failed checks:"; grep -E '^FAIL' "$OUT/tests.log" | head -4 | cut -c1-200 | sed 's/^/    /'; }
 fi
 
 # --- benchmark -------------------------------------------------------------------------------
