@@ -279,7 +279,8 @@ def faults(tmp):  # the emulator only
         else:
             want = {"malloc": "error: out of memory: cannot allocate", "launch": "error: cuda: "}.get(kind, "-")
             ok = (p.returncode == 1 and len(lines) == 1 and lines[0].startswith(want) and not left and
-                  (kind != "launch" or "unspecified launch failure (a kernel faulted" in lines[0]))
+                  (kind != "launch" or "unspecified launch failure (a kernel faulted" in lines[0]) and
+                  (kind != "malloc" or "while " in lines[0]))  # what it was doing
             what = f"exit {p.returncode}: " + (lines[0][:100] if lines else "no message")
         shutil.rmtree(out, ignore_errors=True)
         return spec, survived, ok, what
@@ -318,7 +319,8 @@ def faults(tmp):  # the emulator only
         else:
             want = "unspecified launch failure (a kernel faulted" if spec.startswith("launch") else \
                 "error: out of memory: cannot allocate"
-            ok = p.returncode == 1 and len(lines) == 1 and want in lines[0] and not os.path.exists(out)
+            ok = p.returncode == 1 and len(lines) == 1 and want in lines[0] and not os.path.exists(out) and \
+                (spec.startswith("launch") or "while " in lines[0])
         return spec, ok, f"exit {p.returncode}: " + (lines[0][:90] if lines else "")
 
     specs = [f"{k}:{n}" for k in ("malloc", "launch") for n in range(1, made[k] + 1)]

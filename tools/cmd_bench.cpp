@@ -302,7 +302,11 @@ int run(const Options& o) {
   std::unique_ptr<Model> model = o.weights.empty() ? random_model(o.model, o.seed) : load_weights(o.weights);
   model->set_requires_grad(false);
   model->train(false);
-  model->to(dev);
+  try {
+    model->to(dev);
+  } catch (const Error& e) {
+    rethrow_out_of_memory(e, cat("loading the model onto ", dev.str()), dev, "close other programs");
+  }
   // As in the attack loop: the CPU engines pack (and transform) each layer's weights once,
   // unless --repack-weights asks for the cost of doing it every call.
   std::unique_ptr<FrozenConvWeights> frozen;

@@ -36,17 +36,18 @@ int run(const Options& o) {
       fail(path, ": ", e.what());
     }
     NoGradScope no_grad;
-    Var logits;
+    std::vector<float> z, p;
     try {
-      logits = model->forward(Var(input));
+      const Var logits = model->forward(Var(input));
+      z = logits.value().to_vector();
+      p = softmax(logits).value().to_vector();
     } catch (const Error& e) {
       rethrow_out_of_memory(e, cat("classifying ", path, " (", input.dim(2), "x", input.dim(1), " on ", dev.str(), ")"),
                             dev, "close other programs");
     }
-    const std::vector<float> z = logits.value().to_vector();
-    for (float v : z) TRICK_CHECK(std::isfinite(v), path, ": the model produced a non-finite logit (NaN or Inf in ",
-                                  "the weights or the image?)");
-    const std::vector<float> p = softmax(logits).value().to_vector();
+    for (float v : z)
+      TRICK_CHECK(std::isfinite(v), path, ": the model produced a non-finite logit (NaN or Inf in ",
+                  "the weights or the image?)");
     const auto top = top_k(p, model->class_names(), o.topk);
     if (o.json) {
       nlohmann::json j;

@@ -46,10 +46,10 @@ int run(const Options& o) {
     fail(o.image, ": ", e.what());
   }
   Var x(input, true);
-  const Tensor t = Tensor::full(Shape{1}, static_cast<float>(target)).to(dev);
   std::vector<std::pair<std::string, Tensor>> activations;
   Var logits, loss;
   try {
+    const Tensor t = Tensor::full(Shape{1}, static_cast<float>(target)).to(dev);
     {
       ActivationObserverScope observe([&](const std::string& name, const Tensor& v) {
         if (!o.dump_activations.empty()) activations.emplace_back(name, v.to(Device::cpu()));
