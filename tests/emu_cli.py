@@ -96,6 +96,11 @@ def errors(p):  # stderr but the attack's "target" lines and ASan's warning abou
             if ": target 9 (" not in line and "ASan doesn't fully support makecontext/swapcontext" not in line]
 
 
+def calls_made(p):  # TRICK_EMU_FAULT=count's "calls made: malloc 194 launch 544 ...; at most N bytes allocated"
+    words = p.stderr.split("calls made:")[-1].split(";")[0].split()
+    return {k: int(v) for k, v in zip(words[::2], words[1::2])}
+
+
 def rel(a, b):
     return abs(a - b) / abs(b)
 
@@ -243,8 +248,7 @@ def faults(tmp):  # the emulator only
     # 8. CUDA calls failing (TRICK_EMU_FAULT, kernels/cuda/emu/emu.cpp says what each does)
     two, short = ["7_sneaker.png", "5_sandal.png"], ["--steps", "3", "--device", "cuda", "--no-animation"]
     p = attack(two, short, f"{tmp}/fault_none", want_rc=3, env={"TRICK_EMU_FAULT": "count"})
-    made = dict(zip(*[iter(p.stderr.split("calls made:")[-1].split(";")[0].split())] * 2))
-    made = {k: int(v) for k, v in made.items()}
+    made = calls_made(p)
     ref = folders(f"{tmp}/fault_none")
     ref_steps = summary(ref[0])["backend"]["cuda_graph_steps"]
     check(made["malloc"] > 100 and made["launch"] > 100 and made["capture"] == made["instantiate"] == 1 and
@@ -307,7 +311,7 @@ def faults(tmp):  # the emulator only
 
     grad = ["grad", os.path.join(SAMPLES, "7_sneaker.png"), "--target", "ankle boot", "--device", "cuda", "-o"]
     p = run(grad + [f"{tmp}/grad_none.npy"], env={"TRICK_EMU_FAULT": "count"})
-    made = {k: int(v) for k, v in zip(*[iter(p.stderr.split("calls made:")[-1].split(";")[0].split())] * 2)}
+    made = calls_made(p)
     g0 = np.load(f"{tmp}/grad_none.npy")
 
     def grad_faulted(spec):

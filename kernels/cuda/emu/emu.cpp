@@ -347,7 +347,6 @@ struct Faults {
   int kind = -1;             // which call fails, or -1
   unsigned long long n = 0;  // the how-manyth
   bool later = false;        // and every later one
-  bool count = false;
   std::atomic<unsigned long long> made[kFaults] = {};
 };
 void print_counts();
@@ -358,7 +357,6 @@ Faults& faults() {
     if (!v || !*v) return f;
     std::string s = v;
     if (s == "count") {
-      f->count = true;
       std::atexit(print_counts);
       return f;
     }
