@@ -299,14 +299,9 @@ int run(const Options& o) {
                  "note: --%s on the CPU is an emulation for measuring its error (trick precision), not a speed; "
                  "bench times fp32\n",
                  math_mode_name(asked));
-  std::unique_ptr<Model> model = o.weights.empty() ? random_model(o.model, o.seed) : load_weights(o.weights);
-  model->set_requires_grad(false);
-  model->train(false);
-  try {
-    model->to(dev);
-  } catch (const Error& e) {
-    rethrow_out_of_memory(e, cat("loading the model onto ", dev.str()), dev, "close other programs");
-  }
+  std::unique_ptr<Model> model = open_frozen(o.weights.empty() ? cat("a random ", o.model) : o.weights, dev, [&] {
+    return o.weights.empty() ? random_model(o.model, o.seed) : load_weights(o.weights);
+  });
   // As in the attack loop: the CPU engines pack (and transform) each layer's weights once,
   // unless --repack-weights asks for the cost of doing it every call.
   std::unique_ptr<FrozenConvWeights> frozen;

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <new>
 #include <numeric>
 
@@ -66,11 +67,8 @@ void rethrow_out_of_memory(const Error& e, const std::string& doing, Device devi
   throw e;
 }
 
-namespace {
-// `load` (read the weights, freeze, move to `device`), with an out-of-memory failure said in
-// terms of what was being loaded where.
-template <typename Load>
-std::unique_ptr<Model> open_frozen(const std::string& what, Device device, Load load) {
+std::unique_ptr<Model> open_frozen(const std::string& what, Device device,
+                                   const std::function<std::unique_ptr<Model>()>& load) {
   try {
     std::unique_ptr<Model> m = load();
     m->set_requires_grad(false);
@@ -89,7 +87,6 @@ std::unique_ptr<Model> open_frozen(const std::string& what, Device device, Load 
          device.is_cuda() ? ", free the GPU of other work, or use --device cpu" : "");
   }
 }
-}  // namespace
 
 std::unique_ptr<Model> load_weights(const std::string& weights_path) {
   // Missing, a directory, empty, unreadable: said by the detection, naming the file. Neither

@@ -1,6 +1,7 @@
 // What the commands share around a model: choosing the device, opening the weights,
 // turning image files into model input, and reading out the top classes.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -101,7 +102,11 @@ void fail_if_out_of_memory(const Error& e, const std::string& doing, Device devi
 // .pth state dict (zip or legacy, read by tools/lib/pth.h, the architecture recognised from
 // its keys), converted in memory as `trick convert` would convert it.
 std::unique_ptr<Model> load_weights(const std::string& weights_path);
-// load_weights, frozen (no parameter requires a gradient), on device.
+// `load`'s model, frozen (no parameter requires a gradient, eval mode), on `device`; out of
+// memory while loading (`what`: a file, "the embedded model") or moving it said as such.
+std::unique_ptr<Model> open_frozen(const std::string& what, Device device,
+                                   const std::function<std::unique_ptr<Model>()>& load);
+// load_weights, frozen, on device.
 std::unique_ptr<Model> open_model(const std::string& weights_path, Device device);
 // The model embedded in the binary (the small Inception trained on Fashion-MNIST), likewise.
 std::unique_ptr<Model> open_default_model(Device device);

@@ -386,9 +386,9 @@ bool fault_now(Fault kind) {
 // The sticky error of a lost context (a faulted kernel), or cudaSuccess.
 std::atomic<int> g_sticky{cudaSuccess};
 cudaError_t sticky() { return static_cast<cudaError_t>(g_sticky.load()); }
-// What a free or destroy returns: it frees (so that leak checks stay quiet) but says that
-// the context was lost, if it was.
-cudaError_t freed() { return sticky() != cudaSuccess ? fail(sticky()) : cudaSuccess; }
+// The sticky error, set as the last error, once the context is lost; else cudaSuccess. Every
+// call returns it first; a free or destroy frees (so that leak checks stay quiet), then returns it.
+cudaError_t lost() { return sticky() != cudaSuccess ? fail(sticky()) : cudaSuccess; }
 
 struct Op {
   std::function<void()> run;
@@ -645,10 +645,7 @@ void mma_many(bool bf16, float* d, const uint32_t* a, const uint32_t* b, int mf,
 }
 
 void launch(const Config& c, const char* name, std::function<void()> body) {
-  if (sticky() != cudaSuccess) {
-    fail(sticky());
-    return;
-  }
+  if (lost()) return;
   const unsigned long long threads = 1ull * c.block.x * c.block.y * c.block.z;
   if (threads == 0 || threads > 1024 || c.block.z > 64 || c.grid.x == 0 || c.grid.y == 0 || c.grid.z == 0 ||
       c.grid.y > 65535 || c.grid.z > 65535 || c.grid.x > 2147483647u) {
@@ -736,21 +733,21 @@ const char* cudaGetErrorString(cudaError_t e) {
   }
 }
 cudaError_t cudaGetDeviceCount(int* n) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   *n = 1;
   return cudaSuccess;
 }
 cudaError_t cudaSetDevice(int d) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   return d == 0 ? cudaSuccess : fail(cudaErrorInvalidDevice);
 }
 cudaError_t cudaGetDevice(int* d) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   *d = 0;
   return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   if (d != 0) return fail(cudaErrorInvalidDevice);
   std::memset(p, 0, sizeof *p);
   std::snprintf(p->name, sizeof p->name, "trick CUDA emulator (as an H200)");
@@ -769,7 +766,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   if (d != 0) return fail(cudaErrorInvalidDevice);
   switch (a) {
     case cudaDevAttrMultiProcessorCount:
@@ -792,7 +789,7 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
   }
 }
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void* f) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   if (f == nullptr) return fail(cudaErrorInvalidDeviceFunction);
   std::memset(a, 0, sizeof *a);
   a->maxThreadsPerBlock = 1024;
@@ -800,7 +797,7 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void* f) {
   return cudaSuccess;
 }
 cudaError_t cudaMalloc(void** p, size_t bytes) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   *p = nullptr;
   if (!unsafe_call_allowed()) {
     invalidate_captures();
@@ -823,17 +820,17 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   return cudaSuccess;
 }
 cudaError_t cudaFree(void* p) {
-  if (!p) return freed();
+  if (!p) return lost();
   std::lock_guard<std::mutex> lock(state().mu);
   auto it = state().device.find(p);
   if (it == state().device.end()) return fail(cudaErrorInvalidValue);
   state().device_bytes -= it->second;
   state().device.erase(it);
   std::free(p);
-  return freed();
+  return lost();
 }
 cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned int) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   *p = nullptr;
   if (!unsafe_call_allowed()) {
     invalidate_captures();
@@ -847,16 +844,16 @@ cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned int) {
   return cudaSuccess;
 }
 cudaError_t cudaFreeHost(void* p) {
-  if (!p) return freed();
+  if (!p) return lost();
   std::lock_guard<std::mutex> lock(state().mu);
   auto it = state().host.find(p);
   if (it == state().host.end()) return fail(cudaErrorInvalidValue);
   state().host.erase(it);
   std::free(p);
-  return freed();
+  return lost();
 }
 cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   std::memset(a, 0, sizeof *a);
   if (is_device(p, 1)) {
     a->type = cudaMemoryTypeDevice;
@@ -877,12 +874,12 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
 }
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind, cudaStream_t s) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   if (n == 0) return cudaSuccess;
   return issue(s, [dst, src, n] { std::memmove(dst, src, n); });
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind k) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   if (!unsafe_call_allowed()) {
     invalidate_captures();
     return fail(cudaErrorStreamCaptureUnsupported);
@@ -890,13 +887,13 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t n, cudaMemcpyKind k) {
   return cudaMemcpyAsync(dst, src, n, k, nullptr);
 }
 cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   if (n == 0) return cudaSuccess;
   if (!is_device(p, n)) return fail(cudaErrorInvalidValue);
   return issue(s, [p, v, n] { std::memset(p, v, n); });
 }
 cudaError_t cudaMemset(void* p, int v, size_t n) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   if (!unsafe_call_allowed()) {
     invalidate_captures();
     return fail(cudaErrorStreamCaptureUnsupported);
@@ -904,7 +901,7 @@ cudaError_t cudaMemset(void* p, int v, size_t n) {
   return cudaMemsetAsync(p, v, n, nullptr);
 }
 cudaError_t cudaMemset2DAsync(void* p, size_t pitch, int v, size_t width, size_t height, cudaStream_t s) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   if (width == 0 || height == 0) return cudaSuccess;
   if (width > pitch || !is_device(p, pitch * (height - 1) + width)) return fail(cudaErrorInvalidValue);
   return issue(s, [p, pitch, v, width, height] {
@@ -913,7 +910,7 @@ cudaError_t cudaMemset2DAsync(void* p, size_t pitch, int v, size_t width, size_t
 }
 
 cudaError_t cudaStreamCreate(cudaStream_t* s) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   *s = reinterpret_cast<cudaStream_t>(new Stream);
   return cudaSuccess;
 }
@@ -927,10 +924,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
     delete st->graph;
   }
   delete st;
-  return freed();
+  return lost();
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   auto* st = reinterpret_cast<Stream*>(s);
   if (st && st->capturing) {
     st->invalidated = true;
@@ -943,7 +940,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   auto* st = reinterpret_cast<Stream*>(s);
   if (!st || st == reinterpret_cast<Stream*>(cudaStreamLegacy)) return fail(cudaErrorStreamCaptureUnsupported);
   if (st->capturing) return fail(cudaErrorIllegalState);
@@ -957,7 +954,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   auto* st = reinterpret_cast<Stream*>(s);
   *g = nullptr;
   if (!st || !st->capturing) return fail(cudaErrorIllegalState);
@@ -977,7 +974,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* g) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   auto* st = reinterpret_cast<Stream*>(s);
   if (!st) {
     *status = cudaStreamCaptureStatusNone;
@@ -994,18 +991,18 @@ cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode* mode) {
 }
 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* e, cudaGraph_t g, unsigned long long) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   if (!g) return fail(cudaErrorInvalidValue);
   if (fault_now(kInstantiate)) return fail(cudaErrorMemoryAllocation);
   *e = reinterpret_cast<cudaGraphExec_t>(new GraphExec{reinterpret_cast<Graph*>(g)->ops});
   return cudaSuccess;
 }
 cudaError_t cudaGraphUpload(cudaGraphExec_t e, cudaStream_t) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   return e ? cudaSuccess : fail(cudaErrorInvalidValue);
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   if (!e) return fail(cudaErrorInvalidValue);
   auto* exec = reinterpret_cast<GraphExec*>(e);
   return issue(s, [exec] {
@@ -1013,7 +1010,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t e, cudaStream_t s) {
   });
 }
 cudaError_t cudaGraphGetNodes(cudaGraph_t g, cudaGraphNode_t* nodes, size_t* n) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   if (!g) return fail(cudaErrorInvalidValue);
   auto& ops = reinterpret_cast<Graph*>(g)->ops;
   if (nodes) {
@@ -1024,24 +1021,24 @@ cudaError_t cudaGraphGetNodes(cudaGraph_t g, cudaGraphNode_t* nodes, size_t* n) 
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t g) {
   delete reinterpret_cast<Graph*>(g);
-  return freed();
+  return lost();
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t e) {
   delete reinterpret_cast<GraphExec*>(e);
-  return freed();
+  return lost();
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   *e = reinterpret_cast<cudaEvent_t>(new Event);
   return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
   delete reinterpret_cast<Event*>(e);
-  return freed();
+  return lost();
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   auto* ev = reinterpret_cast<Event*>(e);
   if (!ev) return fail(cudaErrorInvalidResourceHandle);
   return issue(s, [ev] {
@@ -1050,11 +1047,11 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   });
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   return e ? cudaSuccess : fail(cudaErrorInvalidResourceHandle);
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
-  if (sticky() != cudaSuccess) return fail(sticky());
+  if (const cudaError_t err = lost()) return err;
   auto *x = reinterpret_cast<Event*>(a), *y = reinterpret_cast<Event*>(b);
   if (!x || !y) return fail(cudaErrorInvalidResourceHandle);
   if (!x->recorded || !y->recorded) return fail(cudaErrorInvalidResourceHandle);
