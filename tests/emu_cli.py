@@ -20,7 +20,8 @@ ankle boot, PGD from the photo, eps 12):
   5. out of GPU memory anywhere from loading the model to the attack's last allocation (the
      emulator's memory capped by TRICK_EMU_MEMORY): one error line naming the size and what
      was being done, exit status 1 and no output, or a finished attack;
-  6. a device index past the last is one error line naming it;
+  6. a device index past the last is one error line naming it; on the emulator, `--conv cublas`
+     one line saying it needs a real GPU;
   7. `bench --both` (eager and graph: equal gradients, no cudaMalloc in the timed loop) and
      `bench --layers` on the GPU;
   8. CUDA calls failing as a GPU's do (the emulator's TRICK_EMU_FAULT), in a 2-image attack:
@@ -179,6 +180,13 @@ def main(tmp):
     p = run(["classify", images[0], "--device", past], want_rc=1)
     lines = p.stderr.strip().splitlines()
     check(len(lines) == 1 and lines[0].startswith("error:") and past in lines[0], f"--device {past}: {lines}")
+    if not GPU:  # the emulator runs our kernels only; cuBLAS would load and find no GPU
+        p = run(["classify", images[0], "--device", "cuda", "--conv", "cublas"], want_rc=1)
+        lines = p.stderr.strip().splitlines()
+        info = [l for l in run(["info"]).stdout.splitlines() if l.startswith("cuBLAS")]
+        check(len(lines) == 1 and lines[0].startswith("error: cuBLAS (--conv cublas) cannot be loaded: the CUDA "
+                                                      "emulator") and "--conv own" in lines[0] and
+              info and "cannot be loaded: the CUDA emulator" in info[0], f"--conv cublas on the emulator: {lines}, {info}")
 
     # 7. the benchmark's GPU paths: eager and graph (--both fails unless their gradients are
     # equal), no cudaMalloc in the timed loop of either, and the per-layer profile

@@ -11,7 +11,9 @@ build's binaries (GPU_CHECK_BIN, no build) in a few seconds, and this checks:
 - every `trick bench` stage exits 1 with one `error:` line (no device), never 2 (a command-line
   mistake), and the table has a row for each configuration;
 - bench_gpu.py (PyTorch's side) parses its arguments and reports why it did not time;
-- with GPU_CHECK_LAYERS=1, each `trick bench --layers` stage also exits 1, not 2.
+- with GPU_CHECK_LAYERS=1, each `trick bench --layers` stage also exits 1, not 2;
+- GPU_CHECK_EMU (the whole check on the CUDA emulator, about 6 minutes: not run here) says
+  in one line when the folder lacks the emulator's binaries.
 Skipped (exit 77) where a GPU is present: run tools/gpu_check.sh itself there.
 
 usage: gpu_check_dry.py BINARY_DIR
@@ -114,6 +116,11 @@ def main(argv):
         for name, result in layer_stages:
             if not result.startswith("FAILED (exit 1,"):
                 fail(f"GPU_CHECK_LAYERS=1: stage '{name}': {result} (expected exit 1: no device)\n{console}")
+    # GPU_CHECK_EMU (the rehearsal on the CUDA emulator) pointed where its binaries are not.
+    with tempfile.TemporaryDirectory() as out:
+        status, console = run_check(root, bin_dir, out, GPU_CHECK_EMU=out)
+        if status != 1 or not console.startswith(f"error: GPU_CHECK_EMU={out}: no trick_emu"):
+            fail(f"GPU_CHECK_EMU without the emulator's binaries: exit {status}, {console[:300]}")
     print(f"ok: {len(stages)} bench stages, the test filters, the table and {len(layer_stages)} layer stages, "
           "without a GPU")
     return 0

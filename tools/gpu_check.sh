@@ -29,6 +29,9 @@
 #              and cuBLAS in bf16 (last: the first cut when the budget runs out)
 #   table      one table: ms, images/s, TFLOP/s, ratio against PyTorch eager
 #   GPU_CHECK_QUICK=1: the tests and our own kernels' benchmark (fp32, TF32, bf16) only (no peer, no table)
+#   GPU_CHECK_EMU=DIR: a rehearsal where there is no GPU: every stage on DIR's trick_emu and
+#              trick_emu_tests (the CUDA emulator, kernels/cuda/emu/: our kernels on the CPU;
+#              cuBLAS, cuDNN and PyTorch fail there), batch 1, one repeat (about 6 minutes)
 #   GPU_CHECK_PROFILE=1: after the build, instead of tests and benchmark, Nsight Compute's
 #              per-kernel times of one eager step (own kernels at batch 1 and 256, cuDNN at 256)
 #   GPU_CHECK_LAYERS=1: after the build, instead of tests and benchmark, `trick bench --layers`
@@ -42,11 +45,23 @@ cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 OUT=${OUT:-$ROOT/gpu-check-out}
 mkdir -p "$OUT"
-BUDGET=${GPU_CHECK_BUDGET:-440}
+EMU=${GPU_CHECK_EMU:-}
+if [ -n "$EMU" ]; then  # the emulator's binaries under the names the stages run
+  emu_dir=/tmp/trick-gpucheck-emu
+  if [ ! -x "$EMU/trick_emu" ] || [ ! -x "$EMU/trick_emu_tests" ]; then
+    echo "error: GPU_CHECK_EMU=$EMU: no trick_emu and trick_emu_tests there (cmake --build $EMU --target trick_emu trick_emu_tests)"
+    exit 1
+  fi
+  mkdir -p "$emu_dir" && ln -sf "$(realpath "$EMU/trick_emu")" "$emu_dir/trick" &&
+    ln -sf "$(realpath "$EMU/trick_emu_tests")" "$emu_dir/trick_tests" || exit 1
+  GPU_CHECK_BIN=$emu_dir
+fi
+BUDGET=${GPU_CHECK_BUDGET:-$([ -n "$EMU" ] && echo 900 || echo 440)}
 JOBS=${GPU_CHECK_JOBS:-16}
-BATCHES=${GPU_CHECK_BATCHES:-1,64,256}
-REPEATS=${GPU_CHECK_REPEATS:-10}
-WARMUP=${GPU_CHECK_WARMUP:-3}
+BATCHES=${GPU_CHECK_BATCHES:-$([ -n "$EMU" ] && echo 1 || echo 1,64,256)}
+SPLIT_BATCHES=${GPU_CHECK_SPLIT_BATCHES:-$([ -n "$EMU" ] && echo 1 || echo 1,64)}
+REPEATS=${GPU_CHECK_REPEATS:-$([ -n "$EMU" ] && echo 1 || echo 10)}
+WARMUP=${GPU_CHECK_WARMUP:-$([ -n "$EMU" ] && echo 0 || echo 3)}
 BUILD=${GPU_CHECK_BUILD_DIR:-build-gpu}
 KIT=$ROOT/.gpukit
 KIT_DIR=/tmp/trick-gpukit
@@ -205,6 +220,7 @@ if [ -n "${GPU_CHECK_BIN:-}" ]; then
   BIN=$(cd "$GPU_CHECK_BIN" && pwd) || BIN=""
   say "build: skipped: GPU_CHECK_BIN=$GPU_CHECK_BIN"
   SUMMARY+=("build: skipped, the binaries in GPU_CHECK_BIN=$GPU_CHECK_BIN")
+  [ -n "$EMU" ] && SUMMARY+=("NOTE: a rehearsal on the CUDA emulator (GPU_CHECK_EMU=$EMU): the times are a CPU's, not a GPU's")
 fi
 if [ "$PREBUILT" = auto ]; then
   PREBUILT=0
@@ -393,7 +409,7 @@ bench_trick cublas tf32 60
 for policy in ${GPU_CHECK_SPLIT_K:-off 4,64 16,64 8,32 8,128}; do
   [ -z "$BIN" ] && break
   run_stage "bench trick own split-k $policy" 30 "$OUT/bench_trick.log" env LD_LIBRARY_PATH="$RUN_LD" \
-    "$BIN/trick" bench --device cuda:0 --model inception_v3 --batch 1,64 --repeats "$REPEATS" \
+    "$BIN/trick" bench --device cuda:0 --model inception_v3 --batch "$SPLIT_BATCHES" --repeats "$REPEATS" \
     --warmup "$WARMUP" --conv own --split-k "$policy" || bench_fail own "fp32 split-k $policy" "failed or timed out"
 done
 bench_trick cublas bf16 45

@@ -11,6 +11,7 @@
 
 #include <mutex>
 
+#include "kernels/cuda/runtime.h"
 #include "tensor/error.h"
 
 #ifndef TRICK_CUBLAS_DIR
@@ -35,20 +36,26 @@ std::mutex& load_mutex() {
 // The soname a build against these headers needs, then the same file in the folder the
 // build found the library in (CMake's), where the system's cache may not look.
 std::vector<std::string> candidates(const std::string& soname, const std::string& dir) {
+  if (emulated()) return {};  // see kEmulated
   std::vector<std::string> out{soname};
   if (!dir.empty()) out.push_back(dir + "/" + soname);
   return out;
 }
+// On the CUDA emulator the real libraries would load but find no GPU (cublasCreate: "not
+// initialized"): they are not offered there, with this reason.
+constexpr const char* kEmulated =
+    "the CUDA emulator (trick_emu) runs this build's own kernels on the CPU, and cuBLAS and cuDNN need a real GPU";
+constexpr const char* kEmulatedHint = "use --conv own here, or trick on a machine with a GPU";
 }  // namespace
 
-LazyLibrary::LazyLibrary(std::string what, std::vector<std::string> candidates, std::string hint)
-    : what_(std::move(what)), hint_(std::move(hint)), candidates_(std::move(candidates)) {}
+LazyLibrary::LazyLibrary(std::string what, std::vector<std::string> candidates, std::string hint, std::string absent)
+    : what_(std::move(what)), hint_(std::move(hint)), absent_(std::move(absent)), candidates_(std::move(candidates)) {}
 
 void* LazyLibrary::handle() {
   std::lock_guard<std::mutex> lock(load_mutex());
   if (!tried_) {
     tried_ = true;
-    if (candidates_.empty()) error_ = "this build has none";
+    if (candidates_.empty()) error_ = absent_;
     for (const std::string& c : candidates_) {
       // RTLD_GLOBAL, as when linked: cuDNN loads its sub-libraries itself.
       handle_ = dlopen(c.c_str(), RTLD_NOW | RTLD_GLOBAL);
@@ -86,8 +93,10 @@ void* LazyLibrary::symbol(const char* name) {
 LazyLibrary& cublas_library() {
   static LazyLibrary* lib = new LazyLibrary(  // never destroyed: used until exit
       "cuBLAS (--conv cublas)", candidates("libcublas.so." TRICK_LAZY_STR(CUBLAS_VER_MAJOR), TRICK_CUBLAS_DIR),
-      "install CUDA's cuBLAS " TRICK_LAZY_STR(CUBLAS_VER_MAJOR) " or put its folder in LD_LIBRARY_PATH; "
-      "--conv own needs neither cuBLAS nor cuDNN");
+      emulated() ? kEmulatedHint
+                 : "install CUDA's cuBLAS " TRICK_LAZY_STR(CUBLAS_VER_MAJOR) " or put its folder in LD_LIBRARY_PATH; "
+                   "--conv own needs neither cuBLAS nor cuDNN",
+      emulated() ? kEmulated : "this build has none");
   return *lib;
 }
 
@@ -95,8 +104,10 @@ LazyLibrary& cudnn_library() {
 #ifdef TRICK_WITH_CUDNN
   static LazyLibrary* lib = new LazyLibrary(
       "cuDNN (--conv cudnn)", candidates("libcudnn.so." TRICK_LAZY_STR(CUDNN_MAJOR), TRICK_CUDNN_DIR),
-      "install cuDNN " TRICK_LAZY_STR(CUDNN_MAJOR) " or put its folder in LD_LIBRARY_PATH; "
-      "--conv own needs neither cuBLAS nor cuDNN");
+      emulated() ? kEmulatedHint
+                 : "install cuDNN " TRICK_LAZY_STR(CUDNN_MAJOR) " or put its folder in LD_LIBRARY_PATH; "
+                   "--conv own needs neither cuBLAS nor cuDNN",
+      emulated() ? kEmulated : "this build has none");
 #else  // nothing to load: no forwarders were compiled (CMakeLists.txt, TRICK_WITH_CUDNN)
   static LazyLibrary* lib = new LazyLibrary(
       "cuDNN (--conv cudnn)", {},

@@ -22,8 +22,9 @@ class LazyLibrary {
   // what: "cuBLAS"; candidates: file names tried in turn with dlopen (a bare soname first, so
   // LD_LIBRARY_PATH and the system's library cache decide, then the build machine's folder);
   // hint: what to tell a user it cannot be loaded for. No candidates: a library this build
-  // left out (its error() is "this build has none", and the hint says why).
-  LazyLibrary(std::string what, std::vector<std::string> candidates, std::string hint);
+  // cannot use (its error() is `absent`, and the hint says what to do).
+  LazyLibrary(std::string what, std::vector<std::string> candidates, std::string hint,
+              std::string absent = "this build has none");
   LazyLibrary(const LazyLibrary&) = delete;
   LazyLibrary& operator=(const LazyLibrary&) = delete;
 
@@ -41,7 +42,7 @@ class LazyLibrary {
   void* symbol(const char* name);
 
  private:
-  std::string what_, hint_;
+  std::string what_, hint_, absent_;
   std::vector<std::string> candidates_;
   void* handle_ = nullptr;
   std::string error_;

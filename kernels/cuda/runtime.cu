@@ -90,6 +90,13 @@ int compute_capability() {
 #define TRICK_CUDA_ARCHITECTURES "(unknown)"
 #endif
 const char* built_architectures() { return TRICK_CUDA_ARCHITECTURES; }
+bool emulated() {
+#if defined(TRICK_CUDA_EMU)
+  return true;
+#else
+  return false;
+#endif
+}
 
 std::string kernel_problem(int device, const void* kernel, const char* architectures) {
   int previous = 0;

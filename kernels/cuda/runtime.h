@@ -44,6 +44,9 @@ int compute_capability();  // of the current device, as 10 * major + minor: 90 o
 // The CUDA architectures this build's kernels were compiled for, as CMake was given them
 // (CMAKE_CUDA_ARCHITECTURES, commas between: "90", "86,90", "80-real"...).
 const char* built_architectures();
+// True in the CUDA emulator's build (trick_emu, trick_emu_tests: kernels/cuda/emu/), where
+// this library's kernels run on the CPU and cuBLAS and cuDNN, which need a real GPU, do not.
+bool emulated();
 // Why `device` cannot run `kernel`, compiled for `architectures` ("" when it can): asks the
 // runtime for the kernel's attributes there, which fails when the binary holds no code the GPU
 // can run (no SASS of its architecture and no PTX it can compile). The reason names the GPU,
