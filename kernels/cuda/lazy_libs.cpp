@@ -36,7 +36,6 @@ std::mutex& load_mutex() {
 // The soname a build against these headers needs, then the same file in the folder the
 // build found the library in (CMake's), where the system's cache may not look.
 std::vector<std::string> candidates(const std::string& soname, const std::string& dir) {
-  if (emulated()) return {};  // see kEmulated
   std::vector<std::string> out{soname};
   if (!dir.empty()) out.push_back(dir + "/" + soname);
   return out;
@@ -46,6 +45,11 @@ std::vector<std::string> candidates(const std::string& soname, const std::string
 constexpr const char* kEmulated =
     "the CUDA emulator (trick_emu) runs this build's own kernels on the CPU, and cuBLAS and cuDNN need a real GPU";
 constexpr const char* kEmulatedHint = "use --conv own here, or trick on a machine with a GPU";
+
+LazyLibrary* library(const char* what, std::vector<std::string> files, const char* hint) {
+  if (emulated()) return new LazyLibrary(what, {}, kEmulatedHint, kEmulated);
+  return new LazyLibrary(what, std::move(files), hint);
+}
 }  // namespace
 
 LazyLibrary::LazyLibrary(std::string what, std::vector<std::string> candidates, std::string hint, std::string absent)
@@ -91,23 +95,19 @@ void* LazyLibrary::symbol(const char* name) {
 }
 
 LazyLibrary& cublas_library() {
-  static LazyLibrary* lib = new LazyLibrary(  // never destroyed: used until exit
+  static LazyLibrary* lib = library(  // never destroyed: used until exit
       "cuBLAS (--conv cublas)", candidates("libcublas.so." TRICK_LAZY_STR(CUBLAS_VER_MAJOR), TRICK_CUBLAS_DIR),
-      emulated() ? kEmulatedHint
-                 : "install CUDA's cuBLAS " TRICK_LAZY_STR(CUBLAS_VER_MAJOR) " or put its folder in LD_LIBRARY_PATH; "
-                   "--conv own needs neither cuBLAS nor cuDNN",
-      emulated() ? kEmulated : "this build has none");
+      "install CUDA's cuBLAS " TRICK_LAZY_STR(CUBLAS_VER_MAJOR) " or put its folder in LD_LIBRARY_PATH; "
+      "--conv own needs neither cuBLAS nor cuDNN");
   return *lib;
 }
 
 LazyLibrary& cudnn_library() {
 #ifdef TRICK_WITH_CUDNN
-  static LazyLibrary* lib = new LazyLibrary(
+  static LazyLibrary* lib = library(
       "cuDNN (--conv cudnn)", candidates("libcudnn.so." TRICK_LAZY_STR(CUDNN_MAJOR), TRICK_CUDNN_DIR),
-      emulated() ? kEmulatedHint
-                 : "install cuDNN " TRICK_LAZY_STR(CUDNN_MAJOR) " or put its folder in LD_LIBRARY_PATH; "
-                   "--conv own needs neither cuBLAS nor cuDNN",
-      emulated() ? kEmulated : "this build has none");
+      "install cuDNN " TRICK_LAZY_STR(CUDNN_MAJOR) " or put its folder in LD_LIBRARY_PATH; "
+      "--conv own needs neither cuBLAS nor cuDNN");
 #else  // nothing to load: no forwarders were compiled (CMakeLists.txt, TRICK_WITH_CUDNN)
   static LazyLibrary* lib = new LazyLibrary(
       "cuDNN (--conv cudnn)", {},
