@@ -28,13 +28,7 @@ int run(const Options& o) {
   std::unique_ptr<Model> model = o.weights.empty() ? open_default_model(dev) : open_model(o.weights, dev);
   for (const std::string& path : o.images) {
     const Tensor image = image_tensor(files.take(path), model->input_channels());
-    Tensor input;
-    try {
-      input = model_input(*model, image, raw);
-    } catch (const Error& e) {
-      fail_if_out_of_memory(e, cat("preparing ", path, " for the model on ", dev.str()), dev, "close other programs");
-      fail(path, ": ", e.what());
-    }
+    const Tensor input = model_input_for(*model, image, raw, path);
     NoGradScope no_grad;
     std::vector<float> z, p;
     try {

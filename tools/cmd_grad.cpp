@@ -38,13 +38,7 @@ int run(const Options& o) {
   }
   const Tensor image = image_tensor(file, model->input_channels());
   file = DecodedImage();
-  Tensor input;
-  try {
-    input = model_input(*model, image, raw);
-  } catch (const Error& e) {
-    fail_if_out_of_memory(e, cat("preparing ", o.image, " for the model on ", dev.str()), dev, "close other programs");
-    fail(o.image, ": ", e.what());
-  }
+  const Tensor input = model_input_for(*model, image, raw, o.image);
   Var x(input, true);
   std::vector<std::pair<std::string, Tensor>> activations;
   Var logits, loss;

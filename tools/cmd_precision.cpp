@@ -144,13 +144,7 @@ int run(const Options& o) {
   FrozenConvWeights frozen;  // weights never change here: the CPU keeps its prepared (and rounded) copies
   for (const std::string& path : o.images) {
     const Tensor image = image_tensor(files.take(path), model->input_channels());
-    Tensor input;
-    try {
-      input = model_input(*model, image, raw);
-    } catch (const Error& e) {
-      fail_if_out_of_memory(e, cat("preparing ", path, " for the model on ", dev.str()), dev, "close other programs");
-      fail(path, ": ", e.what());
-    }
+    const Tensor input = model_input_for(*model, image, raw, path);
     // The target: the one asked for, else the class fp32 ranks first (its gradient then
     // makes the image more of what it is; an attack asks for another class with --target).
     const Outputs ref = run_mode(*model, input, fixed_target, MathMode::FP32, path);

@@ -162,6 +162,16 @@ Tensor model_input(Model& model, const Tensor& image, bool raw) {
   return in.value().to(model.device());
 }
 
+Tensor model_input_for(Model& model, const Tensor& image, bool raw, const std::string& path) {
+  try {
+    return model_input(model, image, raw);
+  } catch (const Error& e) {
+    const Device dev = model.device();
+    fail_if_out_of_memory(e, cat("preparing ", path, " for the model on ", dev.str()), dev, "close other programs");
+    fail(path, ": ", e.what());
+  }
+}
+
 std::vector<ClassScore> top_k(const std::vector<float>& probs, const std::vector<std::string>& names, int k) {
   std::vector<int> idx(probs.size());
   std::iota(idx.begin(), idx.end(), 0);

@@ -117,6 +117,9 @@ std::string default_model_sha256();
 // transform, or none with raw = true (the image must then have the input size already).
 // Returns (1, h, w, c) on the model's device, without gradient tracking.
 Tensor model_input(Model& model, const Tensor& image, bool raw);
+// model_input for the command line: an image the model cannot take is one error line naming
+// `path`; running out of memory says it was preparing `path` on the model's device.
+Tensor model_input_for(Model& model, const Tensor& image, bool raw, const std::string& path);
 
 // Parses --input-size: "raw" -> true, "" / "model" -> false; anything else is an error.
 bool parse_input_size(const std::string& option);
