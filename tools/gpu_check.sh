@@ -56,12 +56,18 @@ if [ -n "$EMU" ]; then  # the emulator's binaries under the names the stages run
     ln -sf "$(realpath "$EMU/trick_emu_tests")" "$emu_dir/trick_tests" || exit 1
   GPU_CHECK_BIN=$emu_dir
 fi
-BUDGET=${GPU_CHECK_BUDGET:-$([ -n "$EMU" ] && echo 900 || echo 440)}
+# Defaults: budget (s), batches, the split-K sweep's batches, repeats, warm-ups.
+if [ -n "$EMU" ]; then
+  set -- 900 1 1 1 0
+else
+  set -- 440 1,64,256 1,64 10 3
+fi
+BUDGET=${GPU_CHECK_BUDGET:-$1}
 JOBS=${GPU_CHECK_JOBS:-16}
-BATCHES=${GPU_CHECK_BATCHES:-$([ -n "$EMU" ] && echo 1 || echo 1,64,256)}
-SPLIT_BATCHES=${GPU_CHECK_SPLIT_BATCHES:-$([ -n "$EMU" ] && echo 1 || echo 1,64)}
-REPEATS=${GPU_CHECK_REPEATS:-$([ -n "$EMU" ] && echo 1 || echo 10)}
-WARMUP=${GPU_CHECK_WARMUP:-$([ -n "$EMU" ] && echo 0 || echo 3)}
+BATCHES=${GPU_CHECK_BATCHES:-$2}
+SPLIT_BATCHES=${GPU_CHECK_SPLIT_BATCHES:-$3}
+REPEATS=${GPU_CHECK_REPEATS:-$4}
+WARMUP=${GPU_CHECK_WARMUP:-$5}
 BUILD=${GPU_CHECK_BUILD_DIR:-build-gpu}
 KIT=$ROOT/.gpukit
 KIT_DIR=/tmp/trick-gpukit
